@@ -1,0 +1,54 @@
+//! Library error type: every variant names the path or PID it is about.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Errors from lock operations. A refusal ("held by someone else") is not an
+/// error: it is an outcome (see [`crate::lock::ClaimOutcome`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The worker directory does not exist.
+    #[error("{path}: no such worker directory")]
+    NoSuchWorker { path: PathBuf },
+
+    /// The worker path exists but is not a directory.
+    #[error("{path}: not a directory")]
+    NotADirectory { path: PathBuf },
+
+    /// `.runtime` is a symlink or not a directory; it is never followed or replaced.
+    #[error("{path}: {why}; refusing to follow or replace it")]
+    UnsafeRuntime { path: PathBuf, why: String },
+
+    /// `agent.lock` is a symlink, directory, FIFO or other non-regular file that
+    /// cannot be moved aside safely.
+    #[error("{path}: {why}")]
+    UnsafeLock { path: PathBuf, why: String },
+
+    /// An I/O operation on a path failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The mutation guard could not be taken in time.
+    #[error("{path}: guard is held by another process for more than {secs} s")]
+    GuardTimeout { path: PathBuf, secs: u64 },
+
+    /// A PID given on the command line is not usable.
+    #[error("pid {pid}: {why}")]
+    BadPid { pid: i64, why: String },
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: impl Into<io::Error>) -> Self {
+        Error::Io {
+            path: path.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

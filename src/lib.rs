@@ -1,0 +1,26 @@
+//! agentlock: stops two coding agents from claiming the same worker identity.
+//!
+//! A worker is held through `<worker>/.runtime/agent.lock`, a small JSON file
+//! compatible with the Go tool `gt` (gastown). A lock is `stale` only when both
+//! its process and its tmux session are gone; when the tool cannot tell, the
+//! answer is `unverified` and nothing is deleted.
+//!
+//! Modules, by what they hold:
+//! - [`record`]: the lock file format.
+//! - [`probe`]: processes, tmux servers, this host.
+//! - [`verdict`]: the seven states and their reasons.
+//! - [`lock`]: guarded, atomic claim / release / inspect on one worker.
+//! - [`run`]: holding a worker for a command's lifetime.
+//! - [`output`]: human and JSON rendering.
+//! - [`exit_codes`]: the binary's exit codes.
+
+pub mod error;
+pub mod exit_codes;
+pub mod lock;
+pub mod output;
+pub mod probe;
+pub mod record;
+pub mod run;
+pub mod verdict;
+
+pub use error::{Error, Result};

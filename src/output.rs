@@ -1,0 +1,201 @@
+//! Rendering of results: human lines and the `--json` objects of SPEC §5.
+//! Nothing here decides anything; it only formats what the library found.
+
+use crate::lock::Inspection;
+use crate::record::format_time;
+use crate::verdict::{State, describe_session};
+use chrono::{DateTime, FixedOffset, Utc};
+use serde::Serialize;
+use std::path::Path;
+
+/// One worker as printed by `status`, `check`, `claim`, `release` (and the
+/// `locks` array of `list`/`doctor`).
+#[derive(Debug, Clone, Serialize)]
+pub struct LockEntry<'a> {
+    pub worker_dir: &'a Path,
+    pub lock_path: &'a Path,
+    pub state: State,
+    pub pid: Option<i32>,
+    pub pid_alive: Option<bool>,
+    pub session_id: Option<&'a str>,
+    pub session_alive: Option<bool>,
+    pub hostname: Option<&'a str>,
+    pub acquired_at: Option<String>,
+    pub reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved_aside: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<&'a str>,
+}
+
+impl<'a> LockEntry<'a> {
+    /// The entry for an inspection, without an action.
+    pub fn of(ins: &'a Inspection) -> LockEntry<'a> {
+        let rec = ins.record.as_ref();
+        LockEntry {
+            worker_dir: &ins.worker_dir,
+            lock_path: &ins.lock_path,
+            state: ins.state,
+            pid: rec.map(|r| r.pid),
+            pid_alive: ins.pid_alive,
+            session_id: rec.and_then(|r| r.session_id.as_deref()),
+            session_alive: ins.session_alive,
+            hostname: rec.and_then(|r| r.hostname.as_deref()),
+            acquired_at: rec.and_then(|r| r.acquired_at.as_ref()).map(format_time),
+            reason: &ins.reason,
+            action: None,
+            moved_aside: None,
+            signal: None,
+        }
+    }
+
+    /// Adds the action taken.
+    pub fn with_action(mut self, action: &'a str) -> LockEntry<'a> {
+        self.action = Some(action);
+        self
+    }
+}
+
+/// `{ "workers": [ ... ] }`.
+pub fn workers_json(entries: &[LockEntry]) -> String {
+    #[derive(Serialize)]
+    struct Workers<'a> {
+        workers: &'a [LockEntry<'a>],
+    }
+    serde_json::to_string_pretty(&Workers { workers: entries }).expect("entries serialize")
+}
+
+/// "3h 12m", "42s", "2d 4h": the age of a lock.
+pub fn age(since: &DateTime<FixedOffset>, now: DateTime<Utc>) -> String {
+    let secs = (now - since.with_timezone(&Utc)).num_seconds();
+    if secs < 0 {
+        return "in the future".into();
+    }
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// "pid 4242, pane %3, host build-1, since 2026-01-05 10:00:00 -08:00 (3h 12m ago)".
+pub fn holder(ins: &Inspection) -> Option<String> {
+    let rec = ins.record.as_ref()?;
+    let mut parts = vec![format!("pid {}", rec.pid)];
+    if let Some(s) = rec.session_id.as_deref() {
+        parts.push(describe_session(s));
+    }
+    if let Some(h) = rec.hostname.as_deref() {
+        parts.push(format!("host {h}"));
+    }
+    if let Some(t) = rec.acquired_at.as_ref() {
+        parts.push(format!(
+            "since {} ({} ago)",
+            t.format("%Y-%m-%d %H:%M:%S %:z"),
+            age(t, Utc::now())
+        ));
+    }
+    Some(parts.join(", "))
+}
+
+/// Whether to colour human output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    /// A state word, coloured by severity when colour is on.
+    pub fn state(&self, s: State) -> String {
+        if !self.color {
+            return s.to_string();
+        }
+        let code = match s {
+            State::Free => "32",
+            State::Held | State::HeldBySession => "33",
+            State::Orphaned | State::Unverified => "35",
+            State::Stale | State::Corrupt => "31",
+        };
+        format!("\x1b[{code}m{s}\x1b[0m")
+    }
+}
+
+/// The `status` line(s) of one worker.
+pub fn status_lines(ins: &Inspection, style: Style) -> String {
+    let mut out = format!(
+        "{}: {} ({})",
+        ins.worker_dir.display(),
+        style.state(ins.state),
+        ins.reason
+    );
+    if let Some(h) = holder(ins) {
+        out.push_str(&format!("\n  holder: {h}"));
+    }
+    out
+}
+
+/// The way out of a refusal, for the given state.
+fn way_out(ins: &Inspection, command: &str) -> String {
+    let w = ins.worker_dir.display();
+    match ins.state {
+        State::HeldBySession => format!(
+            "the agent lives on in tmux; end that session/pane first, or take over with: agentlock {command} {w} --force"
+        ),
+        State::Unverified => format!(
+            "nothing was changed because the holder could not be verified; if you know it is gone: agentlock {command} {w} --force"
+        ),
+        State::Corrupt => {
+            format!("to move the corrupt file aside: agentlock {command} {w} --force")
+        }
+        _ => format!(
+            "to take over anyway: agentlock {command} {w} --force (add --signal-other to SIGTERM the holder)"
+        ),
+    }
+}
+
+/// The refusal block for `claim` / `release`: what holds it, who, the way out.
+pub fn refusal(ins: &Inspection, command: &str) -> String {
+    let mut out = format!(
+        "agentlock: {} is {} ({})",
+        ins.worker_dir.display(),
+        ins.state,
+        ins.reason
+    );
+    if let Some(h) = holder(ins) {
+        out.push_str(&format!("\n  holder: {h}"));
+    }
+    let out_cmd = if command == "release" && ins.state != State::Corrupt {
+        format!(
+            "  only the holder may release it; to remove it anyway: agentlock release {} --force",
+            ins.worker_dir.display()
+        )
+    } else {
+        format!("  {}", way_out(ins, command))
+    };
+    out.push('\n');
+    out.push_str(&out_cmd);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages() {
+        let now = Utc::now();
+        let t = |secs: i64| (now - chrono::Duration::seconds(secs)).fixed_offset();
+        assert_eq!(age(&t(5), now), "5s");
+        assert_eq!(age(&t(125), now), "2m 5s");
+        assert_eq!(age(&t(3 * 3600 + 12 * 60), now), "3h 12m");
+        assert_eq!(age(&t(2 * 86_400 + 4 * 3600), now), "2d 4h");
+        assert_eq!(age(&t(-60), now), "in the future");
+    }
+}

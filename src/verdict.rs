@@ -1,0 +1,332 @@
+//! The verdict: which of the seven states a worker is in, and why.
+//!
+//! The rule that matters most: a lock is `stale` only when its process is
+//! proven dead **and** its tmux session is proven gone (or none was recorded).
+//! Whenever a probe cannot answer, the state is `unverified`, never `stale`.
+
+use crate::probe::tmux::{SessionKind, SessionProbe};
+use crate::probe::{Existence, HostInfo, ProcessProbe, SessionStatus};
+use crate::record::LockRecord;
+use serde::Serialize;
+use std::fmt;
+
+/// State of a worker (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    Free,
+    Held,
+    HeldBySession,
+    Orphaned,
+    Stale,
+    Unverified,
+    Corrupt,
+}
+
+impl State {
+    /// The name used in output and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Free => "free",
+            State::Held => "held",
+            State::HeldBySession => "held-by-session",
+            State::Orphaned => "orphaned",
+            State::Stale => "stale",
+            State::Unverified => "unverified",
+            State::Corrupt => "corrupt",
+        }
+    }
+
+    /// States a plain `claim` may take without `--force`.
+    pub fn claimable(self) -> bool {
+        matches!(self, State::Free | State::Stale | State::Corrupt)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A judged lock: the state, one human line of why, and what each probe said
+/// (`None`: not asked, or could not tell).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub state: State,
+    pub reason: String,
+    pub pid_alive: Option<bool>,
+    pub session_alive: Option<bool>,
+}
+
+/// What the process probes say of the recorded PID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PidStatus {
+    Alive,
+    /// Proven dead; the text says how (exited, zombie, reused, reboot).
+    Dead(String),
+    Unknown(String),
+}
+
+/// "pane %3", "session $1" or "session gt-max".
+pub fn describe_session(id: &str) -> String {
+    match SessionKind::of(id) {
+        SessionKind::Pane => format!("pane {id}"),
+        _ => format!("session {id}"),
+    }
+}
+
+/// Judges the recorded PID on this host, including PID reuse (`pid_start`)
+/// and reboots (`boot_id`) where the record has them.
+pub fn pid_status(rec: &LockRecord, host: &HostInfo, procs: &dyn ProcessProbe) -> PidStatus {
+    let pid = rec.pid;
+    if let (Some(then), Some(now)) = (rec.boot_id.as_deref(), host.boot_id.as_deref())
+        && then != now
+    {
+        return PidStatus::Dead(format!(
+            "pid {pid} died: the host rebooted since the lock was written"
+        ));
+    }
+    match procs.existence(pid) {
+        Existence::Gone => PidStatus::Dead(format!("pid {pid} has exited")),
+        Existence::Zombie => PidStatus::Dead(format!("pid {pid} has exited (zombie)")),
+        Existence::Unknown(why) => PidStatus::Unknown(why),
+        Existence::Alive => match (rec.pid_start, procs.start_time(pid)) {
+            (Some(recorded), Some(actual)) if recorded != actual => PidStatus::Dead(format!(
+                "pid {pid} has exited and was reused by another process (start time {actual}, recorded {recorded})"
+            )),
+            _ => PidStatus::Alive,
+        },
+    }
+}
+
+/// Judges a valid record with the given probes.
+pub fn assess(
+    rec: &LockRecord,
+    host: &HostInfo,
+    procs: &dyn ProcessProbe,
+    sessions: &dyn SessionProbe,
+) -> Verdict {
+    if !host.is_local(rec.hostname.as_deref()) {
+        return Verdict {
+            state: State::Unverified,
+            reason: format!(
+                "written on host {}, this is {}: its process and session cannot be checked from here",
+                rec.hostname.as_deref().unwrap_or("?"),
+                host.hostname
+            ),
+            pid_alive: None,
+            session_alive: None,
+        };
+    }
+    let pid = pid_status(rec, host, procs);
+    let session = rec
+        .session_id
+        .as_deref()
+        .map(|id| (describe_session(id), sessions.session_status(id)));
+    decide(rec.pid, pid, session)
+}
+
+/// The decision table of SPEC §2, on probe answers alone.
+pub fn decide(
+    pid: i32,
+    pid_status: PidStatus,
+    session: Option<(String, SessionStatus)>,
+) -> Verdict {
+    use PidStatus as P;
+    use SessionStatus as S;
+    let pid_alive = match &pid_status {
+        P::Alive => Some(true),
+        P::Dead(_) => Some(false),
+        P::Unknown(_) => None,
+    };
+    let session_alive = session.as_ref().and_then(|(_, s)| match s {
+        S::Alive => Some(true),
+        S::Gone => Some(false),
+        S::Unknown(_) => None,
+    });
+    let (state, reason) = match (pid_status, session) {
+        (P::Unknown(why), _) => (
+            State::Unverified,
+            format!("cannot tell whether pid {pid} is alive: {why}"),
+        ),
+        (P::Alive, None) => (State::Held, format!("pid {pid} is alive")),
+        (P::Alive, Some((s, S::Alive))) => (State::Held, format!("pid {pid} is alive in {s}")),
+        (P::Alive, Some((s, S::Unknown(why)))) => (
+            State::Held,
+            format!("pid {pid} is alive ({s} not checked: {why})"),
+        ),
+        (P::Alive, Some((s, S::Gone))) => (
+            State::Orphaned,
+            format!("pid {pid} is alive but {s} is gone"),
+        ),
+        (P::Dead(how), None) => (State::Stale, format!("{how} and no session was recorded")),
+        (P::Dead(how), Some((s, S::Gone))) => (State::Stale, format!("{how} and {s} is gone")),
+        (P::Dead(how), Some((s, S::Alive))) => {
+            (State::HeldBySession, format!("{how} but {s} is alive"))
+        }
+        (P::Dead(how), Some((s, S::Unknown(why)))) => (
+            State::Unverified,
+            format!("{how} but {s} cannot be checked: {why}"),
+        ),
+    };
+    Verdict {
+        state,
+        reason,
+        pid_alive,
+        session_alive,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::process::MockProcessProbe;
+    use crate::probe::tmux::MockSessionProbe;
+    use mockall::predicate::eq;
+
+    fn host() -> HostInfo {
+        HostInfo {
+            hostname: "here".into(),
+            uid: 1000,
+            boot_id: Some("boot-now".into()),
+        }
+    }
+
+    fn rec(session: Option<&str>) -> LockRecord {
+        LockRecord {
+            pid: 100,
+            acquired_at: None,
+            session_id: session.map(str::to_string),
+            hostname: Some("here".into()),
+            pid_start: None,
+            boot_id: None,
+            uid: None,
+        }
+    }
+
+    fn procs(existence: Existence, start: Option<u64>) -> MockProcessProbe {
+        let mut p = MockProcessProbe::new();
+        p.expect_existence().with(eq(100)).return_const(existence);
+        p.expect_start_time().return_const(start);
+        p
+    }
+
+    fn sessions(status: SessionStatus) -> MockSessionProbe {
+        let mut s = MockSessionProbe::new();
+        s.expect_session_status().return_const(status);
+        s
+    }
+
+    fn state(r: &LockRecord, e: Existence, start: Option<u64>, s: SessionStatus) -> State {
+        assess(r, &host(), &procs(e, start), &sessions(s)).state
+    }
+
+    #[test]
+    fn table() {
+        let r = rec(Some("%3"));
+        use Existence as E;
+        use SessionStatus as S;
+        assert_eq!(state(&r, E::Alive, None, S::Alive), State::Held);
+        assert_eq!(state(&r, E::Alive, None, S::Gone), State::Orphaned);
+        assert_eq!(
+            state(&r, E::Alive, None, S::Unknown("x".into())),
+            State::Held
+        );
+        assert_eq!(state(&r, E::Gone, None, S::Alive), State::HeldBySession);
+        assert_eq!(state(&r, E::Zombie, None, S::Alive), State::HeldBySession);
+        assert_eq!(state(&r, E::Gone, None, S::Gone), State::Stale);
+        assert_eq!(state(&r, E::Zombie, None, S::Gone), State::Stale);
+        assert_eq!(
+            state(&r, E::Gone, None, S::Unknown("x".into())),
+            State::Unverified
+        );
+        assert_eq!(
+            state(&r, E::Unknown("x".into()), None, S::Gone),
+            State::Unverified
+        );
+    }
+
+    #[test]
+    fn no_session_recorded_never_asks_tmux() {
+        let r = rec(None);
+        let mut s = MockSessionProbe::new();
+        s.expect_session_status().never();
+        let v = assess(&r, &host(), &procs(Existence::Gone, None), &s);
+        assert_eq!(v.state, State::Stale);
+        assert_eq!(v.reason, "pid 100 has exited and no session was recorded");
+        let v = assess(&r, &host(), &procs(Existence::Alive, None), &s);
+        assert_eq!(v.state, State::Held);
+    }
+
+    #[test]
+    fn reused_pid_counts_as_dead() {
+        let mut r = rec(Some("gt-max"));
+        r.pid_start = Some(500);
+        let v = assess(
+            &r,
+            &host(),
+            &procs(Existence::Alive, Some(900)),
+            &sessions(SessionStatus::Gone),
+        );
+        assert_eq!(v.state, State::Stale);
+        assert!(v.reason.contains("reused"), "{}", v.reason);
+        assert_eq!(v.pid_alive, Some(false));
+        // Same start time: the same process.
+        let v = assess(
+            &r,
+            &host(),
+            &procs(Existence::Alive, Some(500)),
+            &sessions(SessionStatus::Gone),
+        );
+        assert_eq!(v.state, State::Orphaned);
+        // Start time unreadable: cannot prove reuse, so alive (the safe side).
+        let v = assess(
+            &r,
+            &host(),
+            &procs(Existence::Alive, None),
+            &sessions(SessionStatus::Gone),
+        );
+        assert_eq!(v.state, State::Orphaned);
+    }
+
+    #[test]
+    fn reboot_counts_as_dead_without_probing_the_pid() {
+        let mut r = rec(Some("%1"));
+        r.boot_id = Some("boot-before".into());
+        let mut p = MockProcessProbe::new();
+        p.expect_existence().never();
+        let v = assess(&r, &host(), &p, &sessions(SessionStatus::Gone));
+        assert_eq!(v.state, State::Stale);
+        assert!(v.reason.contains("rebooted"));
+    }
+
+    #[test]
+    fn foreign_host_is_unverified_without_any_probe() {
+        let mut r = rec(Some("%1"));
+        r.hostname = Some("elsewhere".into());
+        let mut p = MockProcessProbe::new();
+        p.expect_existence().never();
+        let mut s = MockSessionProbe::new();
+        s.expect_session_status().never();
+        let v = assess(&r, &host(), &p, &s);
+        assert_eq!(v.state, State::Unverified);
+        assert!(v.reason.contains("elsewhere"));
+    }
+
+    #[test]
+    fn reasons_name_pane_or_session() {
+        let v = decide(
+            7,
+            PidStatus::Dead("pid 7 has exited".into()),
+            Some((describe_session("%2"), SessionStatus::Alive)),
+        );
+        assert_eq!(v.reason, "pid 7 has exited but pane %2 is alive");
+        let v = decide(
+            7,
+            PidStatus::Alive,
+            Some((describe_session("gt-max"), SessionStatus::Gone)),
+        );
+        assert_eq!(v.reason, "pid 7 is alive but session gt-max is gone");
+    }
+}
