@@ -1,0 +1,457 @@
+//! claim / release / check / status against real processes and real files.
+
+mod common;
+use common::*;
+
+use agentlock::record::LockRecord;
+use predicates::str::contains;
+
+fn read_record(worker: &std::path::Path) -> LockRecord {
+    LockRecord::parse(&std::fs::read(lock_path(worker)).unwrap()).unwrap()
+}
+
+#[test]
+fn claim_free_worker_writes_full_record_and_guard() {
+    let sb = Sandbox::new();
+    let w = sb.worker("max");
+    let holder = sleeper();
+    let out = sb
+        .cmd()
+        .args(["claim", "--json", "--session", "gt-max", "--pid"])
+        .arg(holder.pid().to_string())
+        .arg(&w)
+        .assert()
+        .code(0);
+    let e = entry(&out.get_output().stdout);
+    assert_eq!(e["action"], "claimed");
+    assert_eq!(e["state"], "held");
+    assert_eq!(e["pid"], holder.pid());
+    assert_eq!(e["worker_dir"], w.canonicalize().unwrap().to_str().unwrap());
+    let rec = read_record(&w);
+    assert_eq!(rec.pid, holder.pid());
+    assert_eq!(rec.session_id.as_deref(), Some("gt-max"));
+    assert_eq!(rec.hostname, Some(hostname()));
+    assert_eq!(rec.uid, Some(nix::unistd::getuid().as_raw()));
+    assert!(rec.pid_start.is_some());
+    assert!(rec.boot_id.is_some());
+    assert!(w.join(".runtime/agent.lock.flock").is_file());
+    // No temp file is left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(w.join(".runtime"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("agent.lock.tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn default_holder_is_the_invoking_process() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    // `sh -c 'agentlock claim W; cat lock'`: the shell is the holder.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("\"$0\" claim -q \"$1\" && echo \"$$\""))
+        .arg(BIN)
+        .arg(&w)
+        .env("TMUX_TMPDIR", &sb.tmux_tmpdir)
+        .env_remove("TMUX_PANE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shell_pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert_eq!(read_record(&w).pid, shell_pid);
+}
+
+#[test]
+fn second_claimant_is_refused_with_the_holder_named() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let (a, b) = (sleeper(), sleeper());
+    sb.cmd()
+        .args(["claim", "--pid", &a.pid().to_string()])
+        .arg(&w)
+        .assert()
+        .code(0);
+    let before = std::fs::read(lock_path(&w)).unwrap();
+    sb.cmd()
+        .args(["claim", "--pid", &b.pid().to_string()])
+        .arg(&w)
+        .assert()
+        .code(1)
+        .stderr(contains(format!("is held (pid {} is alive)", a.pid())))
+        .stderr(contains(format!("holder: pid {}", a.pid())))
+        .stderr(contains("--force"));
+    assert_eq!(
+        std::fs::read(lock_path(&w)).unwrap(),
+        before,
+        "a refusal changes nothing"
+    );
+    // check as B: held by another → 1; as A: yours → 0.
+    sb.cmd()
+        .args(["check", "--pid", &b.pid().to_string()])
+        .arg(&w)
+        .assert()
+        .code(1);
+    sb.cmd()
+        .args(["check", "--pid", &a.pid().to_string()])
+        .arg(&w)
+        .assert()
+        .code(0)
+        .stdout(contains("held by you"));
+}
+
+#[test]
+fn same_holder_refreshes() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let a = sleeper();
+    let pid = a.pid().to_string();
+    sb.cmd()
+        .args(["claim", "--pid", &pid])
+        .arg(&w)
+        .assert()
+        .code(0);
+    let first = read_record(&w);
+    let out = sb
+        .cmd()
+        .args(["claim", "--json", "--pid", &pid])
+        .arg(&w)
+        .assert()
+        .code(0);
+    assert_eq!(entry(&out.get_output().stdout)["action"], "refreshed");
+    let second = read_record(&w);
+    assert!(second.acquired_at > first.acquired_at);
+    // The same pane is the same holder, whatever PID claims from it.
+    let b = sleeper();
+    sb.cmd()
+        .args(["claim", "--session", "%7", "--pid", &pid])
+        .arg(&w)
+        .assert()
+        .code(0);
+    let out = sb
+        .cmd()
+        .args([
+            "claim",
+            "--json",
+            "--session",
+            "%7",
+            "--pid",
+            &b.pid().to_string(),
+        ])
+        .arg(&w)
+        .assert()
+        .code(0);
+    assert_eq!(entry(&out.get_output().stdout)["action"], "refreshed");
+    assert_eq!(read_record(&w).pid, b.pid());
+}
+
+#[test]
+fn stale_lock_without_session_is_replaced() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    write_lock(&w, &go_lock(dead_pid(), None));
+    assert_eq!(state_of(&sb, &w, &[]), "stale");
+    let a = sleeper();
+    let out = sb
+        .cmd()
+        .args(["claim", "--json", "--pid", &a.pid().to_string()])
+        .arg(&w)
+        .assert()
+        .code(0);
+    assert_eq!(entry(&out.get_output().stdout)["action"], "replaced-stale");
+    assert_eq!(read_record(&w).pid, a.pid());
+}
+
+#[test]
+fn reused_pid_and_reboot_count_as_dead() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let other = sleeper();
+    // The PID is alive, but it is not the process that claimed.
+    let start =
+        agentlock::probe::ProcessProbe::start_time(&agentlock::probe::LiveProcesses, other.pid())
+            .unwrap();
+    write_lock(
+        &w,
+        &format!(
+            r#"{{"pid":{},"acquired_at":"2026-01-05T10:00:00Z","hostname":"{}","pid_start":{}}}"#,
+            other.pid(),
+            hostname(),
+            start + 1
+        ),
+    );
+    let out = sb.cmd().args(["status", "--json"]).arg(&w).assert().code(0);
+    let e = entry(&out.get_output().stdout);
+    assert_eq!(e["state"], "stale");
+    assert_eq!(e["pid_alive"], false);
+    assert!(e["reason"].as_str().unwrap().contains("reused"), "{e}");
+    // Same PID, same start time: held.
+    write_lock(
+        &w,
+        &format!(
+            r#"{{"pid":{},"hostname":"{}","pid_start":{start}}}"#,
+            other.pid(),
+            hostname()
+        ),
+    );
+    assert_eq!(state_of(&sb, &w, &[]), "held");
+    // Written before a reboot: dead whatever the PID is now.
+    write_lock(
+        &w,
+        &format!(
+            r#"{{"pid":{},"hostname":"{}","boot_id":"not-this-boot"}}"#,
+            other.pid(),
+            hostname()
+        ),
+    );
+    assert_eq!(state_of(&sb, &w, &[]), "stale");
+}
+
+#[test]
+fn foreign_host_is_unverified_and_never_taken_without_force() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    write_lock(
+        &w,
+        r#"{"pid":1,"acquired_at":"2026-01-05T10:00:00Z","hostname":"some-other-host"}"#,
+    );
+    assert_eq!(state_of(&sb, &w, &[]), "unverified");
+    let a = sleeper();
+    sb.cmd()
+        .args(["claim", "--pid", &a.pid().to_string()])
+        .arg(&w)
+        .assert()
+        .code(1)
+        .stderr(contains("some-other-host"));
+    sb.cmd()
+        .args(["claim", "--force", "--pid", &a.pid().to_string()])
+        .arg(&w)
+        .assert()
+        .code(0)
+        .stdout(contains("took-over"));
+    assert_eq!(read_record(&w).pid, a.pid());
+}
+
+#[test]
+fn release_checks_the_owner() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let (a, b) = (sleeper(), sleeper());
+    sb.cmd()
+        .args(["claim", "--session", "gt-a", "--pid", &a.pid().to_string()])
+        .arg(&w)
+        .assert()
+        .code(0);
+    sb.cmd()
+        .args(["release", "--pid", &b.pid().to_string()])
+        .arg(&w)
+        .assert()
+        .code(1)
+        .stderr(contains("only the holder may release it"));
+    sb.cmd()
+        .args(["release", "--session", "gt-b"])
+        .arg(&w)
+        .assert()
+        .code(1);
+    assert!(lock_path(&w).exists());
+    let out = sb
+        .cmd()
+        .args(["release", "--json", "--session", "gt-a"])
+        .arg(&w)
+        .assert()
+        .code(0);
+    assert_eq!(entry(&out.get_output().stdout)["action"], "released");
+    assert!(!lock_path(&w).exists());
+    assert!(
+        w.join(".runtime/agent.lock.flock").exists(),
+        "the guard file is never deleted"
+    );
+    // Releasing a free worker succeeds.
+    let out = sb
+        .cmd()
+        .args(["release", "--json", "--pid", "1"])
+        .arg(&w)
+        .assert()
+        .code(0);
+    assert_eq!(entry(&out.get_output().stdout)["action"], "already-free");
+    // --force removes whoever holds it.
+    sb.cmd()
+        .args(["claim", "--pid", &a.pid().to_string()])
+        .arg(&w)
+        .assert()
+        .code(0);
+    sb.cmd()
+        .args(["release", "--force", "--pid", "1"])
+        .arg(&w)
+        .assert()
+        .code(0);
+    assert!(!lock_path(&w).exists());
+}
+
+#[test]
+fn first_free_claims_in_order_and_prints_the_worker() {
+    let sb = Sandbox::new();
+    let (w1, w2, w3) = (sb.worker("w1"), sb.worker("w2"), sb.worker("w3"));
+    let (a, b) = (sleeper(), sleeper());
+    sb.cmd()
+        .args(["claim", "--pid", &a.pid().to_string()])
+        .arg(&w1)
+        .assert()
+        .code(0);
+    write_lock(&w2, &go_lock(dead_pid(), None)); // stale: claimable
+    let out = sb
+        .cmd()
+        .args(["claim", "--first-free", "--pid", &b.pid().to_string()])
+        .args([&w1, &w2, &w3])
+        .assert()
+        .code(0);
+    assert_eq!(
+        String::from_utf8_lossy(&out.get_output().stdout).trim(),
+        w2.canonicalize().unwrap().to_str().unwrap()
+    );
+    assert_eq!(read_record(&w2).pid, b.pid());
+    let c = sleeper();
+    sb.cmd()
+        .args(["claim", "--first-free", "--pid", &c.pid().to_string()])
+        .args([&w1, &w2])
+        .assert()
+        .code(1)
+        .stderr(contains("no free worker"));
+}
+
+#[test]
+fn force_with_signal_other_terminates_only_a_provable_holder() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let mut victim = sleeper();
+    let taker = sleeper();
+    sb.cmd()
+        .args(["claim", "--pid", &victim.pid().to_string()])
+        .arg(&w)
+        .assert()
+        .code(0);
+    sb.cmd()
+        .args([
+            "claim",
+            "--force",
+            "--signal-other",
+            "--pid",
+            &taker.pid().to_string(),
+        ])
+        .arg(&w)
+        .assert()
+        .code(0)
+        .stderr(contains(format!(
+            "signalled pid {} with SIGTERM",
+            victim.pid()
+        )));
+    let status = victim.0.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(15));
+    assert_eq!(read_record(&w).pid, taker.pid());
+
+    // A Go-written lock has no start time: the holder cannot be proven, so no signal.
+    let bystander = sleeper();
+    write_lock(&w, &go_lock(bystander.pid(), None));
+    sb.cmd()
+        .args([
+            "claim",
+            "--force",
+            "--signal-other",
+            "--pid",
+            &taker.pid().to_string(),
+        ])
+        .arg(&w)
+        .assert()
+        .code(0)
+        .stderr(contains(format!("did not signal pid {}", bystander.pid())))
+        .stderr(contains("no start time"));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(pid_alive(bystander.pid()));
+    // --signal-other without --force is bad usage.
+    sb.cmd()
+        .args(["claim", "--signal-other"])
+        .arg(&w)
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn read_only_commands_create_nothing() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let before = tree_digest(sb.path());
+    sb.cmd()
+        .args(["status"])
+        .arg(&w)
+        .assert()
+        .code(0)
+        .stdout(contains("free"));
+    sb.cmd()
+        .args(["check", "--pid", "1"])
+        .arg(&w)
+        .assert()
+        .code(0);
+    std::fs::create_dir(w.join(".runtime")).unwrap();
+    let before_rt = tree_digest(sb.path());
+    sb.cmd().args(["status", "--json"]).arg(&w).assert().code(0);
+    assert_eq!(tree_digest(sb.path()), before_rt);
+    assert_ne!(before, before_rt);
+    assert!(!w.join(".runtime/agent.lock.flock").exists());
+}
+
+#[test]
+fn usage_and_path_errors_exit_2_with_one_line() {
+    let sb = Sandbox::new();
+    let file = sb.path().join("plain-file");
+    std::fs::write(&file, "x").unwrap();
+    for (args, want) in [
+        (
+            vec!["claim", "--pid", "0"],
+            "--pid 0: not a valid process id",
+        ),
+        (
+            vec!["claim", "--pid", "-4"],
+            "--pid -4: not a valid process id",
+        ),
+        (
+            vec!["claim", "--pid", "99999999999"],
+            "not a valid process id",
+        ),
+    ] {
+        sb.cmd()
+            .args(args)
+            .arg(sb.path())
+            .assert()
+            .code(2)
+            .stderr(contains(want));
+    }
+    let dead = dead_pid().to_string();
+    sb.cmd()
+        .args(["claim", "--pid", &dead])
+        .arg(sb.path())
+        .assert()
+        .code(2)
+        .stderr(contains(format!("pid {dead}: no such running process")));
+    sb.cmd()
+        .args(["status"])
+        .arg(sb.path().join("missing"))
+        .assert()
+        .code(2)
+        .stderr(contains("no such worker directory"));
+    let out = sb
+        .cmd()
+        .args(["claim", "--pid", "1"])
+        .arg(&file)
+        .assert()
+        .code(2);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("not a directory"), "{err}");
+    sb.cmd().args(["frobnicate"]).assert().code(2);
+}

@@ -1,0 +1,351 @@
+//! Shared helpers for the behaviour tests: a private sandbox per test (its own
+//! temp dir and its own `TMUX_TMPDIR`), private tmux servers that are ended
+//! by their own socket and PID, and child processes that are killed on drop.
+#![allow(dead_code)]
+
+use assert_cmd::Command;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_agentlock");
+
+/// A test's own world: a temp dir for workers and a private tmux socket dir.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    pub tmux_tmpdir: PathBuf,
+    /// Prepended to PATH for agentlock (fake tools go here).
+    pub bin_dir: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let dir = tempfile::Builder::new()
+            .prefix("al")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let tmux_tmpdir = dir.path().join("tmux");
+        let bin_dir = dir.path().join("bin");
+        std::fs::create_dir_all(&tmux_tmpdir).unwrap();
+        std::fs::create_dir_all(&bin_dir).unwrap();
+        Sandbox {
+            dir,
+            tmux_tmpdir,
+            bin_dir,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Creates a worker directory.
+    pub fn worker(&self, name: &str) -> PathBuf {
+        let w = self.dir.path().join(name);
+        std::fs::create_dir_all(&w).unwrap();
+        w
+    }
+
+    /// The socket directory tmux and agentlock use under this sandbox.
+    pub fn socket_dir(&self) -> PathBuf {
+        self.tmux_tmpdir
+            .join(format!("tmux-{}", nix::unistd::getuid().as_raw()))
+    }
+
+    fn path_env(&self) -> std::ffi::OsString {
+        let mut p = self.bin_dir.clone().into_os_string();
+        p.push(":");
+        p.push(std::env::var_os("PATH").unwrap_or_default());
+        p
+    }
+
+    /// `agentlock ARGS` in this sandbox: private TMUX_TMPDIR, no TMUX, no TMUX_PANE.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.env("TMUX_TMPDIR", &self.tmux_tmpdir)
+            .env("PATH", self.path_env())
+            .env_remove("TMUX")
+            .env_remove("TMUX_PANE")
+            .timeout(Duration::from_secs(60));
+        c
+    }
+
+    /// The same, as a std Command (for spawning without waiting).
+    pub fn std_cmd(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(BIN);
+        c.env("TMUX_TMPDIR", &self.tmux_tmpdir)
+            .env("PATH", self.path_env())
+            .env_remove("TMUX")
+            .env_remove("TMUX_PANE");
+        c
+    }
+
+    /// Puts an executable script named `name` first on agentlock's PATH.
+    pub fn fake_tool(&self, name: &str, script: &str) {
+        let p = self.bin_dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// Starts a private tmux server with one session.
+    pub fn tmux(&self, socket: &str, session: &str) -> Tmux {
+        std::fs::create_dir_all(self.socket_dir()).unwrap();
+        std::fs::set_permissions(self.socket_dir(), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
+        let mut t = Tmux {
+            socket: self.socket_dir().join(socket),
+            tmux_tmpdir: self.tmux_tmpdir.clone(),
+            server_pid: 0,
+        };
+        t.run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "80",
+            "-y",
+            "24",
+        ]);
+        t.server_pid = t.query(session, "#{pid}").parse().unwrap();
+        t
+    }
+}
+
+/// A private tmux server, killed (by its socket, then by its PID) on drop.
+pub struct Tmux {
+    pub socket: PathBuf,
+    tmux_tmpdir: PathBuf,
+    pub server_pid: i32,
+}
+
+impl Tmux {
+    pub fn command(&self) -> std::process::Command {
+        let mut c = std::process::Command::new("tmux");
+        c.arg("-S")
+            .arg(&self.socket)
+            .env("TMUX_TMPDIR", &self.tmux_tmpdir)
+            .env_remove("TMUX")
+            .env_remove("TMUX_PANE")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs a tmux command; panics with its stderr on failure.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = self.command().args(args).output().expect("tmux runs");
+        assert!(
+            out.status.success(),
+            "tmux {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `display -p -t TARGET FORMAT`.
+    pub fn query(&self, target: &str, format: &str) -> String {
+        self.run(&["display-message", "-p", "-t", target, format])
+    }
+
+    pub fn new_session(&self, name: &str, cwd: &Path) {
+        self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-c",
+            cwd.to_str().unwrap(),
+            "-x",
+            "80",
+            "-y",
+            "24",
+        ]);
+    }
+
+    pub fn pane_id(&self, session: &str) -> String {
+        self.query(session, "#{pane_id}")
+    }
+
+    pub fn kill_session(&self, session: &str) {
+        self.run(&["kill-session", "-t", session]);
+    }
+
+    /// Ends this server and waits for its PID to go.
+    pub fn kill_server(&self) {
+        let _ = self.command().arg("kill-server").output();
+        wait_gone(self.server_pid, Duration::from_secs(5));
+        if pid_alive(self.server_pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.server_pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        if self.server_pid > 0 && pid_alive(self.server_pid) {
+            self.kill_server();
+        }
+    }
+}
+
+/// A child process killed and reaped on drop.
+pub struct Proc(pub Child);
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A long-lived process to name as a lock holder.
+pub fn sleeper() -> Proc {
+    Proc(
+        std::process::Command::new("sleep")
+            .arg("1000")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The PID of a process that has exited and been reaped.
+pub fn dead_pid() -> i32 {
+    let mut c = std::process::Command::new("true").spawn().unwrap();
+    let pid = c.id() as i32;
+    c.wait().unwrap();
+    pid
+}
+
+pub fn pid_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+pub fn wait_gone(pid: i32, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while pid_alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until `cond` holds (or panics after `limit`).
+pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname().unwrap().into_string().unwrap()
+}
+
+pub fn lock_path(worker: &Path) -> PathBuf {
+    worker.join(".runtime").join("agent.lock")
+}
+
+/// Writes a lock file by hand (as another tool would), creating `.runtime`.
+pub fn write_lock(worker: &Path, json: &str) {
+    std::fs::create_dir_all(worker.join(".runtime")).unwrap();
+    std::fs::write(lock_path(worker), json).unwrap();
+}
+
+/// A lock in the Go tool's exact layout, on this host.
+pub fn go_lock(pid: i32, session: Option<&str>) -> String {
+    let session = session
+        .map(|s| format!(",\n  \"session_id\": {}", serde_json::to_string(s).unwrap()))
+        .unwrap_or_default();
+    format!(
+        "{{\n  \"pid\": {pid},\n  \"acquired_at\": \"2026-01-05T10:00:00.123456789-08:00\"{session},\n  \"hostname\": \"{}\"\n}}",
+        hostname()
+    )
+}
+
+/// Parses stdout of a `--json` command.
+pub fn json(out: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(out)
+        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(out)))
+}
+
+/// The one worker entry of `{ "workers": [ ... ] }`.
+pub fn entry(out: &[u8]) -> serde_json::Value {
+    let v = json(out);
+    let w = v["workers"].as_array().expect("workers array");
+    assert_eq!(w.len(), 1, "{v}");
+    w[0].clone()
+}
+
+/// The state reported by `agentlock status --json WORKER`.
+pub fn state_of(sb: &Sandbox, worker: &Path, extra: &[&str]) -> String {
+    let out = sb
+        .cmd()
+        .args(["status", "--json"])
+        .args(extra)
+        .arg(worker)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    entry(&out.stdout)["state"].as_str().unwrap().to_string()
+}
+
+/// A checksum of every file, directory and symlink under `root`.
+pub fn tree_digest(root: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    fn walk(p: &Path, out: &mut Vec<(PathBuf, String)>) {
+        let md = std::fs::symlink_metadata(p).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let desc = if md.file_type().is_symlink() {
+            format!("link:{}", std::fs::read_link(p).unwrap().display())
+        } else if md.is_dir() {
+            let mut names: Vec<_> = std::fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            names.sort();
+            for n in &names {
+                walk(n, out);
+            }
+            format!("dir:{:o}", md.mode())
+        } else if md.is_file() {
+            let bytes = std::fs::read(p).unwrap();
+            format!("file:{:o}:{}:{:x}", md.mode(), bytes.len(), fnv(&bytes))
+        } else {
+            format!("other:{:o}", md.mode())
+        };
+        out.push((p.to_path_buf(), desc));
+    }
+    walk(root, &mut out);
+    out
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100000001b3)
+    })
+}
