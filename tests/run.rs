@@ -1,0 +1,153 @@
+//! `agentlock run`: the lock is held while the command runs and released
+//! however it ends; the exit status is the command's.
+
+mod common;
+use common::*;
+
+use agentlock::record::LockRecord;
+use predicates::str::contains;
+use std::time::Duration;
+
+#[test]
+fn holds_while_running_releases_after_and_passes_the_status() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let seen = sb.path().join("seen");
+    let out = sb
+        .cmd()
+        .arg("run")
+        .arg(&w)
+        .arg("--")
+        .args(["sh", "-c", "cat \"$1\" > \"$2\"; exit 7", "sh"])
+        .arg(lock_path(&w))
+        .arg(&seen)
+        .assert()
+        .code(7);
+    let _ = out;
+    let rec = LockRecord::parse(&std::fs::read(&seen).unwrap())
+        .expect("lock was present while the command ran");
+    assert!(rec.pid > 0);
+    assert!(!lock_path(&w).exists(), "released after exit");
+}
+
+#[test]
+fn released_when_the_command_is_killed_by_a_signal() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    sb.cmd()
+        .arg("run")
+        .arg(&w)
+        .args(["--", "sh", "-c", "kill -9 $$"])
+        .assert()
+        .code(128 + 9);
+    assert!(!lock_path(&w).exists());
+}
+
+#[test]
+fn sigterm_to_run_is_forwarded_and_the_lock_released() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let marker = sb.path().join("got-term");
+    let script = format!(
+        "trap 'echo term > {}; exit 3' TERM; while :; do sleep 0.02; done",
+        marker.display()
+    );
+    let mut run = sb
+        .std_cmd()
+        .arg("run")
+        .arg(&w)
+        .args(["--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    let lock = lock_path(&w);
+    wait_for("the lock", Duration::from_secs(10), || lock.exists());
+    let rec = LockRecord::parse(&std::fs::read(&lock).unwrap()).unwrap();
+    assert_eq!(rec.pid, run.id() as i32, "run holds the lock itself");
+    // Give sh time to install its trap.
+    std::thread::sleep(Duration::from_millis(200));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "the command's own status");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "term");
+    assert!(!lock.exists(), "released after SIGTERM");
+}
+
+#[test]
+fn sigkill_to_run_leaves_a_lock_that_becomes_claimable() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let mut run = sb
+        .std_cmd()
+        .arg("run")
+        .arg(&w)
+        .args(["--", "sleep", "0.3"])
+        .spawn()
+        .unwrap();
+    let lock = lock_path(&w);
+    wait_for("the lock", Duration::from_secs(10), || lock.exists());
+    run.kill().unwrap();
+    run.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(400)); // the orphaned sleep exits too
+    assert_eq!(state_of(&sb, &w, &[]), "stale");
+    let c = sleeper();
+    sb.cmd()
+        .args(["claim", "--pid", &c.pid().to_string()])
+        .arg(&w)
+        .assert()
+        .code(0);
+}
+
+#[test]
+fn refused_claim_exits_75_without_running_the_command() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let holder = sleeper();
+    sb.cmd()
+        .args(["claim", "--pid", &holder.pid().to_string()])
+        .arg(&w)
+        .assert()
+        .code(0);
+    let marker = sb.path().join("ran");
+    sb.cmd()
+        .arg("run")
+        .arg(&w)
+        .args(["--", "touch"])
+        .arg(&marker)
+        .assert()
+        .code(75)
+        .stderr(contains(format!("holder: pid {}", holder.pid())));
+    assert!(!marker.exists());
+    assert_eq!(
+        LockRecord::parse(&std::fs::read(lock_path(&w)).unwrap())
+            .unwrap()
+            .pid,
+        holder.pid()
+    );
+}
+
+#[test]
+fn command_not_found_is_127_and_not_executable_is_126() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    sb.cmd()
+        .arg("run")
+        .arg(&w)
+        .args(["--", "definitely-not-a-command-xyz"])
+        .assert()
+        .code(127);
+    assert!(!lock_path(&w).exists());
+    let script = sb.path().join("noexec.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    sb.cmd()
+        .arg("run")
+        .arg(&w)
+        .arg("--")
+        .arg(&script)
+        .assert()
+        .code(126);
+    assert!(!lock_path(&w).exists());
+}

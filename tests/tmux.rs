@@ -1,0 +1,208 @@
+//! Session liveness against real, private tmux servers. Each test has its own
+//! TMUX_TMPDIR and ends only the servers it started.
+
+mod common;
+use common::*;
+
+use predicates::str::contains;
+use std::time::Duration;
+
+#[test]
+fn dead_pid_with_live_pane_is_held_by_session_until_the_pane_goes() {
+    let sb = Sandbox::new();
+    let w = sb.worker("polecat");
+    let tmux = sb.tmux("agents", "keeper");
+    tmux.new_session("agent", &w);
+    let pane = tmux.pane_id("agent");
+    assert!(pane.starts_with('%'), "{pane}");
+    write_lock(&w, &go_lock(dead_pid(), Some(&pane)));
+
+    let out = sb.cmd().args(["status", "--json"]).arg(&w).assert().code(0);
+    let e = entry(&out.get_output().stdout);
+    assert_eq!(e["state"], "held-by-session", "{e}");
+    assert_eq!(e["pid_alive"], false);
+    assert_eq!(e["session_alive"], true);
+    let claimant = sleeper();
+    let pid = claimant.pid().to_string();
+    sb.cmd()
+        .args(["claim", "--pid", &pid])
+        .arg(&w)
+        .assert()
+        .code(1)
+        .stderr(contains(format!("pane {pane} is alive")))
+        .stderr(contains("end that session/pane first"));
+
+    tmux.kill_session("agent");
+    let out = sb.cmd().args(["status", "--json"]).arg(&w).assert().code(0);
+    let e = entry(&out.get_output().stdout);
+    assert_eq!(e["state"], "stale", "{e}");
+    assert_eq!(e["session_alive"], false);
+    let out = sb
+        .cmd()
+        .args(["claim", "--json", "--pid", &pid])
+        .arg(&w)
+        .assert()
+        .code(0);
+    assert_eq!(entry(&out.get_output().stdout)["action"], "replaced-stale");
+}
+
+#[test]
+fn session_names_and_ids_match_by_kind() {
+    let sb = Sandbox::new();
+    let w = sb.worker("crew");
+    let tmux = sb.tmux("s", "gt-crew-max");
+    let sid = tmux.query("gt-crew-max", "#{session_id}");
+    assert!(sid.starts_with('$'));
+    for session in ["gt-crew-max", sid.as_str()] {
+        write_lock(&w, &go_lock(dead_pid(), Some(session)));
+        assert_eq!(state_of(&sb, &w, &[]), "held-by-session", "{session}");
+    }
+    // A pane id that does not exist, on a live server: gone.
+    write_lock(&w, &go_lock(dead_pid(), Some("%999")));
+    assert_eq!(state_of(&sb, &w, &[]), "stale");
+}
+
+#[test]
+fn whole_server_gone_leaves_a_socket_that_proves_no_sessions() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let tmux = sb.tmux("solo", "only");
+    write_lock(&w, &go_lock(dead_pid(), Some("only")));
+    assert_eq!(state_of(&sb, &w, &[]), "held-by-session");
+    tmux.kill_server();
+    // Leave the socket file behind as a crashed server would.
+    if !tmux.socket.exists() {
+        let _l = std::os::unix::net::UnixListener::bind(&tmux.socket).unwrap();
+    }
+    let out = sb.cmd().args(["status", "--json"]).arg(&w).assert().code(0);
+    assert_eq!(entry(&out.get_output().stdout)["state"], "stale");
+}
+
+#[test]
+fn live_pid_with_gone_session_is_orphaned() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let _tmux = sb.tmux("s", "other");
+    let holder = sleeper();
+    write_lock(&w, &go_lock(holder.pid(), Some("vanished")));
+    let out = sb.cmd().args(["status", "--json"]).arg(&w).assert().code(0);
+    let e = entry(&out.get_output().stdout);
+    assert_eq!(e["state"], "orphaned");
+    assert_eq!(e["pid_alive"], true);
+    assert_eq!(e["session_alive"], false);
+    let c = sleeper();
+    sb.cmd()
+        .args(["claim", "--pid", &c.pid().to_string()])
+        .arg(&w)
+        .assert()
+        .code(1);
+}
+
+#[test]
+fn failing_tmux_makes_locks_unverified_and_nothing_is_removed() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let _tmux = sb.tmux("s", "agent");
+    sb.fake_tool("tmux", "echo 'server exploded' >&2; exit 1");
+    write_lock(&w, &go_lock(dead_pid(), Some("agent")));
+    // The Go tool leaves its guard file beside its lock; claim would create it.
+    std::fs::write(w.join(".runtime/agent.lock.flock"), "").unwrap();
+    let before = tree_digest(sb.path());
+    let out = sb.cmd().args(["status", "--json"]).arg(&w).assert().code(0);
+    let e = entry(&out.get_output().stdout);
+    assert_eq!(e["state"], "unverified", "{e}");
+    assert_eq!(e["session_alive"], serde_json::Value::Null);
+    assert!(
+        e["reason"].as_str().unwrap().contains("server exploded"),
+        "{e}"
+    );
+    let c = sleeper();
+    sb.cmd()
+        .args(["claim", "--pid", &c.pid().to_string()])
+        .arg(&w)
+        .assert()
+        .code(1)
+        .stderr(contains("could not be verified"));
+    sb.cmd()
+        .args(["release", "--pid", &c.pid().to_string()])
+        .arg(&w)
+        .assert()
+        .code(1);
+    assert_eq!(tree_digest(sb.path()), before, "nothing changed");
+}
+
+#[test]
+fn hung_tmux_server_times_out_as_unverified() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    std::fs::create_dir_all(sb.socket_dir()).unwrap();
+    // A socket that accepts connections but never answers: a hung server.
+    let _listener = std::os::unix::net::UnixListener::bind(sb.socket_dir().join("hung")).unwrap();
+    write_lock(&w, &go_lock(dead_pid(), Some("agent")));
+    let start = std::time::Instant::now();
+    let out = sb.cmd().args(["status", "--json"]).arg(&w).assert().code(0);
+    assert!(start.elapsed() < Duration::from_secs(30));
+    let e = entry(&out.get_output().stdout);
+    assert_eq!(e["state"], "unverified", "{e}");
+    assert!(
+        e["reason"].as_str().unwrap().contains("no answer within"),
+        "{e}"
+    );
+}
+
+#[test]
+fn tmux_socket_flag_restricts_the_query() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let _a = sb.tmux("a", "alpha");
+    let _b = sb.tmux("b", "beta");
+    write_lock(&w, &go_lock(dead_pid(), Some("beta")));
+    assert_eq!(state_of(&sb, &w, &[]), "held-by-session");
+    assert_eq!(
+        state_of(&sb, &w, &["--tmux-socket", "b"]),
+        "held-by-session"
+    );
+    // Asked only server a, which lacks "beta": gone.
+    assert_eq!(state_of(&sb, &w, &["--tmux-socket", "a"]), "stale");
+    let by_path = sb.socket_dir().join("b");
+    assert_eq!(
+        state_of(&sb, &w, &["--tmux-socket", by_path.to_str().unwrap()]),
+        "held-by-session"
+    );
+}
+
+#[test]
+fn no_tmux_binary_and_no_sockets_means_no_sessions() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    write_lock(&w, &go_lock(dead_pid(), Some("%1")));
+    // PATH without tmux at all.
+    let out = sb
+        .cmd()
+        .env("PATH", &sb.bin_dir)
+        .args(["status", "--json"])
+        .arg(&w)
+        .assert()
+        .code(0);
+    assert_eq!(entry(&out.get_output().stdout)["state"], "stale");
+}
+
+#[test]
+fn claim_inside_a_pane_records_tmux_pane() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let tmux = sb.tmux("s", "main");
+    let pane = tmux.pane_id("main");
+    let holder = sleeper();
+    sb.cmd()
+        .env("TMUX_PANE", &pane)
+        .args(["claim", "-q", "--pid", &holder.pid().to_string()])
+        .arg(&w)
+        .assert()
+        .code(0);
+    let out = sb.cmd().args(["status", "--json"]).arg(&w).assert().code(0);
+    let e = entry(&out.get_output().stdout);
+    assert_eq!(e["session_id"], pane.as_str());
+    assert_eq!(e["state"], "held");
+    assert_eq!(e["session_alive"], true);
+}
