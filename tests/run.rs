@@ -151,3 +151,57 @@ fn command_not_found_is_127_and_not_executable_is_126() {
         .code(126);
     assert!(!lock_path(&w).exists());
 }
+
+#[test]
+fn ctrl_c_in_a_tmux_pane_reaches_the_command_once() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let marker = sb.path().join("ints");
+    let tmux = sb.tmux("s", "keeper");
+    // Perl counts every delivery (its deferred handlers run once per signal
+    // received), where a shell trap would merge two quick SIGINTs into one.
+    let script = format!(
+        "$SIG{{INT}} = sub {{ open my $f, q(>>), q({m}); print $f qq(int\\n); close $f }}; sleep 1 while 1",
+        m = marker.display()
+    );
+    let cmd = format!(
+        "TMUX_TMPDIR='{}' '{}' run '{}' -- perl -e '{}'",
+        sb.tmux_tmpdir.display(),
+        BIN,
+        w.display(),
+        script
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "agent",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &cmd,
+    ]);
+    let lock = lock_path(&w);
+    wait_for("the lock", Duration::from_secs(10), || lock.exists());
+    let rec = LockRecord::parse(&std::fs::read(&lock).unwrap()).unwrap();
+    assert_eq!(
+        rec.session_id.as_deref(),
+        Some(tmux.pane_id("agent").as_str()),
+        "records $TMUX_PANE"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.run(&["send-keys", "-t", "agent", "C-c"]);
+    wait_for("the trap", Duration::from_secs(10), || marker.exists());
+    std::thread::sleep(Duration::from_millis(500));
+    let ints = std::fs::read_to_string(&marker).unwrap();
+    assert_eq!(ints.lines().count(), 1, "one Ctrl-C, one SIGINT: {ints:?}");
+    assert!(lock.exists(), "still held: the command survived its trap");
+    // SIGTERM sent to run by a process is forwarded; the command ends; released.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(rec.pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_for("release", Duration::from_secs(10), || !lock.exists());
+}
