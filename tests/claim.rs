@@ -51,7 +51,7 @@ fn default_holder_is_the_invoking_process() {
     // `sh -c 'agentlock claim W; cat lock'`: the shell is the holder.
     let out = std::process::Command::new("sh")
         .arg("-c")
-        .arg(format!("\"$0\" claim -q \"$1\" && echo \"$$\""))
+        .arg(r#""$0" claim -q "$1" && echo "$$""#)
         .arg(BIN)
         .arg(&w)
         .env("TMUX_TMPDIR", &sb.tmux_tmpdir)
