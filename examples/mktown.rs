@@ -50,7 +50,13 @@ fn worker(w: &Path, n: usize, host: &str, c: &mut Counts) {
         touch(&w.join(d).join("file.txt"), "x\n", c);
     }
     // .git with 64 object fan-out dirs.
-    for d in ["refs/heads", "refs/tags", "hooks", "info", "logs/refs/heads"] {
+    for d in [
+        "refs/heads",
+        "refs/tags",
+        "hooks",
+        "info",
+        "logs/refs/heads",
+    ] {
         mkdir(&w.join(".git").join(d), c);
     }
     for i in 0..64 {
@@ -60,7 +66,7 @@ fn worker(w: &Path, n: usize, host: &str, c: &mut Counts) {
     }
     touch(&w.join(".git/HEAD"), "ref: refs/heads/main\n", c);
     // Every fourth worker has node_modules.
-    if n % 4 == 0 {
+    if n.is_multiple_of(4) {
         for p in 0..15 {
             for sub in ["lib", "dist"] {
                 let d = w.join(format!("node_modules/pkg{p}/{sub}"));
@@ -73,7 +79,7 @@ fn worker(w: &Path, n: usize, host: &str, c: &mut Counts) {
     if n % 5 < 3 {
         let rt = w.join(".runtime");
         mkdir(&rt, c);
-        let session = if n % 2 == 0 {
+        let session = if n.is_multiple_of(2) {
             format!(",\n  \"session_id\": \"gt-worker-{n}\"")
         } else {
             String::new()

@@ -70,7 +70,9 @@ fn ignore_scan(root: &Path, threads: usize) -> Vec<PathBuf> {
         .run(|| {
             let found = &found;
             Box::new(move |e| {
-                let Ok(e) = e else { return ignore::WalkState::Continue };
+                let Ok(e) = e else {
+                    return ignore::WalkState::Continue;
+                };
                 if e.file_type().is_some_and(|t| t.is_dir()) {
                     let n = e.file_name();
                     if SKIP.iter().any(|s| n == *s) {
@@ -99,7 +101,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let root = PathBuf::from(args.get(1).expect("usage: walkers ROOT [RUNS]"));
     let runs: usize = args.get(2).map(|s| s.parse().unwrap()).unwrap_or(7);
-    let candidates: Vec<(&str, Box<dyn Fn() -> Vec<PathBuf>>)> = vec![
+    type Walker<'a> = Box<dyn Fn() -> Vec<PathBuf> + 'a>;
+    let candidates: Vec<(&str, Walker)> = vec![
         ("walkdir (1 thread)", Box::new(|| walkdir_scan(&root))),
         ("jwalk (2 threads)", Box::new(|| jwalk_scan(&root, 2))),
         ("ignore (1 thread)", Box::new(|| ignore_scan(&root, 1))),
@@ -114,6 +117,9 @@ fn main() {
             n = f().len();
             times.push(t.elapsed());
         }
-        println!("{name:20} median {:>7.1} ms  locks {n}", median(times).as_secs_f64() * 1e3);
+        println!(
+            "{name:20} median {:>7.1} ms  locks {n}",
+            median(times).as_secs_f64() * 1e3
+        );
     }
 }

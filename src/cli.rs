@@ -2,6 +2,7 @@
 //! decision is made by the library; this module only maps outcomes to lines,
 //! JSON and exit codes.
 
+use agentlock::doctor::{self, FindingKind, Report};
 use agentlock::exit_codes;
 use agentlock::lock::{
     self, Asker, ClaimOptions, ClaimOutcome, Claimant, Inspection, ReleaseOutcome,
@@ -9,11 +10,14 @@ use agentlock::lock::{
 use agentlock::output::{self, LockEntry, Style};
 use agentlock::probe::TmuxQuery;
 use agentlock::run::RunOutcome;
+use agentlock::scan::{self, Progress, ScanOptions};
 use agentlock::verdict::State;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// Stops two coding agents from claiming the same worker identity.
 #[derive(Debug, Parser)]
@@ -51,6 +55,39 @@ pub enum Command {
     Status(StatusArgs),
     /// Hold a worker while a command runs; exit with the command's status.
     Run(RunArgs),
+    /// List every lock under ROOT, one row per worker. Read-only.
+    List(TreeArgs),
+    /// Diagnose every lock under ROOT; with --fix, repair what is provably dead.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TreeArgs {
+    /// Root of the tree to scan [default: the current directory].
+    #[arg(value_name = "ROOT")]
+    pub root: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Look at worker directories at most N levels below ROOT (ROOT is level 0).
+    #[arg(long, value_name = "N")]
+    pub max_depth: Option<usize>,
+    /// Also skip directories with this name. Repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub skip: Vec<OsString>,
+    /// Do not skip .git, .dolt-data, .dolt-backup and node_modules.
+    #[arg(long)]
+    pub no_default_skips: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub tree: TreeArgs,
+    /// Remove stale locks, move corrupt ones aside, remove dead writers' temp files
+    /// (each re-checked under its guard first).
+    #[arg(long)]
+    pub fix: bool,
 }
 
 #[derive(Debug, Args)]
@@ -205,6 +242,128 @@ pub fn execute(cli: Cli) -> i32 {
         Command::Check(a) => check(&ctx, a),
         Command::Status(a) => status(&ctx, a),
         Command::Run(a) => run(&ctx, a),
+        Command::List(a) => list(&ctx, a),
+        Command::Doctor(a) => doctor(&ctx, a),
+    }
+}
+
+/// A progress line on stderr while a scan runs, on a terminal only; cleared when done.
+fn with_progress<T>(show: bool, progress: &Progress, work: impl FnOnce() -> T) -> T {
+    if !show {
+        return work();
+    }
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut shown = false;
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if done.load(Ordering::Relaxed) {
+                    break;
+                }
+                eprint!(
+                    "\rscanning: {} dirs, {} locks",
+                    progress.dirs.load(Ordering::Relaxed),
+                    progress.locks.load(Ordering::Relaxed)
+                );
+                shown = true;
+            }
+            if shown {
+                eprint!("\r\x1b[K");
+            }
+        });
+        let out = work();
+        done.store(true, Ordering::Relaxed);
+        out
+    })
+}
+
+/// Scans and judges a tree. tmux is asked once, in parallel with the walk.
+fn examine_tree(ctx: &Ctx, a: &TreeArgs) -> Result<Report, agentlock::Error> {
+    let root = a.root.clone().unwrap_or_else(|| PathBuf::from("."));
+    let opts = ScanOptions {
+        max_depth: a.max_depth,
+        skip: a.skip.clone(),
+        default_skips: !a.no_default_skips,
+        threads: 0,
+    };
+    let progress = Progress::default();
+    let show = !a.json && !ctx.quiet && std::io::stderr().is_terminal();
+    let scanned = std::thread::scope(|s| {
+        s.spawn(|| ctx.probes.tmux.snapshot());
+        with_progress(show, &progress, || scan::scan(&root, &opts, &progress))
+    })?;
+    let probes = ctx.probes.probes();
+    Ok(doctor::examine(
+        &scanned,
+        &probes,
+        ctx.probes.tmux.snapshot(),
+    ))
+}
+
+fn list(ctx: &Ctx, a: TreeArgs) -> i32 {
+    let report = match examine_tree(ctx, &a) {
+        Ok(r) => r,
+        Err(e) => {
+            error_line(e);
+            return exit_codes::ERROR;
+        }
+    };
+    let scan_errors: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::ScanError)
+        .collect();
+    if a.json {
+        println!(
+            "{}",
+            output::report_json(&report, ctx.probes.tmux.snapshot())
+        );
+    } else {
+        if !ctx.quiet {
+            print!("{}", output::list_table(&report, ctx.style));
+        }
+        for f in &scan_errors {
+            error_line(&f.message);
+        }
+    }
+    if scan_errors.is_empty() {
+        exit_codes::SUCCESS
+    } else {
+        exit_codes::ERROR
+    }
+}
+
+fn doctor(ctx: &Ctx, a: DoctorArgs) -> i32 {
+    let mut report = match examine_tree(ctx, &a.tree) {
+        Ok(r) => r,
+        Err(e) => {
+            error_line(e);
+            return exit_codes::ERROR;
+        }
+    };
+    let errors = if a.fix {
+        doctor::fix(&mut report, &ctx.probes.probes())
+    } else {
+        Vec::new()
+    };
+    if a.tree.json {
+        println!(
+            "{}",
+            output::report_json(&report, ctx.probes.tmux.snapshot())
+        );
+    } else if !ctx.quiet || !report.findings.is_empty() {
+        println!("{}", output::doctor_text(&report, a.fix));
+    }
+    for e in &errors {
+        error_line(e);
+    }
+    if !errors.is_empty() {
+        exit_codes::ERROR
+    } else if !report.findings.is_empty() {
+        exit_codes::NO
+    } else {
+        exit_codes::SUCCESS
     }
 }
 

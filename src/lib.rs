@@ -11,9 +11,12 @@
 //! - [`verdict`]: the seven states and their reasons.
 //! - [`lock`]: guarded, atomic claim / release / inspect on one worker.
 //! - [`run`]: holding a worker for a command's lifetime.
+//! - [`scan`]: finding every lock under a root, in parallel.
+//! - [`doctor`]: findings of a scanned tree, and the guarded `--fix` repairs.
 //! - [`output`]: human and JSON rendering.
 //! - [`exit_codes`]: the binary's exit codes.
 
+pub mod doctor;
 pub mod error;
 pub mod exit_codes;
 pub mod lock;
@@ -21,6 +24,7 @@ pub mod output;
 pub mod probe;
 pub mod record;
 pub mod run;
+pub mod scan;
 pub mod verdict;
 
 pub use error::{Error, Result};

@@ -315,9 +315,14 @@ pub struct Inspection {
 
 impl Inspection {
     fn new(worker: &Worker, state: State, reason: String) -> Inspection {
+        Inspection::at(&worker.dir, &worker.lock_path(), state, reason)
+    }
+
+    /// An inspection of the worker at these paths.
+    pub fn at(worker_dir: &Path, lock_path: &Path, state: State, reason: String) -> Inspection {
         Inspection {
-            worker_dir: worker.dir.clone(),
-            lock_path: worker.lock_path(),
+            worker_dir: worker_dir.into(),
+            lock_path: lock_path.into(),
             state,
             reason,
             record: None,
@@ -327,19 +332,20 @@ impl Inspection {
     }
 }
 
-/// Judges what was found.
-pub fn judge(worker: &Worker, found: &Found, probes: &Probes) -> Inspection {
+/// Judges what was found at `lock_path`.
+pub fn judge(worker_dir: &Path, lock_path: &Path, found: &Found, probes: &Probes) -> Inspection {
+    let at = |state, reason| Inspection::at(worker_dir, lock_path, state, reason);
     match found {
-        Found::Absent => Inspection::new(worker, State::Free, "no lock file".into()),
-        Found::Corrupt(reason, _) => Inspection::new(worker, State::Corrupt, reason.to_string()),
-        Found::Unreadable(why) => Inspection::new(worker, State::Unverified, why.clone()),
+        Found::Absent => at(State::Free, "no lock file".into()),
+        Found::Corrupt(reason, _) => at(State::Corrupt, reason.to_string()),
+        Found::Unreadable(why) => at(State::Unverified, why.clone()),
         Found::Record(rec, _) => {
             let v = verdict::assess(rec, &probes.host, probes.procs, probes.sessions);
             Inspection {
                 record: Some(rec.clone()),
                 pid_alive: v.pid_alive,
                 session_alive: v.session_alive,
-                ..Inspection::new(worker, v.state, v.reason)
+                ..at(v.state, v.reason)
             }
         }
     }
@@ -358,7 +364,7 @@ pub fn inspect(path: &Path, probes: &Probes) -> Result<Inspection> {
         Runtime::Unreadable(why) => Ok(Inspection::new(&worker, State::Unverified, why)),
         Runtime::Dir(rt) => {
             let found = read_lock(&rt, &worker.lock_path())?;
-            Ok(judge(&worker, &found, probes))
+            Ok(judge(&worker.dir, &worker.lock_path(), &found, probes))
         }
     }
 }
@@ -422,10 +428,10 @@ struct Guarded<'w> {
 }
 
 impl<'w> Guarded<'w> {
-    /// Creates `.runtime` if needed and takes the guard. A symlinked or
+    /// Takes the guard, creating `.runtime` first if `create`. A symlinked or
     /// non-directory `.runtime` is an error.
-    fn enter(worker: &'w Worker) -> Result<Guarded<'w>> {
-        let rt = match open_runtime(worker, true)? {
+    fn enter(worker: &'w Worker, create: bool) -> Result<Guarded<'w>> {
+        let rt = match open_runtime(worker, create)? {
             Runtime::Dir(rt) => rt,
             Runtime::Missing => {
                 return Err(Error::io(worker.runtime_path(), Errno::ENOENT));
@@ -672,9 +678,9 @@ pub fn claim(
 ) -> Result<ClaimOutcome> {
     let my_start = check_claimant(me, probes)?;
     let worker = Worker::open(path)?;
-    let g = Guarded::enter(&worker)?;
+    let g = Guarded::enter(&worker, true)?;
     let found = g.read()?;
-    let before = judge(&worker, &found, probes);
+    let before = judge(&worker.dir, &worker.lock_path(), &found, probes);
     let mut moved_aside = None;
     let mut signal = None;
     let action = match &found {
@@ -838,12 +844,12 @@ pub fn release(path: &Path, who: &Asker, force: bool, probes: &Probes) -> Result
             moved_to: None,
         });
     }
-    let g = Guarded::enter(&worker)?;
+    let g = Guarded::enter(&worker, false)?;
     // A tool that ignores the guard may change the file between our read and
     // our compare; judge again then (bounded).
     for _ in 0..5 {
         let found = g.read()?;
-        let before = judge(&worker, &found, probes);
+        let before = judge(&worker.dir, &worker.lock_path(), &found, probes);
         match &found {
             Found::Absent => {
                 return Ok(ReleaseOutcome::Done {
@@ -922,4 +928,79 @@ pub fn claim_first_free(paths: &[PathBuf], me: &Claimant, probes: &Probes) -> Re
         claimed: None,
         tried,
     })
+}
+
+/// What a guarded repair by `doctor --fix` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FixOutcome {
+    /// Done: the path removed, or where a corrupt file now is.
+    Done(PathBuf),
+    /// Not done, and why: the file or its verdict changed since the scan.
+    Skipped(String),
+}
+
+const CHANGED: &str = "the lock changed since the scan";
+
+/// Removes a lock judged stale: under the guard, re-read it, require the same
+/// file with the same bytes, judge it again, and only if still `stale`
+/// remove it (compare-and-delete).
+pub fn remove_stale(worker_dir: &Path, judged: &Snapshot, probes: &Probes) -> Result<FixOutcome> {
+    let worker = Worker::open(worker_dir)?;
+    let g = Guarded::enter(&worker, false)?;
+    let found = g.read()?;
+    let Found::Record(_, snap) = &found else {
+        return Ok(FixOutcome::Skipped(CHANGED.into()));
+    };
+    if snap != judged {
+        return Ok(FixOutcome::Skipped(CHANGED.into()));
+    }
+    let now = judge(&worker.dir, &worker.lock_path(), &found, probes);
+    if now.state != State::Stale {
+        return Ok(FixOutcome::Skipped(format!(
+            "no longer stale: {}",
+            now.reason
+        )));
+    }
+    Ok(if g.remove_if_unchanged(snap)? {
+        FixOutcome::Done(worker.lock_path())
+    } else {
+        FixOutcome::Skipped(CHANGED.into())
+    })
+}
+
+/// Moves a corrupt lock aside under the guard, if it is unchanged since judged.
+pub fn move_corrupt_aside(worker_dir: &Path, judged: &Snapshot) -> Result<FixOutcome> {
+    let worker = Worker::open(worker_dir)?;
+    let g = Guarded::enter(&worker, false)?;
+    Ok(match g.move_aside(judged)? {
+        Some(to) => FixOutcome::Done(to),
+        None => FixOutcome::Skipped(CHANGED.into()),
+    })
+}
+
+/// Removes a lock writer's leftover temp file under the guard (a live writer
+/// holds the guard while its temp file exists), if `still_leftover` confirms.
+pub fn remove_temp(
+    worker_dir: &Path,
+    temp: &Path,
+    still_leftover: impl Fn() -> bool,
+) -> Result<FixOutcome> {
+    let worker = Worker::open(worker_dir)?;
+    let g = Guarded::enter(&worker, false)?;
+    let Some(name) = temp.file_name() else {
+        return Ok(FixOutcome::Skipped("not a file name".into()));
+    };
+    if !still_leftover() {
+        return Ok(FixOutcome::Skipped(
+            "its writer is alive or it is recent".into(),
+        ));
+    }
+    match unlinkat(g.rt.as_fd(), name, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) => {
+            g.sync_dir()?;
+            Ok(FixOutcome::Done(temp.into()))
+        }
+        Err(Errno::ENOENT) => Ok(FixOutcome::Skipped("already gone".into())),
+        Err(e) => Err(Error::io(temp, e)),
+    }
 }

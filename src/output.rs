@@ -1,7 +1,9 @@
 //! Rendering of results: human lines and the `--json` objects of SPEC §5.
 //! Nothing here decides anything; it only formats what the library found.
 
+use crate::doctor::{self, Finding, Fixed, Report};
 use crate::lock::Inspection;
+use crate::probe::tmux::{ServerReport, TmuxSnapshot};
 use crate::record::format_time;
 use crate::verdict::{State, describe_session};
 use chrono::{DateTime, FixedOffset, Utc};
@@ -65,6 +67,155 @@ pub fn workers_json(entries: &[LockEntry]) -> String {
         workers: &'a [LockEntry<'a>],
     }
     serde_json::to_string_pretty(&Workers { workers: entries }).expect("entries serialize")
+}
+
+/// The one object `list --json` and `doctor --json` print.
+pub fn report_json(report: &Report, tmux: &TmuxSnapshot) -> String {
+    #[derive(Serialize)]
+    struct Scanned {
+        dirs: usize,
+        locks: usize,
+    }
+    #[derive(Serialize)]
+    struct Tmux<'a> {
+        state: &'static str,
+        servers: &'a [ServerReport],
+    }
+    #[derive(Serialize)]
+    struct Tree<'a> {
+        root: &'a Path,
+        scanned: Scanned,
+        tmux: Tmux<'a>,
+        locks: Vec<LockEntry<'a>>,
+        findings: &'a [Finding],
+        fixed: &'a [Fixed],
+    }
+    let tree = Tree {
+        root: &report.root,
+        scanned: Scanned {
+            dirs: report.dirs,
+            locks: report.locks.len(),
+        },
+        tmux: Tmux {
+            state: if tmux.is_known() { "known" } else { "unknown" },
+            servers: &tmux.servers,
+        },
+        locks: report.locks.iter().map(LockEntry::of).collect(),
+        findings: &report.findings,
+        fixed: &report.fixed,
+    };
+    serde_json::to_string_pretty(&tree).expect("report serializes")
+}
+
+/// A worker path relative to the scan root (`.` for the root itself).
+pub fn relative<'a>(path: &'a Path, root: &Path) -> std::borrow::Cow<'a, str> {
+    match path.strip_prefix(root) {
+        Ok(rel) if rel.as_os_str().is_empty() => ".".into(),
+        Ok(rel) => rel.to_string_lossy(),
+        Err(_) => path.to_string_lossy(),
+    }
+}
+
+/// `list`: one aligned row per worker, sorted by path.
+pub fn list_table(report: &Report, style: Style) -> String {
+    let now = Utc::now();
+    let rows: Vec<[String; 6]> = report
+        .locks
+        .iter()
+        .map(|ins| {
+            let rec = ins.record.as_ref();
+            [
+                relative(&ins.worker_dir, &report.root).into_owned(),
+                ins.state.to_string(),
+                rec.map_or("-".into(), |r| r.pid.to_string()),
+                rec.and_then(|r| r.session_id.clone())
+                    .unwrap_or_else(|| "-".into()),
+                rec.and_then(|r| r.hostname.clone())
+                    .unwrap_or_else(|| "-".into()),
+                rec.and_then(|r| r.acquired_at.as_ref())
+                    .map_or("-".into(), |t| age(t, now)),
+            ]
+        })
+        .collect();
+    let header = ["WORKER", "STATE", "PID", "SESSION", "HOST", "AGE"].map(String::from);
+    let mut width = header.clone().map(|h| h.chars().count());
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, r: &[String; 6], state: Option<State>| {
+        for (i, (c, w)) in r.iter().zip(width).enumerate() {
+            let pad = w - c.chars().count();
+            let cell = match (i, state) {
+                (1, Some(s)) => style.state(s),
+                _ => c.clone(),
+            };
+            out.push_str(&cell);
+            if i < 5 {
+                out.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        let trimmed = out.trim_end().len();
+        out.truncate(trimmed);
+        out.push('\n');
+    };
+    line(&mut out, &header, None);
+    for (r, ins) in rows.iter().zip(&report.locks) {
+        line(&mut out, r, Some(ins.state));
+    }
+    out
+}
+
+/// `doctor`: findings grouped by kind, fixes done, and a summary line.
+pub fn doctor_text(report: &Report, fixing: bool) -> String {
+    let mut out = String::new();
+    let counts = doctor::counts(&report.findings);
+    for (kind, n) in &counts {
+        out.push_str(&format!("{} ({n}):\n", kind.as_str()));
+        for f in report.findings.iter().filter(|f| f.kind == *kind) {
+            out.push_str(&format!(
+                "  {}: {}\n",
+                relative(&f.worker_dir, &report.root),
+                f.message
+            ));
+        }
+    }
+    if !report.fixed.is_empty() {
+        out.push_str(&format!("fixed ({}):\n", report.fixed.len()));
+        for f in &report.fixed {
+            out.push_str(&format!(
+                "  {}: {} {} {}\n",
+                relative(&f.worker_dir, &report.root),
+                f.kind.as_str(),
+                f.action,
+                f.path.display()
+            ));
+        }
+    }
+    let fixable = report.findings.iter().filter(|f| f.fixable).count();
+    let kinds: Vec<String> = counts
+        .iter()
+        .map(|(k, n)| format!("{n} {}", k.as_str()))
+        .collect();
+    out.push_str(&format!(
+        "{} dirs scanned, {} locks; {}",
+        report.dirs,
+        report.locks.len(),
+        if kinds.is_empty() {
+            "healthy".to_string()
+        } else {
+            kinds.join(", ")
+        }
+    ));
+    if !report.fixed.is_empty() {
+        out.push_str(&format!("; {} fixed", report.fixed.len()));
+    }
+    if fixable > 0 && !fixing {
+        out.push_str(&format!("; {fixable} fixable with --fix"));
+    }
+    out
 }
 
 /// "3h 12m", "42s", "2d 4h": the age of a lock.

@@ -71,6 +71,23 @@ impl Sandbox {
         c
     }
 
+    /// `agentlock` without the power to read what file modes forbid: as root,
+    /// run through `setpriv` with CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH
+    /// dropped, so that a mode-000 directory really is unreadable.
+    pub fn cmd_no_dac(&self) -> Command {
+        if !nix::unistd::geteuid().is_root() {
+            return self.cmd();
+        }
+        let mut c = Command::new("setpriv");
+        c.args(["--bounding-set=-dac_override,-dac_read_search", "--", BIN])
+            .env("TMUX_TMPDIR", &self.tmux_tmpdir)
+            .env("PATH", self.path_env())
+            .env_remove("TMUX")
+            .env_remove("TMUX_PANE")
+            .timeout(Duration::from_secs(60));
+        c
+    }
+
     /// The same, as a std Command (for spawning without waiting).
     pub fn std_cmd(&self) -> std::process::Command {
         let mut c = std::process::Command::new(BIN);

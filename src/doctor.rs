@@ -1,0 +1,431 @@
+//! Diagnosis of a scanned tree, and the guarded repairs of `doctor --fix`.
+//!
+//! Findings: `stale`, `corrupt`, `leftover-temp`, `orphaned`, `unverified`,
+//! `collision`, `scan-error`. Only the first three are ever fixable, and each
+//! fix re-reads and re-judges under the worker's guard first: a stale lock is
+//! removed only if it is the same file with the same bytes and still stale, a
+//! corrupt one is moved aside (never deleted), a temp file is removed only if
+//! its writer is still dead.
+
+use crate::lock::{self, FixOutcome, Found, Inspection, Probes, Snapshot};
+use crate::probe::Existence;
+use crate::probe::tmux::{Pane, SessionKind, TmuxSnapshot};
+use crate::scan::{ScanResult, TempFile};
+use crate::verdict::{State, describe_session};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// The Go tool's fixed temp name is a leftover once older than this.
+pub const GO_TEMP_GRACE: Duration = Duration::from_secs(60);
+
+/// Kinds of finding, in report order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingKind {
+    Collision,
+    Stale,
+    Corrupt,
+    LeftoverTemp,
+    Orphaned,
+    Unverified,
+    ScanError,
+}
+
+impl FindingKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::Collision => "collision",
+            FindingKind::Stale => "stale",
+            FindingKind::Corrupt => "corrupt",
+            FindingKind::LeftoverTemp => "leftover-temp",
+            FindingKind::Orphaned => "orphaned",
+            FindingKind::Unverified => "unverified",
+            FindingKind::ScanError => "scan-error",
+        }
+    }
+}
+
+/// What `--fix` would do for a finding.
+#[derive(Debug, Clone)]
+enum Repair {
+    RemoveStale(Snapshot),
+    MoveAside(Snapshot),
+    RemoveTemp(TempFile),
+}
+
+/// One finding.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub worker_dir: PathBuf,
+    /// The reason, and what `--fix` does or why it won't.
+    pub message: String,
+    pub fixable: bool,
+    #[serde(skip)]
+    repair: Option<Repair>,
+}
+
+/// One repair done by `--fix`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fixed {
+    pub kind: FindingKind,
+    pub worker_dir: PathBuf,
+    /// `removed` or `moved-aside`.
+    pub action: &'static str,
+    /// The file removed, or where a corrupt file now is.
+    pub path: PathBuf,
+}
+
+/// The whole diagnosis.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub root: PathBuf,
+    pub dirs: usize,
+    pub locks: Vec<Inspection>,
+    pub findings: Vec<Finding>,
+    pub fixed: Vec<Fixed>,
+}
+
+fn finding(
+    kind: FindingKind,
+    worker_dir: &Path,
+    message: String,
+    repair: Option<Repair>,
+) -> Finding {
+    Finding {
+        kind,
+        worker_dir: worker_dir.into(),
+        message,
+        fixable: repair.is_some(),
+        repair,
+    }
+}
+
+/// Does this pane belong to the recorded session string (by kind)?
+fn pane_is(pane: &Pane, recorded: &str) -> bool {
+    match SessionKind::of(recorded) {
+        SessionKind::Pane => pane.pane_id == recorded,
+        SessionKind::SessionId => pane.session_id == recorded,
+        SessionKind::Name => pane.session_name == recorded,
+    }
+}
+
+/// A key under which two recorded strings name the same pane or session.
+fn session_key(recorded: &str, tmux: &TmuxSnapshot) -> String {
+    match SessionKind::of(recorded) {
+        SessionKind::Pane | SessionKind::SessionId => recorded.to_string(),
+        SessionKind::Name => tmux
+            .matching(recorded)
+            .next()
+            .map(|p| p.session_id.clone())
+            .unwrap_or_else(|| format!("name:{recorded}")),
+    }
+}
+
+fn is_live(ins: &Inspection) -> bool {
+    matches!(ins.state, State::Held | State::HeldBySession)
+}
+
+fn collisions(locks: &[Inspection], tmux: &TmuxSnapshot) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let live: Vec<(&Inspection, &str)> = locks
+        .iter()
+        .filter(|i| is_live(i) && i.session_alive == Some(true))
+        .filter_map(|i| Some((i, i.record.as_ref()?.session_id.as_deref()?)))
+        .collect();
+    // One session/pane holding live locks on two or more workers.
+    let mut by_session: BTreeMap<String, Vec<(&Inspection, &str)>> = BTreeMap::new();
+    for (ins, s) in &live {
+        by_session
+            .entry(session_key(s, tmux))
+            .or_default()
+            .push((ins, s));
+    }
+    for group in by_session.values().filter(|g| g.len() > 1) {
+        let names: Vec<String> = group
+            .iter()
+            .map(|(i, _)| i.worker_dir.display().to_string())
+            .collect();
+        out.push(finding(
+            FindingKind::Collision,
+            &group[0].0.worker_dir,
+            format!(
+                "{} holds live locks on {} workers: {}; not fixed: decide which worker it keeps",
+                describe_session(group[0].1),
+                group.len(),
+                names.join(", ")
+            ),
+            None,
+        ));
+    }
+    // A pane working inside a worker whose live lock names another pane/session.
+    let held: Vec<(&Inspection, &str)> = locks
+        .iter()
+        .filter(|i| is_live(i))
+        .filter_map(|i| Some((i, i.record.as_ref()?.session_id.as_deref()?)))
+        .collect();
+    for pane in &tmux.panes {
+        let inside = held
+            .iter()
+            .filter(|(i, _)| pane.current_path.starts_with(&i.worker_dir))
+            .max_by_key(|(i, _)| i.worker_dir.as_os_str().len());
+        if let Some((ins, recorded)) = inside
+            && !pane_is(pane, recorded)
+        {
+            out.push(finding(
+                FindingKind::Collision,
+                &ins.worker_dir,
+                format!(
+                    "pane {} (session {}) is working inside this worker, whose lock names {}; not fixed: two agents share one worker",
+                    pane.pane_id,
+                    pane.session_name,
+                    describe_session(recorded)
+                ),
+                None,
+            ));
+        }
+    }
+    out
+}
+
+fn temp_finding(t: &TempFile, probes: &Probes, now: SystemTime) -> Option<Finding> {
+    let name = t.path.file_name()?.to_string_lossy().into_owned();
+    let message = match t.writer_pid {
+        Some(pid) => match probes.procs.existence(pid) {
+            Existence::Gone | Existence::Zombie => {
+                format!("temp file {name} of writer pid {pid}, which has exited; --fix removes it")
+            }
+            _ => return None, // a live writer is mid-publish
+        },
+        None => {
+            let age = now.duration_since(t.modified?).ok()?;
+            if age < GO_TEMP_GRACE {
+                return None;
+            }
+            format!(
+                "temp file {name} of the Go tool, {}s old; --fix removes it",
+                age.as_secs()
+            )
+        }
+    };
+    Some(finding(
+        FindingKind::LeftoverTemp,
+        &t.worker_dir,
+        message,
+        Some(Repair::RemoveTemp(t.clone())),
+    ))
+}
+
+fn still_leftover(t: &TempFile, probes: &Probes) -> bool {
+    temp_finding(t, probes, SystemTime::now()).is_some()
+}
+
+/// Judges every lock of a scan and lists the findings. `probes.sessions`
+/// should be `tmux` itself (or a lazy query of it), so tmux is asked once.
+pub fn examine(scan: &ScanResult, probes: &Probes, tmux: &TmuxSnapshot) -> Report {
+    let mut locks = Vec::with_capacity(scan.locks.len());
+    let mut findings = Vec::new();
+    for fl in &scan.locks {
+        let ins = lock::judge(&fl.worker_dir, &fl.lock_path, &fl.found, probes);
+        let f = match (&fl.found, ins.state) {
+            (Found::Record(_, snap), State::Stale) => Some(finding(
+                FindingKind::Stale,
+                &fl.worker_dir,
+                format!("{}; --fix removes the lock", ins.reason),
+                Some(Repair::RemoveStale(snap.clone())),
+            )),
+            (Found::Corrupt(_, Some(snap)), _) => Some(finding(
+                FindingKind::Corrupt,
+                &fl.worker_dir,
+                format!("{}; --fix moves it aside", ins.reason),
+                Some(Repair::MoveAside(snap.clone())),
+            )),
+            (Found::Corrupt(_, None), _) => Some(finding(
+                FindingKind::Corrupt,
+                &fl.worker_dir,
+                format!(
+                    "{}; not fixed: a symlink is never followed or removed, fix it by hand",
+                    ins.reason
+                ),
+                None,
+            )),
+            (_, State::Orphaned) => Some(finding(
+                FindingKind::Orphaned,
+                &fl.worker_dir,
+                format!("{}; not fixed: the holder process is alive", ins.reason),
+                None,
+            )),
+            (_, State::Unverified) => Some(finding(
+                FindingKind::Unverified,
+                &fl.worker_dir,
+                format!(
+                    "{}; not fixed: nothing is removed unless proven dead",
+                    ins.reason
+                ),
+                None,
+            )),
+            _ => None,
+        };
+        findings.extend(f);
+        locks.push(ins);
+    }
+    let now = SystemTime::now();
+    findings.extend(
+        scan.temps
+            .iter()
+            .filter_map(|t| temp_finding(t, probes, now)),
+    );
+    for e in &scan.errors {
+        findings.push(finding(
+            FindingKind::ScanError,
+            &e.path,
+            format!("cannot scan {}: {}; not fixed", e.path.display(), e.message),
+            None,
+        ));
+    }
+    findings.extend(collisions(&locks, tmux));
+    findings.sort_by(|a, b| (a.kind, &a.worker_dir).cmp(&(b.kind, &b.worker_dir)));
+    Report {
+        root: scan.root.clone(),
+        dirs: scan.dirs,
+        locks,
+        findings,
+        fixed: Vec::new(),
+    }
+}
+
+/// `--fix`: applies every fixable finding, each re-checked under its guard.
+/// Fixed findings leave `findings` and enter `fixed`; a repair skipped because
+/// things changed stays a finding, with the reason appended. Errors are
+/// returned and their findings kept.
+pub fn fix(report: &mut Report, probes: &Probes) -> Vec<crate::Error> {
+    let mut errors = Vec::new();
+    let mut left = Vec::new();
+    for mut f in std::mem::take(&mut report.findings) {
+        let outcome = match &f.repair {
+            None => {
+                left.push(f);
+                continue;
+            }
+            Some(Repair::RemoveStale(snap)) => lock::remove_stale(&f.worker_dir, snap, probes),
+            Some(Repair::MoveAside(snap)) => lock::move_corrupt_aside(&f.worker_dir, snap),
+            Some(Repair::RemoveTemp(t)) => {
+                lock::remove_temp(&t.worker_dir, &t.path, || still_leftover(t, probes))
+            }
+        };
+        match outcome {
+            Ok(FixOutcome::Done(path)) => report.fixed.push(Fixed {
+                kind: f.kind,
+                worker_dir: f.worker_dir.clone(),
+                action: if matches!(f.repair, Some(Repair::MoveAside(_))) {
+                    "moved-aside"
+                } else {
+                    "removed"
+                },
+                path,
+            }),
+            Ok(FixOutcome::Skipped(why)) => {
+                f.message = format!("{} (fix skipped: {why})", f.message);
+                f.fixable = false;
+                left.push(f);
+            }
+            Err(e) => {
+                f.message = format!("{} (fix failed: {e})", f.message);
+                errors.push(e);
+                left.push(f);
+            }
+        }
+    }
+    report.findings = left;
+    errors
+}
+
+/// Count of findings per kind, in report order.
+pub fn counts(findings: &[Finding]) -> BTreeMap<FindingKind, usize> {
+    let mut m = BTreeMap::new();
+    for f in findings {
+        *m.entry(f.kind).or_insert(0) += 1;
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::tmux::parse_list_panes;
+    use crate::record::LockRecord;
+
+    fn ins(dir: &str, state: State, session: &str) -> Inspection {
+        Inspection {
+            record: Some(LockRecord {
+                pid: 1,
+                acquired_at: None,
+                session_id: Some(session.into()),
+                hostname: None,
+                pid_start: None,
+                boot_id: None,
+                uid: None,
+            }),
+            session_alive: Some(true),
+            ..Inspection::at(
+                Path::new(dir),
+                &Path::new(dir).join(".runtime/agent.lock"),
+                state,
+                String::new(),
+            )
+        }
+    }
+
+    fn tmux(panes: &str) -> TmuxSnapshot {
+        TmuxSnapshot {
+            servers: Vec::new(),
+            panes: parse_list_panes(panes),
+        }
+    }
+
+    #[test]
+    fn one_pane_holding_two_workers() {
+        let t = tmux("$1\t%3\t10\tmain\t/elsewhere\n");
+        let f = collisions(
+            &[
+                ins("/t/a", State::Held, "%3"),
+                ins("/t/b", State::HeldBySession, "%3"),
+            ],
+            &t,
+        );
+        assert_eq!(f.len(), 1);
+        assert!(
+            f[0].message
+                .contains("pane %3 holds live locks on 2 workers"),
+            "{}",
+            f[0].message
+        );
+        // A session name and its $N id are the same session.
+        let f = collisions(
+            &[
+                ins("/t/a", State::Held, "main"),
+                ins("/t/b", State::Held, "$1"),
+            ],
+            &t,
+        );
+        assert_eq!(f.len(), 1);
+    }
+
+    #[test]
+    fn a_foreign_pane_inside_a_held_worker() {
+        let t =
+            tmux("$1\t%3\t10\tmain\t/t/a/src\n$2\t%4\t11\tother\t/t/a\n$2\t%5\t12\tother\t/t/ab\n");
+        let f = collisions(&[ins("/t/a", State::Held, "%3")], &t);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(
+            f[0].message.starts_with("pane %4 (session other)"),
+            "{}",
+            f[0].message
+        );
+        // Stale or orphaned locks are not live: no collision.
+        let f = collisions(&[ins("/t/a", State::Stale, "%3")], &t);
+        assert!(f.is_empty());
+    }
+}
