@@ -582,3 +582,59 @@ fn missing_root_is_an_error() {
         .code(2)
         .stderr(predicates::str::contains("nope"));
 }
+
+/// The window a racing claimer could hit: a lock judged stale by the scan is
+/// replaced by a live holder's claim before `--fix` reaches it. The fix must
+/// re-read under the guard, see the change, and leave the live lock alone.
+#[test]
+fn fix_skips_a_lock_reclaimed_after_the_scan() {
+    use agentlock::{doctor, lock::LiveProbes, probe::TmuxQuery, scan};
+    let sb = Sandbox::new();
+    let root = sb.worker("town");
+    let w = sb.worker("town/w");
+    let v = sb.worker("town/v");
+    write_lock(&w, &go_lock(dead_pid(), None));
+    write_lock(&v, &go_lock(dead_pid(), None));
+    // SAFETY: set before any thread of this test process reads the environment.
+    unsafe { std::env::set_var("TMUX_TMPDIR", &sb.tmux_tmpdir) };
+    let live = LiveProbes::new(TmuxQuery::default());
+    let probes = live.probes();
+    let scanned = scan::scan(
+        &root,
+        &scan::ScanOptions::default(),
+        &scan::Progress::default(),
+    )
+    .unwrap();
+    let mut report = doctor::examine(&scanned, &probes, live.tmux.snapshot());
+    assert_eq!(report.findings.iter().filter(|f| f.fixable).count(), 2);
+
+    // After the scan: a live agent claims w (replacing the stale lock), and v's
+    // stale lock is rewritten by another tool with a different dead PID.
+    let agent = sleeper();
+    sb.cmd()
+        .args(["claim", "-q", "--pid", &agent.pid().to_string()])
+        .arg(&w)
+        .assert()
+        .code(0);
+    let reclaimed = std::fs::read(lock_path(&w)).unwrap();
+    write_lock(&v, &go_lock(dead_pid(), Some("x")));
+    let rewritten = std::fs::read(lock_path(&v)).unwrap();
+
+    let errors = doctor::fix(&mut report, &probes);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(report.fixed.is_empty(), "{:?}", report.fixed);
+    assert_eq!(
+        std::fs::read(lock_path(&w)).unwrap(),
+        reclaimed,
+        "the live lock is untouched"
+    );
+    assert_eq!(
+        std::fs::read(lock_path(&v)).unwrap(),
+        rewritten,
+        "a changed lock is not removed"
+    );
+    assert!(report.findings.iter().all(|f| {
+        f.message
+            .contains("fix skipped: the lock changed since the scan")
+    }));
+}

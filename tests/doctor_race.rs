@@ -1,0 +1,207 @@
+//! `doctor --fix` in a loop against concurrent claim / release loops on the
+//! same workers (and claimers that die, leaving stale locks for doctor to
+//! clean): no live lock is ever removed, no lock file is ever torn.
+//! Runs 30 s by default; AGENTLOCK_RACE_SECS changes that.
+
+mod common;
+use common::*;
+
+use agentlock::record::LockRecord;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const WORKERS: usize = 4;
+const HOLDERS: usize = 4;
+
+#[test]
+fn doctor_fix_never_removes_a_live_lock() {
+    let secs: u64 = std::env::var("AGENTLOCK_RACE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let sb = Arc::new(Sandbox::new());
+    let root = sb.worker("town");
+    let workers: Vec<PathBuf> = (0..WORKERS)
+        .map(|i| sb.worker(&format!("town/w{i}")))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let held_rounds = Arc::new(AtomicUsize::new(0));
+    let stale_made = Arc::new(AtomicUsize::new(0));
+    let fixed_total = Arc::new(AtomicUsize::new(0));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let mut threads = Vec::new();
+
+    // Holders: claim, check the lock is theirs twice, release (which must find it).
+    for h in 0..HOLDERS {
+        let (sb, workers, failures, held) = (
+            sb.clone(),
+            workers.clone(),
+            failures.clone(),
+            held_rounds.clone(),
+        );
+        threads.push(std::thread::spawn(move || {
+            let me = sleeper();
+            let pid = me.pid().to_string();
+            let mut i = h;
+            while Instant::now() < deadline {
+                let w = &workers[i % WORKERS];
+                i += 1;
+                let out = sb
+                    .std_cmd()
+                    .args(["claim", "-q", "--pid", &pid])
+                    .arg(w)
+                    .output()
+                    .unwrap();
+                match out.status.code() {
+                    Some(0) => {}
+                    Some(1) => continue,
+                    other => {
+                        failures.lock().unwrap().push(format!(
+                            "claim exit {other:?}: {}",
+                            String::from_utf8_lossy(&out.stderr)
+                        ));
+                        continue;
+                    }
+                }
+                for _ in 0..2 {
+                    match std::fs::read(lock_path(w)).map(|b| LockRecord::parse(&b)) {
+                        Ok(Ok(r)) if r.pid == me.pid() => {}
+                        other => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("holder {pid} lost {}: {other:?}", w.display())),
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let out = sb
+                    .std_cmd()
+                    .args(["release", "--json", "--pid", &pid])
+                    .arg(w)
+                    .output()
+                    .unwrap();
+                let action = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                    .map(|v| v["workers"][0]["action"].as_str().unwrap_or("").to_string())
+                    .unwrap_or_default();
+                if action != "released" {
+                    failures.lock().unwrap().push(format!(
+                        "holder {pid} release of {} said {action:?}: {}",
+                        w.display(),
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
+                held.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+
+    // Crasher: claims with a process that then dies, leaving a stale lock.
+    {
+        let (sb, workers, stale_made) = (sb.clone(), workers.clone(), stale_made.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let mut short = std::process::Command::new("sleep")
+                    .arg("0.02")
+                    .spawn()
+                    .unwrap();
+                let out = sb
+                    .std_cmd()
+                    .args(["claim", "-q", "--pid", &short.id().to_string()])
+                    .arg(&workers[i % WORKERS])
+                    .output()
+                    .unwrap();
+                short.wait().unwrap();
+                if out.status.success() {
+                    stale_made.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 1;
+            }
+        }));
+    }
+
+    // Doctor: fix in a loop.
+    {
+        let (sb, root, failures, fixed_total) = (
+            sb.clone(),
+            root.clone(),
+            failures.clone(),
+            fixed_total.clone(),
+        );
+        threads.push(std::thread::spawn(move || {
+            while Instant::now() < deadline {
+                let out = sb
+                    .std_cmd()
+                    .args(["doctor", "--fix", "--json"])
+                    .arg(&root)
+                    .output()
+                    .unwrap();
+                if !matches!(out.status.code(), Some(0 | 1)) {
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("doctor: {}", String::from_utf8_lossy(&out.stderr)));
+                    continue;
+                }
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                fixed_total.fetch_add(v["fixed"].as_array().unwrap().len(), Ordering::Relaxed);
+            }
+        }));
+    }
+
+    // Reader: every lock file read parses.
+    let reader = {
+        let (workers, failures, stop, reads) = (
+            workers.clone(),
+            failures.clone(),
+            stop.clone(),
+            reads.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for w in &workers {
+                    match std::fs::read(lock_path(w)) {
+                        Ok(b) => {
+                            reads.fetch_add(1, Ordering::Relaxed);
+                            if let Err(e) = LockRecord::parse(&b) {
+                                failures.lock().unwrap().push(format!("torn read: {e}"));
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => failures.lock().unwrap().push(e.to_string()),
+                    }
+                }
+            }
+        })
+    };
+    for t in threads {
+        t.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    let failures = failures.lock().unwrap();
+    eprintln!(
+        "doctor race: {secs}s, {} holder rounds, {} stale locks made, {} fixes by doctor, {} reads, {} failures",
+        held_rounds.load(Ordering::Relaxed),
+        stale_made.load(Ordering::Relaxed),
+        fixed_total.load(Ordering::Relaxed),
+        reads.load(Ordering::Relaxed),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{:#?}",
+        &failures[..failures.len().min(20)]
+    );
+    assert!(
+        held_rounds.load(Ordering::Relaxed) > 50,
+        "holders actually held"
+    );
+    assert!(
+        fixed_total.load(Ordering::Relaxed) > 0,
+        "doctor actually fixed stale locks while racing"
+    );
+}
