@@ -49,3 +49,7 @@ al claim crew/joe                   # stale: replaced
 al claim polecats/alpha             # refused while its tmux pane lives
 al claim --first-free polecats/alpha polecats/beta polecats/gamma
 al status --json polecats/beta
+mkdir -p crew/old/.runtime && printf '{"pid": %s}' "$(dead_pid)" > crew/old/.runtime/agent.lock   # another stale one
+al list
+al doctor
+al doctor --fix

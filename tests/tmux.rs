@@ -206,3 +206,26 @@ fn claim_inside_a_pane_records_tmux_pane() {
     assert_eq!(e["state"], "held");
     assert_eq!(e["session_alive"], true);
 }
+
+#[test]
+fn tmux_is_asked_once_per_server_whatever_the_number_of_locks() {
+    let sb = Sandbox::new();
+    let root = sb.worker("town");
+    let _a = sb.tmux("a", "alpha");
+    let _b = sb.tmux("b", "beta");
+    for i in 0..50 {
+        let session = ["alpha", "beta", "%0", "$1", "gone"][i % 5];
+        write_lock(&sb.worker(&format!("town/w{i:02}")), &go_lock(dead_pid(), Some(session)));
+    }
+    let log = sb.path().join("tmux-calls");
+    let real = which::which("tmux").unwrap();
+    sb.fake_tool("tmux", &format!("echo \"$@\" >> '{}'\nexec '{}' \"$@\"", log.display(), real.display()));
+    let calls = || std::fs::read_to_string(&log).map(|s| s.lines().count()).unwrap_or(0);
+    sb.cmd().args(["doctor", "--json"]).arg(&root).assert().code(1);
+    assert_eq!(calls(), 2, "one list-panes per server");
+    sb.cmd().args(["list"]).arg(&root).assert().code(0);
+    assert_eq!(calls(), 4);
+    let workers: Vec<_> = (0..10).map(|i| root.join(format!("w{i:02}"))).collect();
+    sb.cmd().args(["status"]).args(&workers).assert().code(0);
+    assert_eq!(calls(), 6, "status over 10 workers: still once per server");
+}
