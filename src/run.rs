@@ -1,14 +1,21 @@
 //! `agentlock run`: hold a worker for the lifetime of a command.
 //!
-//! The lock names this process (it lives exactly as long as the command),
-//! SIGINT/SIGTERM/SIGHUP sent to it are forwarded to the command, and the lock
-//! is released however the command ends. Signals the kernel sends to the whole
-//! foreground process group (Ctrl-C, terminal hangup) already reach the
-//! command, so those are not forwarded a second time: an interactive agent
-//! must not see one Ctrl-C as two.
+//! The lock names the command's own process. The child is forked and waits at
+//! a gate before `exec`: its PID is claimed first, and only then is it let
+//! through to run the command; a refused claim means the command never runs.
+//! So the worker is held exactly while the command runs, even if `run` itself
+//! is killed (the lock then still names the live command, and becomes stale
+//! when it exits).
+//!
+//! SIGINT/SIGTERM/SIGHUP sent to `run` are forwarded to the command. Signals
+//! the kernel sends to the whole foreground process group (Ctrl-C, terminal
+//! hangup) already reach the command, so those are not forwarded a second
+//! time: an interactive agent must not see one Ctrl-C as two. The lock is
+//! released however the command ends.
 
 use crate::error::{Error, Result};
 use crate::lock::{self, Asker, ClaimOptions, ClaimOutcome, Claimant, Inspection, Probes};
+use nix::fcntl::OFlag;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
@@ -17,9 +24,11 @@ use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::origin::WithOrigin;
 use signal_hook::low_level::siginfo::Cause;
 use std::ffi::OsString;
-use std::os::unix::process::ExitStatusExt;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command};
 
 /// How `run` ended.
 #[derive(Debug)]
@@ -35,7 +44,73 @@ pub enum RunOutcome {
     CannotRun { code: i32, why: String },
 }
 
-/// Claims `worker` for this process, runs `cmd`, releases, reports.
+/// Bytes the parent sends through the gate.
+const GO: u8 = 1;
+const STOP: u8 = 0;
+
+/// Forks the command, stopped at the gate before `exec`. Returns the thread
+/// that will yield the spawned child once the gate opens, the child's PID, and
+/// the write end of the gate.
+#[allow(clippy::type_complexity)]
+fn fork_gated(
+    program: &OsString,
+    args: &[OsString],
+) -> std::io::Result<(
+    std::thread::JoinHandle<std::io::Result<Child>>,
+    Option<i32>,
+    OwnedFd,
+)> {
+    let (pid_r, pid_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let (gate_r, gate_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let (pid_w_fd, gate_r_fd) = (pid_w.as_raw_fd(), gate_r.as_raw_fd());
+    let (pid_r_fd, gate_w_fd) = (pid_r.as_raw_fd(), gate_w.as_raw_fd());
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe calls (getpid, close, read, write); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            // The parent's ends: closed here, so the child sees EOF on the gate if
+            // the parent dies before opening it.
+            nix::libc::close(pid_r_fd);
+            nix::libc::close(gate_w_fd);
+            let pid = nix::libc::getpid().to_ne_bytes();
+            if nix::libc::write(pid_w_fd, pid.as_ptr().cast(), pid.len()) != pid.len() as isize {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut b = [STOP];
+            loop {
+                let n = nix::libc::read(gate_r_fd, b.as_mut_ptr().cast(), 1);
+                if n == -1 && *nix::libc::__errno_location() == nix::libc::EINTR {
+                    continue;
+                }
+                if n == 1 && b[0] == GO {
+                    return Ok(());
+                }
+                return Err(std::io::Error::from_raw_os_error(nix::libc::ECANCELED));
+            }
+        });
+    }
+    // spawn() returns only once the child has exec'd (or failed), i.e. after
+    // the gate opens: it runs on its own thread while this one claims.
+    let spawner = std::thread::spawn(move || {
+        let child = cmd.spawn();
+        drop((pid_w, gate_r));
+        child
+    });
+    let mut pid_bytes = [0u8; 4];
+    let pid = std::fs::File::from(pid_r)
+        .read_exact(&mut pid_bytes)
+        .ok()
+        .map(|()| i32::from_ne_bytes(pid_bytes));
+    Ok((spawner, pid, gate_w))
+}
+
+fn open_gate(gate: OwnedFd, byte: u8) {
+    let _ = nix::unistd::write(&gate, &[byte]);
+}
+
+/// Claims `worker` for the command's process, runs it, releases, reports.
 pub fn run(
     worker: &Path,
     session: Option<String>,
@@ -45,21 +120,41 @@ pub fn run(
     let (program, args) = cmd
         .split_first()
         .ok_or_else(|| Error::io(worker, std::io::Error::other("no command given")))?;
-    // Register before claiming, so no signal is lost between claim and spawn.
+    // Resolve the worker first: a bad path is an error before anything is forked.
+    lock::Worker::open(worker)?;
+    // Register before forking, so no signal is lost between claim and exec.
     let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| Error::io(worker, e))?;
+    let (spawner, child_pid, gate) = fork_gated(program, args).map_err(|e| Error::io(worker, e))?;
+    let Some(child_pid) = child_pid else {
+        // The fork itself failed: spawner holds the error.
+        let e = spawner
+            .join()
+            .expect("spawner thread")
+            .err()
+            .unwrap_or_else(|| std::io::Error::other("fork failed"));
+        return Err(Error::io(worker, e));
+    };
     let me = Claimant {
-        pid: std::process::id() as i32,
+        pid: child_pid,
         session,
     };
-    let claimed = match lock::claim(worker, &me, ClaimOptions::default(), probes)? {
-        ClaimOutcome::Refused(ins) => return Ok(RunOutcome::Refused(ins)),
-        ClaimOutcome::Done(c) => c,
+    let claimed = match lock::claim(worker, &me, ClaimOptions::default(), probes) {
+        Ok(ClaimOutcome::Done(c)) => c,
+        other => {
+            open_gate(gate, STOP);
+            let _ = spawner.join();
+            return match other {
+                Ok(ClaimOutcome::Refused(ins)) => Ok(RunOutcome::Refused(ins)),
+                Err(e) => Err(e),
+                Ok(ClaimOutcome::Done(_)) => unreachable!(),
+            };
+        }
     };
     let release = || -> Result<(), String> {
         match lock::release(
             &claimed.after.worker_dir,
-            &Asker::Pid(me.pid),
+            &Asker::Pid(child_pid),
             false,
             probes,
         ) {
@@ -71,7 +166,8 @@ pub fn run(
             Err(e) => Err(e.to_string()),
         }
     };
-    let mut child = match Command::new(program).args(args).spawn() {
+    open_gate(gate, GO);
+    let mut child = match spawner.join().expect("spawner thread") {
         Ok(c) => c,
         Err(e) => {
             let _ = release();
@@ -86,7 +182,7 @@ pub fn run(
             });
         }
     };
-    let child_pid = Pid::from_raw(child.id() as i32);
+    let child_pid = Pid::from_raw(child_pid);
     let handle = signals.handle();
     let forwarder = std::thread::spawn(move || {
         for info in signals.forever() {
@@ -100,16 +196,10 @@ pub fn run(
     });
     // Wait for the exit without reaping, so the forwarder can never signal a
     // recycled PID; stop the forwarder; then reap.
-    loop {
-        match waitid(
-            Id::Pid(child_pid),
-            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
-        ) {
-            Ok(_) => break,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => break,
-        }
-    }
+    while let Err(nix::errno::Errno::EINTR) = waitid(
+        Id::Pid(child_pid),
+        WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+    ) {}
     handle.close();
     let _ = forwarder.join();
     let status = child.wait().map_err(|e| Error::io(worker, e))?;

@@ -572,10 +572,23 @@ fn ten_thousand_workers_all_found() {
     assert!(locks.iter().all(|l| l["state"] == "stale"));
     // Piped: no progress line, no colour; --color always colours the states.
     let out = sb.cmd().args(["list"]).arg(&root).assert().code(0);
-    assert!(out.get_output().stderr.is_empty(), "no progress line when piped");
-    assert_eq!(String::from_utf8_lossy(&out.get_output().stdout).lines().count(), 10_001);
+    assert!(
+        out.get_output().stderr.is_empty(),
+        "no progress line when piped"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.get_output().stdout)
+            .lines()
+            .count(),
+        10_001
+    );
     assert!(!out.get_output().stdout.contains(&b'\x1b'));
-    let out = sb.cmd().args(["--color", "always", "list"]).arg(&root).assert().code(0);
+    let out = sb
+        .cmd()
+        .args(["--color", "always", "list"])
+        .arg(&root)
+        .assert()
+        .code(0);
     assert!(String::from_utf8_lossy(&out.get_output().stdout).contains("\x1b[31mstale\x1b[0m"));
 }
 

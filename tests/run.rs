@@ -18,7 +18,12 @@ fn holds_while_running_releases_after_and_passes_the_status() {
         .arg("run")
         .arg(&w)
         .arg("--")
-        .args(["sh", "-c", "cat \"$1\" > \"$2\"; exit 7", "sh"])
+        .args([
+            "sh",
+            "-c",
+            "cat \"$1\" > \"$2\"; echo $$ > \"$2.pid\"; exit 7",
+            "sh",
+        ])
         .arg(lock_path(&w))
         .arg(&seen)
         .assert()
@@ -26,7 +31,13 @@ fn holds_while_running_releases_after_and_passes_the_status() {
     let _ = out;
     let rec = LockRecord::parse(&std::fs::read(&seen).unwrap())
         .expect("lock was present while the command ran");
-    assert!(rec.pid > 0);
+    let command: i32 = std::fs::read_to_string(seen.with_extension("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(rec.pid, command, "the lock names the command's own process");
+    assert!(rec.pid_start.is_some());
     assert!(!lock_path(&w).exists(), "released after exit");
 }
 
@@ -52,48 +63,61 @@ fn sigterm_to_run_is_forwarded_and_the_lock_released() {
         "trap 'echo term > {}; exit 3' TERM; while :; do sleep 0.02; done",
         marker.display()
     );
-    let mut run = sb
-        .std_cmd()
-        .arg("run")
-        .arg(&w)
-        .args(["--", "sh", "-c", &script])
-        .spawn()
-        .unwrap();
+    let mut cmd = sb.std_cmd();
+    cmd.arg("run").arg(&w).args(["--", "sh", "-c", &script]);
+    let mut run = Group::spawn(cmd);
     let lock = lock_path(&w);
     wait_for("the lock", Duration::from_secs(10), || lock.exists());
     let rec = LockRecord::parse(&std::fs::read(&lock).unwrap()).unwrap();
-    assert_eq!(rec.pid, run.id() as i32, "run holds the lock itself");
+    assert_ne!(rec.pid, run.pid(), "the lock names the command, not run");
+    assert_eq!(
+        agentlock::probe::process::parent_of(rec.pid),
+        Some(run.pid()),
+        "the command is run's child"
+    );
     // Give sh time to install its trap.
     std::thread::sleep(Duration::from_millis(200));
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(run.id() as i32),
+        nix::unistd::Pid::from_raw(run.pid()),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let status = run.wait().unwrap();
+    let status = run.0.wait().unwrap();
     assert_eq!(status.code(), Some(3), "the command's own status");
     assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "term");
     assert!(!lock.exists(), "released after SIGTERM");
 }
 
 #[test]
-fn sigkill_to_run_leaves_a_lock_that_becomes_claimable() {
+fn sigkill_to_run_leaves_the_command_holding_until_it_exits() {
     let sb = Sandbox::new();
     let w = sb.worker("w");
-    let mut run = sb
-        .std_cmd()
-        .arg("run")
-        .arg(&w)
-        .args(["--", "sleep", "0.3"])
-        .spawn()
-        .unwrap();
+    let mut cmd = sb.std_cmd();
+    cmd.arg("run").arg(&w).args(["--", "sleep", "0.5"]);
+    let mut run = Group::spawn(cmd);
     let lock = lock_path(&w);
     wait_for("the lock", Duration::from_secs(10), || lock.exists());
-    run.kill().unwrap();
-    run.wait().unwrap();
-    std::thread::sleep(Duration::from_millis(400)); // the orphaned sleep exits too
-    assert_eq!(state_of(&sb, &w, &[]), "stale");
+    let command = LockRecord::parse(&std::fs::read(&lock).unwrap())
+        .unwrap()
+        .pid;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.pid()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    run.0.wait().unwrap();
+    // The command still runs: the worker is still held by it.
+    assert!(pid_alive(command));
+    assert_eq!(state_of(&sb, &w, &[]), "held");
     let c = sleeper();
+    sb.cmd()
+        .args(["claim", "--pid", &c.pid().to_string()])
+        .arg(&w)
+        .assert()
+        .code(1);
+    wait_gone(command, Duration::from_secs(10));
+    // It exited with no run left to release: stale, and claimable.
+    assert_eq!(state_of(&sb, &w, &[]), "stale");
     sb.cmd()
         .args(["claim", "--pid", &c.pid().to_string()])
         .arg(&w)
@@ -197,9 +221,11 @@ fn ctrl_c_in_a_tmux_pane_reaches_the_command_once() {
     let ints = std::fs::read_to_string(&marker).unwrap();
     assert_eq!(ints.lines().count(), 1, "one Ctrl-C, one SIGINT: {ints:?}");
     assert!(lock.exists(), "still held: the command survived its trap");
-    // SIGTERM sent to run by a process is forwarded; the command ends; released.
+    // SIGTERM sent to run (the pane's process) by a process is forwarded; the command ends; released.
+    let run_pid: i32 = tmux.query("agent", "#{pane_pid}").parse().unwrap();
+    assert_eq!(agentlock::probe::process::parent_of(rec.pid), Some(run_pid));
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(rec.pid),
+        nix::unistd::Pid::from_raw(run_pid),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();

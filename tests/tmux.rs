@@ -215,13 +215,31 @@ fn tmux_is_asked_once_per_server_whatever_the_number_of_locks() {
     let _b = sb.tmux("b", "beta");
     for i in 0..50 {
         let session = ["alpha", "beta", "%0", "$1", "gone"][i % 5];
-        write_lock(&sb.worker(&format!("town/w{i:02}")), &go_lock(dead_pid(), Some(session)));
+        write_lock(
+            &sb.worker(&format!("town/w{i:02}")),
+            &go_lock(dead_pid(), Some(session)),
+        );
     }
     let log = sb.path().join("tmux-calls");
     let real = which::which("tmux").unwrap();
-    sb.fake_tool("tmux", &format!("echo \"$@\" >> '{}'\nexec '{}' \"$@\"", log.display(), real.display()));
-    let calls = || std::fs::read_to_string(&log).map(|s| s.lines().count()).unwrap_or(0);
-    sb.cmd().args(["doctor", "--json"]).arg(&root).assert().code(1);
+    sb.fake_tool(
+        "tmux",
+        &format!(
+            "echo \"$@\" >> '{}'\nexec '{}' \"$@\"",
+            log.display(),
+            real.display()
+        ),
+    );
+    let calls = || {
+        std::fs::read_to_string(&log)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    sb.cmd()
+        .args(["doctor", "--json"])
+        .arg(&root)
+        .assert()
+        .code(1);
     assert_eq!(calls(), 2, "one list-panes per server");
     sb.cmd().args(["list"]).arg(&root).assert().code(0);
     assert_eq!(calls(), 4);

@@ -227,6 +227,31 @@ impl Drop for Proc {
     }
 }
 
+/// A child in its own process group; on drop the whole group is killed and the
+/// child reaped, so a failing test leaves no command running behind it.
+pub struct Group(pub Child);
+
+impl Group {
+    pub fn spawn(mut cmd: std::process::Command) -> Group {
+        use std::os::unix::process::CommandExt;
+        Group(cmd.process_group(0).spawn().unwrap())
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(-self.pid()),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.0.wait();
+    }
+}
+
 /// A long-lived process to name as a lock holder.
 pub fn sleeper() -> Proc {
     Proc(
