@@ -1,0 +1,3 @@
+module agentlockgo
+
+go 1.19
