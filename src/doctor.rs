@@ -9,7 +9,7 @@
 
 use crate::lock::{self, FixOutcome, Found, Inspection, Probes, Snapshot};
 use crate::probe::Existence;
-use crate::probe::tmux::{Pane, SessionKind, TmuxSnapshot};
+use crate::probe::tmux::{SessionKind, TmuxSnapshot, pane_matches};
 use crate::scan::{ScanResult, TempFile};
 use crate::verdict::{State, describe_session};
 use serde::Serialize;
@@ -103,15 +103,6 @@ fn finding(
     }
 }
 
-/// Does this pane belong to the recorded session string (by kind)?
-fn pane_is(pane: &Pane, recorded: &str) -> bool {
-    match SessionKind::of(recorded) {
-        SessionKind::Pane => pane.pane_id == recorded,
-        SessionKind::SessionId => pane.session_id == recorded,
-        SessionKind::Name => pane.session_name == recorded,
-    }
-}
-
 /// A key under which two recorded strings name the same pane or session.
 fn session_key(recorded: &str, tmux: &TmuxSnapshot) -> String {
     match SessionKind::of(recorded) {
@@ -172,7 +163,7 @@ fn collisions(locks: &[Inspection], tmux: &TmuxSnapshot) -> Vec<Finding> {
             .filter(|(i, _)| pane.current_path.starts_with(&i.worker_dir))
             .max_by_key(|(i, _)| i.worker_dir.as_os_str().len());
         if let Some((ins, recorded)) = inside
-            && !pane_is(pane, recorded)
+            && !pane_matches(pane, recorded)
         {
             out.push(finding(
                 FindingKind::Collision,

@@ -93,6 +93,45 @@ impl SessionKind {
     }
 }
 
+/// The name tmux keeps for a requested session name: `:` and `.` become `_`,
+/// and the name is escaped like `vis(3)` in C style (`\\`, `\$`, `\t`, `\a`,
+/// octal for other control characters), as tmux 3.x does. A lock may record
+/// the name as requested (`--session a:b`) while tmux lists `a_b`; both must
+/// match, or a live session would look gone.
+pub fn tmux_session_name(requested: &str) -> String {
+    let mut out = String::with_capacity(requested.len());
+    for c in requested.chars() {
+        match c {
+            ':' | '.' => out.push('_'),
+            '\\' => out.push_str("\\\\"),
+            '$' => out.push_str("\\$"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\u{b}' => out.push_str("\\v"),
+            '\u{c}' => out.push_str("\\f"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\{:03o}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Does `pane` belong to the recorded session string, by kind?
+pub fn pane_matches(pane: &Pane, recorded: &str) -> bool {
+    match SessionKind::of(recorded) {
+        SessionKind::Pane => pane.pane_id == recorded,
+        SessionKind::SessionId => pane.session_id == recorded,
+        SessionKind::Name => {
+            pane.session_name == recorded || pane.session_name == tmux_session_name(recorded)
+        }
+    }
+}
+
 impl TmuxSnapshot {
     /// True when every server answered (`ok` or `no-server`).
     pub fn is_known(&self) -> bool {
@@ -101,12 +140,7 @@ impl TmuxSnapshot {
 
     /// Panes matching a recorded session string, by kind.
     pub fn matching<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a Pane> + 'a {
-        let kind = SessionKind::of(id);
-        self.panes.iter().filter(move |p| match kind {
-            SessionKind::Pane => p.pane_id == id,
-            SessionKind::SessionId => p.session_id == id,
-            SessionKind::Name => p.session_name == id,
-        })
+        self.panes.iter().filter(move |p| pane_matches(p, id))
     }
 }
 
@@ -442,6 +476,24 @@ mod tests {
         // A session *named* "%7" is not pane %7.
         assert_eq!(s.session_status("%7"), SessionStatus::Gone);
         assert_eq!(s.session_status("$3"), SessionStatus::Gone);
+    }
+
+    #[test]
+    fn requested_names_match_what_tmux_kept() {
+        assert_eq!(tmux_session_name("a:b.c"), "a_b_c");
+        assert_eq!(tmux_session_name("tab\there"), "tab\\there");
+        assert_eq!(tmux_session_name("bell\u{7}x"), "bell\\ax");
+        assert_eq!(tmux_session_name("del\u{7f}x"), "del\\177x");
+        assert_eq!(tmux_session_name("d$d b\\s"), "d\\$d b\\\\s");
+        assert_eq!(tmux_session_name("ünï code"), "ünï code");
+        let s = snap(
+            &[ServerState::Ok],
+            "$1\t%3\t1\ta_b\t/w\n$2\t%4\t1\ttab\\there\t/w\n",
+        );
+        assert_eq!(s.session_status("a:b"), SessionStatus::Alive);
+        assert_eq!(s.session_status("a_b"), SessionStatus::Alive);
+        assert_eq!(s.session_status("tab\there"), SessionStatus::Alive);
+        assert_eq!(s.session_status("a-b"), SessionStatus::Gone);
     }
 
     #[test]
