@@ -201,6 +201,9 @@ fn temp_finding(t: &TempFile, probes: &Probes, now: SystemTime) -> Option<Findin
             )
         }
     };
+    // Seen mid-publish by the scan, then renamed by its writer before it exited:
+    // not a leftover. A dead writer can no longer rename it, so this check is final.
+    std::fs::symlink_metadata(&t.path).ok()?;
     Some(finding(
         FindingKind::LeftoverTemp,
         &t.worker_dir,
@@ -288,9 +291,10 @@ pub fn examine(scan: &ScanResult, probes: &Probes, tmux: &TmuxSnapshot) -> Repor
 }
 
 /// `--fix`: applies every fixable finding, each re-checked under its guard.
-/// Fixed findings leave `findings` and enter `fixed`; a repair skipped because
-/// things changed stays a finding, with the reason appended. Errors are
-/// returned and their findings kept.
+/// Fixed findings leave `findings` and enter `fixed`; a finding whose file has
+/// vanished meanwhile is dropped; a repair skipped because things changed
+/// stays a finding, with the reason appended. Errors are returned and their
+/// findings kept.
 pub fn fix(report: &mut Report, probes: &Probes) -> Vec<crate::Error> {
     let mut errors = Vec::new();
     let mut left = Vec::new();
@@ -317,6 +321,7 @@ pub fn fix(report: &mut Report, probes: &Probes) -> Vec<crate::Error> {
                 },
                 path,
             }),
+            Ok(FixOutcome::Vanished) => {}
             Ok(FixOutcome::Skipped(why)) => {
                 f.message = format!("{} (fix skipped: {why})", f.message);
                 f.fixable = false;

@@ -937,6 +937,9 @@ pub enum FixOutcome {
     Done(PathBuf),
     /// Not done, and why: the file or its verdict changed since the scan.
     Skipped(String),
+    /// Nothing to do: the file is no longer there (released, or a writer
+    /// finished its publish).
+    Vanished,
 }
 
 const CHANGED: &str = "the lock changed since the scan";
@@ -948,8 +951,10 @@ pub fn remove_stale(worker_dir: &Path, judged: &Snapshot, probes: &Probes) -> Re
     let worker = Worker::open(worker_dir)?;
     let g = Guarded::enter(&worker, false)?;
     let found = g.read()?;
-    let Found::Record(_, snap) = &found else {
-        return Ok(FixOutcome::Skipped(CHANGED.into()));
+    let snap = match &found {
+        Found::Record(_, snap) => snap,
+        Found::Absent => return Ok(FixOutcome::Vanished),
+        _ => return Ok(FixOutcome::Skipped(CHANGED.into())),
     };
     if snap != judged {
         return Ok(FixOutcome::Skipped(CHANGED.into()));
@@ -1000,7 +1005,7 @@ pub fn remove_temp(
             g.sync_dir()?;
             Ok(FixOutcome::Done(temp.into()))
         }
-        Err(Errno::ENOENT) => Ok(FixOutcome::Skipped("already gone".into())),
+        Err(Errno::ENOENT) => Ok(FixOutcome::Vanished),
         Err(e) => Err(Error::io(temp, e)),
     }
 }
