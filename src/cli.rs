@@ -121,12 +121,11 @@ pub struct ClaimArgs {
     pub json: bool,
 }
 
+/// Who asks (`release`, `check`): a PID or a session; by default the invoking
+/// process, or `$TMUX_PANE` when set.
 #[derive(Debug, Args)]
-pub struct ReleaseArgs {
-    /// Worker directory.
-    #[arg(value_name = "WORKER")]
-    pub worker: PathBuf,
-    /// Release only if this PID holds it.
+pub struct AskerArgs {
+    /// As this PID [default: the invoking process].
     #[arg(
         long,
         allow_hyphen_values = true,
@@ -134,9 +133,31 @@ pub struct ReleaseArgs {
         conflicts_with = "session"
     )]
     pub pid: Option<i64>,
-    /// Release only if this session/pane holds it.
+    /// As this session/pane [default: $TMUX_PANE].
     #[arg(long, value_name = "ID")]
     pub session: Option<String>,
+}
+
+impl AskerArgs {
+    fn asker(self) -> Result<Asker, String> {
+        Ok(match (self.pid.map(parse_pid).transpose()?, self.session) {
+            (Some(p), _) => Asker::Pid(p),
+            (None, Some(s)) => Asker::Session(s),
+            (None, None) => Asker::Either {
+                pid: invoking_pid(),
+                session: default_session(),
+            },
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// Worker directory.
+    #[arg(value_name = "WORKER")]
+    pub worker: PathBuf,
+    #[command(flatten)]
+    pub asker: AskerArgs,
     /// Remove it whoever holds it (a corrupt file is moved aside, not deleted).
     #[arg(long)]
     pub force: bool,
@@ -150,17 +171,8 @@ pub struct CheckArgs {
     /// Worker directories.
     #[arg(required = true, value_name = "WORKER")]
     pub workers: Vec<PathBuf>,
-    /// Ask as this PID.
-    #[arg(
-        long,
-        allow_hyphen_values = true,
-        value_name = "PID",
-        conflicts_with = "session"
-    )]
-    pub pid: Option<i64>,
-    /// Ask as this session/pane.
-    #[arg(long, value_name = "ID")]
-    pub session: Option<String>,
+    #[command(flatten)]
+    pub asker: AskerArgs,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -496,17 +508,12 @@ fn first_free(ctx: &Ctx, workers: &[PathBuf], me: &Claimant, json: bool) -> i32 
 }
 
 fn release(ctx: &Ctx, a: ReleaseArgs) -> i32 {
-    let who = match (a.pid.map(parse_pid).transpose(), a.session) {
-        (Err(e), _) => {
+    let who = match a.asker.asker() {
+        Ok(who) => who,
+        Err(e) => {
             error_line(e);
             return exit_codes::ERROR;
         }
-        (Ok(Some(p)), _) => Asker::Pid(p),
-        (Ok(None), Some(s)) => Asker::Session(s),
-        (Ok(None), None) => Asker::Either {
-            pid: invoking_pid(),
-            session: default_session(),
-        },
     };
     let probes = ctx.probes.probes();
     match lock::release(&a.worker, &who, a.force, &probes) {
@@ -579,17 +586,12 @@ fn status(ctx: &Ctx, a: StatusArgs) -> i32 {
 }
 
 fn check(ctx: &Ctx, a: CheckArgs) -> i32 {
-    let asker = match (a.pid.map(parse_pid).transpose(), a.session) {
-        (Err(e), _) => {
+    let asker = match a.asker.asker() {
+        Ok(asker) => asker,
+        Err(e) => {
             error_line(e);
             return exit_codes::ERROR;
         }
-        (Ok(Some(p)), _) => Asker::Pid(p),
-        (Ok(None), Some(s)) => Asker::Session(s),
-        (Ok(None), None) => Asker::Either {
-            pid: invoking_pid(),
-            session: default_session(),
-        },
     };
     let (found, errors) = inspect_all(ctx, &a.workers);
     let mut held_by_other = 0;
