@@ -677,6 +677,17 @@ pub fn claim(
     probes: &Probes,
 ) -> Result<ClaimOutcome> {
     let my_start = check_claimant(me, probes)?;
+    claim_as(path, me, my_start, opts, probes)
+}
+
+/// `claim` for a claimant already checked, whose start time is `my_start`.
+fn claim_as(
+    path: &Path,
+    me: &Claimant,
+    my_start: Option<u64>,
+    opts: ClaimOptions,
+    probes: &Probes,
+) -> Result<ClaimOutcome> {
     let worker = Worker::open(path)?;
     let g = Guarded::enter(&worker, true)?;
     let found = g.read()?;
@@ -910,10 +921,10 @@ pub struct FirstFree {
 
 /// Claims the first worker, in order, that is `free`, `stale` or `corrupt`.
 pub fn claim_first_free(paths: &[PathBuf], me: &Claimant, probes: &Probes) -> Result<FirstFree> {
-    check_claimant(me, probes)?;
+    let my_start = check_claimant(me, probes)?;
     let mut tried = Vec::new();
     for (i, p) in paths.iter().enumerate() {
-        match claim(p, me, ClaimOptions::default(), probes) {
+        match claim_as(p, me, my_start, ClaimOptions::default(), probes) {
             Ok(ClaimOutcome::Done(c)) => {
                 return Ok(FirstFree {
                     claimed: Some((i, c)),
