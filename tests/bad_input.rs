@@ -162,11 +162,7 @@ fn directory_and_fifo_named_agent_lock() {
         entry(&out.get_output().stdout)["reason"],
         "agent.lock is a directory"
     );
-    sb.cmd()
-        .args(["claim", "-q", "--pid", &holder.pid().to_string()])
-        .arg(&w)
-        .assert()
-        .code(0);
+    sb.claim(&w, holder.pid(), &["-q"]).code(0);
     let aside = moved_aside(&w);
     assert_eq!(
         std::fs::read_to_string(aside[0].join("keep")).unwrap(),
@@ -187,11 +183,7 @@ fn directory_and_fifo_named_agent_lock() {
         entry(&out.get_output().stdout)["reason"],
         "agent.lock is a FIFO"
     );
-    sb.cmd()
-        .args(["claim", "-q", "--pid", &holder.pid().to_string()])
-        .arg(&w)
-        .assert()
-        .code(0);
+    sb.claim(&w, holder.pid(), &["-q"]).code(0);
     assert!(lock_path(&w).is_file());
 
     // A socket.
@@ -315,10 +307,7 @@ fn a_guard_file_symlink_is_refused() {
     std::fs::create_dir_all(w.join(".runtime")).unwrap();
     std::os::unix::fs::symlink(&target, w.join(".runtime/agent.lock.flock")).unwrap();
     let holder = sleeper();
-    sb.cmd()
-        .args(["claim", "--pid", &holder.pid().to_string()])
-        .arg(&w)
-        .assert()
+    sb.claim(&w, holder.pid(), &[])
         .code(2)
         .stderr(contains("guard file is a symlink"));
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");

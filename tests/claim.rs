@@ -72,16 +72,9 @@ fn second_claimant_is_refused_with_the_holder_named() {
     let sb = Sandbox::new();
     let w = sb.worker("w");
     let (a, b) = (sleeper(), sleeper());
-    sb.cmd()
-        .args(["claim", "--pid", &a.pid().to_string()])
-        .arg(&w)
-        .assert()
-        .code(0);
+    sb.claim(&w, a.pid(), &[]).code(0);
     let before = std::fs::read(lock_path(&w)).unwrap();
-    sb.cmd()
-        .args(["claim", "--pid", &b.pid().to_string()])
-        .arg(&w)
-        .assert()
+    sb.claim(&w, b.pid(), &[])
         .code(1)
         .stderr(contains(format!("is held (pid {} is alive)", a.pid())))
         .stderr(contains(format!("holder: pid {}", a.pid())))
@@ -134,17 +127,7 @@ fn same_holder_refreshes() {
         .assert()
         .code(0);
     let out = sb
-        .cmd()
-        .args([
-            "claim",
-            "--json",
-            "--session",
-            "%7",
-            "--pid",
-            &b.pid().to_string(),
-        ])
-        .arg(&w)
-        .assert()
+        .claim(&w, b.pid(), &["--json", "--session", "%7"])
         .code(0);
     assert_eq!(entry(&out.get_output().stdout)["action"], "refreshed");
     assert_eq!(read_record(&w).pid, b.pid());
@@ -157,12 +140,7 @@ fn stale_lock_without_session_is_replaced() {
     write_lock(&w, &go_lock(dead_pid(), None));
     assert_eq!(state_of(&sb, &w, &[]), "stale");
     let a = sleeper();
-    let out = sb
-        .cmd()
-        .args(["claim", "--json", "--pid", &a.pid().to_string()])
-        .arg(&w)
-        .assert()
-        .code(0);
+    let out = sb.claim(&w, a.pid(), &["--json"]).code(0);
     assert_eq!(entry(&out.get_output().stdout)["action"], "replaced-stale");
     assert_eq!(read_record(&w).pid, a.pid());
 }
@@ -222,16 +200,10 @@ fn foreign_host_is_unverified_and_never_taken_without_force() {
     );
     assert_eq!(state_of(&sb, &w, &[]), "unverified");
     let a = sleeper();
-    sb.cmd()
-        .args(["claim", "--pid", &a.pid().to_string()])
-        .arg(&w)
-        .assert()
+    sb.claim(&w, a.pid(), &[])
         .code(1)
         .stderr(contains("some-other-host"));
-    sb.cmd()
-        .args(["claim", "--force", "--pid", &a.pid().to_string()])
-        .arg(&w)
-        .assert()
+    sb.claim(&w, a.pid(), &["--force"])
         .code(0)
         .stdout(contains("took-over"));
     assert_eq!(read_record(&w).pid, a.pid());
@@ -242,11 +214,7 @@ fn release_checks_the_owner() {
     let sb = Sandbox::new();
     let w = sb.worker("w");
     let (a, b) = (sleeper(), sleeper());
-    sb.cmd()
-        .args(["claim", "--session", "gt-a", "--pid", &a.pid().to_string()])
-        .arg(&w)
-        .assert()
-        .code(0);
+    sb.claim(&w, a.pid(), &["--session", "gt-a"]).code(0);
     sb.cmd()
         .args(["release", "--pid", &b.pid().to_string()])
         .arg(&w)
@@ -280,11 +248,7 @@ fn release_checks_the_owner() {
         .code(0);
     assert_eq!(entry(&out.get_output().stdout)["action"], "already-free");
     // --force removes whoever holds it.
-    sb.cmd()
-        .args(["claim", "--pid", &a.pid().to_string()])
-        .arg(&w)
-        .assert()
-        .code(0);
+    sb.claim(&w, a.pid(), &[]).code(0);
     sb.cmd()
         .args(["release", "--force", "--pid", "1"])
         .arg(&w)
@@ -298,11 +262,7 @@ fn first_free_claims_in_order_and_prints_the_worker() {
     let sb = Sandbox::new();
     let (w1, w2, w3) = (sb.worker("w1"), sb.worker("w2"), sb.worker("w3"));
     let (a, b) = (sleeper(), sleeper());
-    sb.cmd()
-        .args(["claim", "--pid", &a.pid().to_string()])
-        .arg(&w1)
-        .assert()
-        .code(0);
+    sb.claim(&w1, a.pid(), &[]).code(0);
     write_lock(&w2, &go_lock(dead_pid(), None)); // stale: claimable
     let out = sb
         .cmd()
@@ -330,21 +290,8 @@ fn force_with_signal_other_terminates_only_a_provable_holder() {
     let w = sb.worker("w");
     let mut victim = sleeper();
     let taker = sleeper();
-    sb.cmd()
-        .args(["claim", "--pid", &victim.pid().to_string()])
-        .arg(&w)
-        .assert()
-        .code(0);
-    sb.cmd()
-        .args([
-            "claim",
-            "--force",
-            "--signal-other",
-            "--pid",
-            &taker.pid().to_string(),
-        ])
-        .arg(&w)
-        .assert()
+    sb.claim(&w, victim.pid(), &[]).code(0);
+    sb.claim(&w, taker.pid(), &["--force", "--signal-other"])
         .code(0)
         .stderr(contains(format!(
             "signalled pid {} with SIGTERM",
@@ -358,16 +305,7 @@ fn force_with_signal_other_terminates_only_a_provable_holder() {
     // A Go-written lock has no start time: the holder cannot be proven, so no signal.
     let bystander = sleeper();
     write_lock(&w, &go_lock(bystander.pid(), None));
-    sb.cmd()
-        .args([
-            "claim",
-            "--force",
-            "--signal-other",
-            "--pid",
-            &taker.pid().to_string(),
-        ])
-        .arg(&w)
-        .assert()
+    sb.claim(&w, taker.pid(), &["--force", "--signal-other"])
         .code(0)
         .stderr(contains(format!("did not signal pid {}", bystander.pid())))
         .stderr(contains("no start time"));

@@ -65,11 +65,7 @@ fn sample_town() -> Town {
 
     let held = sb.worker("town/rig/crew/held");
     let p = sleeper();
-    sb.cmd()
-        .args(["claim", "-q", "--pid", &p.pid().to_string()])
-        .arg(&held)
-        .assert()
-        .code(0);
+    sb.claim(&held, p.pid(), &["-q"]).code(0);
     procs.push(p);
 
     let by_session = sb.worker("town/rig/polecats/by-session");
@@ -631,11 +627,7 @@ fn fix_skips_a_lock_reclaimed_after_the_scan() {
     // After the scan: a live agent claims w (replacing the stale lock), and v's
     // stale lock is rewritten by another tool with a different dead PID.
     let agent = sleeper();
-    sb.cmd()
-        .args(["claim", "-q", "--pid", &agent.pid().to_string()])
-        .arg(&w)
-        .assert()
-        .code(0);
+    sb.claim(&w, agent.pid(), &["-q"]).code(0);
     let reclaimed = std::fs::read(lock_path(&w)).unwrap();
     write_lock(&v, &go_lock(dead_pid(), Some("x")));
     let rewritten = std::fs::read(lock_path(&v)).unwrap();

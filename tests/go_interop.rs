@@ -43,17 +43,7 @@ fn go_reads_what_agentlock_wrote() {
     let sb = Sandbox::new();
     let w = sb.worker("w");
     let holder = sleeper();
-    sb.cmd()
-        .args([
-            "claim",
-            "-q",
-            "--session",
-            "%4",
-            "--pid",
-            &holder.pid().to_string(),
-        ])
-        .arg(&w)
-        .assert()
+    sb.claim(&w, holder.pid(), &["-q", "--session", "%4"])
         .code(0);
     let out = go(&["read", w.to_str().unwrap()]);
     assert!(
@@ -106,10 +96,7 @@ fn agentlock_reads_what_go_wrote() {
     assert_eq!(e["session_alive"], true);
     // Held by Go's holder: agentlock refuses; the holder's PID releases it.
     let me = sleeper();
-    sb.cmd()
-        .args(["claim", "--pid", &me.pid().to_string()])
-        .arg(&w)
-        .assert()
+    sb.claim(&w, me.pid(), &[])
         .code(1)
         .stderr(predicates::str::contains(format!(
             "holder: pid {}",
@@ -121,11 +108,7 @@ fn agentlock_reads_what_go_wrote() {
         .assert()
         .code(0);
     // And Go refuses what agentlock holds.
-    sb.cmd()
-        .args(["claim", "-q", "--pid", &me.pid().to_string()])
-        .arg(&w)
-        .assert()
-        .code(0);
+    sb.claim(&w, me.pid(), &["-q"]).code(0);
     let out = go(&["acquire", w.to_str().unwrap(), &agent.pid().to_string()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("locked by PID {}", me.pid())));

@@ -158,17 +158,7 @@ fn locks_we_write_keep_their_meaning_for_the_go_struct() {
     let sb = Sandbox::new();
     let w = sb.worker("w");
     let holder = sleeper();
-    sb.cmd()
-        .args([
-            "claim",
-            "-q",
-            "--session",
-            "%4",
-            "--pid",
-            &holder.pid().to_string(),
-        ])
-        .arg(&w)
-        .assert()
+    sb.claim(&w, holder.pid(), &["-q", "--session", "%4"])
         .code(0);
     let bytes = std::fs::read(lock_path(&w)).unwrap();
     let (pid, acquired, session, host) = go_unmarshal(&bytes).unwrap();
@@ -203,11 +193,7 @@ fn a_lock_written_by_go_for_a_live_local_process_is_honoured() {
     std::fs::write(w.join(".runtime/agent.lock.flock"), "").unwrap();
     assert_eq!(state_of(&sb, &w, &[]), "held");
     let me = sleeper();
-    sb.cmd()
-        .args(["claim", "--pid", &me.pid().to_string()])
-        .arg(&w)
-        .assert()
-        .code(1);
+    sb.claim(&w, me.pid(), &[]).code(1);
     // The holder releases by PID, as gt would have written it.
     sb.cmd()
         .args(["release", "--pid", &agent.pid().to_string()])

@@ -110,19 +110,11 @@ fn sigkill_to_run_leaves_the_command_holding_until_it_exits() {
     assert!(pid_alive(command));
     assert_eq!(state_of(&sb, &w, &[]), "held");
     let c = sleeper();
-    sb.cmd()
-        .args(["claim", "--pid", &c.pid().to_string()])
-        .arg(&w)
-        .assert()
-        .code(1);
+    sb.claim(&w, c.pid(), &[]).code(1);
     wait_gone(command, Duration::from_secs(10));
     // It exited with no run left to release: stale, and claimable.
     assert_eq!(state_of(&sb, &w, &[]), "stale");
-    sb.cmd()
-        .args(["claim", "--pid", &c.pid().to_string()])
-        .arg(&w)
-        .assert()
-        .code(0);
+    sb.claim(&w, c.pid(), &[]).code(0);
 }
 
 #[test]
@@ -130,11 +122,7 @@ fn refused_claim_exits_75_without_running_the_command() {
     let sb = Sandbox::new();
     let w = sb.worker("w");
     let holder = sleeper();
-    sb.cmd()
-        .args(["claim", "--pid", &holder.pid().to_string()])
-        .arg(&w)
-        .assert()
-        .code(0);
+    sb.claim(&w, holder.pid(), &[]).code(0);
     let marker = sb.path().join("ran");
     sb.cmd()
         .arg("run")

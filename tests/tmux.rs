@@ -91,11 +91,7 @@ fn live_pid_with_gone_session_is_orphaned() {
     assert_eq!(e["pid_alive"], true);
     assert_eq!(e["session_alive"], false);
     let c = sleeper();
-    sb.cmd()
-        .args(["claim", "--pid", &c.pid().to_string()])
-        .arg(&w)
-        .assert()
-        .code(1);
+    sb.claim(&w, c.pid(), &[]).code(1);
 }
 
 #[test]
@@ -117,10 +113,7 @@ fn failing_tmux_makes_locks_unverified_and_nothing_is_removed() {
         "{e}"
     );
     let c = sleeper();
-    sb.cmd()
-        .args(["claim", "--pid", &c.pid().to_string()])
-        .arg(&w)
-        .assert()
+    sb.claim(&w, c.pid(), &[])
         .code(1)
         .stderr(contains("could not be verified"));
     sb.cmd()

@@ -88,6 +88,16 @@ impl Sandbox {
         c
     }
 
+    /// `agentlock claim EXTRA... --pid PID WORKER`, run to completion.
+    pub fn claim(&self, worker: &Path, pid: i32, extra: &[&str]) -> assert_cmd::assert::Assert {
+        self.cmd()
+            .arg("claim")
+            .args(extra)
+            .args(["--pid", &pid.to_string()])
+            .arg(worker)
+            .assert()
+    }
+
     /// The same, as a std Command (for spawning without waiting).
     pub fn std_cmd(&self) -> std::process::Command {
         let mut c = std::process::Command::new(BIN);
