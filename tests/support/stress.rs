@@ -70,7 +70,6 @@ impl Config {
 #[derive(Debug, Default)]
 pub struct Figures {
     pub actors: usize,
-    pub processes: AtomicUsize,
     pub rounds: AtomicUsize,
     pub wins: AtomicUsize,
     pub operations: AtomicUsize,
@@ -125,8 +124,7 @@ impl Figures {
     pub fn table(&self) -> String {
         let g = |c: &AtomicUsize| c.load(Ordering::Relaxed).to_string();
         let rows: Vec<(&str, String)> = vec![
-            ("actors racing at once", self.actors.to_string()),
-            ("agentlock processes run", g(&self.processes)),
+            ("processes racing at once", self.actors.to_string()),
             ("racing rounds (claim attempts)", g(&self.rounds)),
             ("rounds won", g(&self.wins)),
             ("operations (all invocations)", g(&self.operations)),
@@ -210,7 +208,6 @@ impl Ctx {
         }
         let out = c.output().expect("agentlock runs");
         self.figures.operations.fetch_add(1, Ordering::Relaxed);
-        self.figures.processes.fetch_add(1, Ordering::Relaxed);
         let err = String::from_utf8_lossy(&out.stderr);
         if err.contains("panicked") {
             self.figures
@@ -451,7 +448,6 @@ fn crasher(ctx: &Ctx) {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        ctx.figures.processes.fetch_add(1, Ordering::Relaxed);
         ctx.figures.operations.fetch_add(1, Ordering::Relaxed);
         std::thread::sleep(Duration::from_micros(fastrand::u64(0..4000)));
         let _ = victim.kill();
