@@ -22,6 +22,7 @@
 use crate::error::{Error, Result};
 use crate::lock::{self, Found, LOCK_FILE, RUNTIME_DIR, TEMP_PREFIX};
 use crate::record::CorruptReason;
+use nix::libc;
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -163,31 +164,38 @@ fn visit_runtime(rt_path: &Path, worker_dir: &Path, acc: &Mutex<Acc>, progress: 
             return;
         }
     };
-    let entries = match std::fs::read_dir(rt_path) {
-        Ok(e) => e,
+    // List through the fd opened with O_NOFOLLOW: a `.runtime` swapped for a
+    // symlink after that open is never followed.
+    let entries = match nix::unistd::dup(&rt).and_then(nix::dir::Dir::from_fd) {
+        Ok(d) => d,
         Err(e) => {
             acc.lock().unwrap().errors.push(ScanError {
                 path: rt_path.into(),
-                message: e.to_string(),
+                message: e.desc().into(),
             });
             return;
         }
     };
     let mut has_lock = false;
     let mut temps = Vec::new();
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for e in entries.into_iter().flatten() {
+        let Ok(name) = e.file_name().to_str() else {
+            continue;
+        };
         if name == LOCK_FILE {
             has_lock = true;
         } else if let Some(writer_pid) = temp_writer(name) {
-            let md = e.metadata().ok();
-            if md.as_ref().is_some_and(|m| m.file_type().is_file()) {
+            let st =
+                nix::sys::stat::fstatat(&rt, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).ok();
+            if let Some(st) = st.filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG) {
                 temps.push(TempFile {
                     worker_dir: worker_dir.into(),
-                    path: e.path(),
+                    path: rt_path.join(name),
                     writer_pid,
-                    modified: md.and_then(|m| m.modified().ok()),
+                    modified: SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::new(
+                        st.st_mtime.max(0) as u64,
+                        st.st_mtime_nsec as u32,
+                    )),
                 });
             }
         }
