@@ -23,20 +23,26 @@ fn age_file(p: &Path, secs: i64) {
     .unwrap();
 }
 
-fn kinds(report: &Value, key: &str) -> Vec<(String, String)> {
+/// `(a, b)` string pairs from the objects of `report[key]`, sorted.
+fn pairs(report: &Value, key: &str, a: &str, b: &str) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = report[key]
         .as_array()
         .unwrap()
         .iter()
         .map(|f| {
             (
-                f["kind"].as_str().unwrap().to_string(),
-                f["worker_dir"].as_str().unwrap().to_string(),
+                f[a].as_str().unwrap().to_string(),
+                f[b].as_str().unwrap().to_string(),
             )
         })
         .collect();
     v.sort();
     v
+}
+
+/// `(kind, worker_dir)` of the findings or fixes of a report.
+fn kinds(report: &Value, key: &str) -> Vec<(String, String)> {
+    pairs(report, key, "kind", "worker_dir")
 }
 
 struct Town {
@@ -187,17 +193,7 @@ fn doctor_reports_every_kind_and_fix_changes_exactly_the_fixable_ones() {
         .map(|w| town.w(&format!("rig/polecats/{w}")))
         .collect();
     assert_eq!(fixable, expect_fixable.iter().map(String::as_str).collect());
-    let states: Vec<(String, String)> = report["locks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["worker_dir"].as_str().unwrap().to_string(),
-                l["state"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let states = pairs(&report, "locks", "worker_dir", "state");
     assert!(
         states.contains(&(town.w("rig/crew/held"), "held".into())),
         "{states:?}"
