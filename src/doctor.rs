@@ -8,8 +8,9 @@
 //! its writer is still dead.
 
 use crate::lock::{self, FixOutcome, Found, Inspection, Probes, Snapshot};
-use crate::probe::Existence;
 use crate::probe::tmux::{SessionKind, TmuxSnapshot, pane_matches};
+use crate::probe::{Existence, LiveProbes};
+use crate::record::LockRecord;
 use crate::scan::{ScanResult, TempFile};
 use crate::verdict::{State, describe_session};
 use serde::Serialize;
@@ -59,6 +60,7 @@ enum Repair {
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
     pub kind: FindingKind,
+    #[serde(serialize_with = "crate::output::ser_path")]
     pub worker_dir: PathBuf,
     /// The reason, and what `--fix` does or why it won't.
     pub message: String,
@@ -71,10 +73,12 @@ pub struct Finding {
 #[derive(Debug, Clone, Serialize)]
 pub struct Fixed {
     pub kind: FindingKind,
+    #[serde(serialize_with = "crate::output::ser_path")]
     pub worker_dir: PathBuf,
     /// `removed` or `moved-aside`.
     pub action: &'static str,
     /// The file removed, or where a corrupt file now is.
+    #[serde(serialize_with = "crate::output::ser_path")]
     pub path: PathBuf,
 }
 
@@ -103,16 +107,22 @@ fn finding(
     }
 }
 
-/// A key under which two recorded strings name the same pane or session.
-fn session_key(recorded: &str, tmux: &TmuxSnapshot) -> String {
-    match SessionKind::of(recorded) {
-        SessionKind::Pane | SessionKind::SessionId => recorded.to_string(),
-        SessionKind::Name => tmux
-            .matching(recorded)
-            .next()
-            .map(|p| p.session_id.clone())
-            .unwrap_or_else(|| format!("name:{recorded}")),
+/// A key under which two locks name the same pane or session: its server
+/// and its id. `None` when the server cannot be told (the session is on
+/// several servers, or on none that answered): no collision is claimed then.
+fn session_key(rec: &LockRecord, tmux: &TmuxSnapshot) -> Option<(PathBuf, String)> {
+    let id = rec.session_id.as_deref()?;
+    let socket = rec.tmux_socket.as_deref().map(Path::new);
+    let mut on = tmux.matching(id, socket);
+    let first = on.next()?;
+    if on.any(|p| p.socket != first.socket) {
+        return None;
     }
+    let key = match SessionKind::of(id) {
+        SessionKind::Pane | SessionKind::SessionId => id.to_string(),
+        SessionKind::Name => first.session_id.clone(),
+    };
+    Some((first.socket.clone(), key))
 }
 
 fn is_live(ins: &Inspection) -> bool {
@@ -121,18 +131,18 @@ fn is_live(ins: &Inspection) -> bool {
 
 fn collisions(locks: &[Inspection], tmux: &TmuxSnapshot) -> Vec<Finding> {
     let mut out = Vec::new();
-    let live: Vec<(&Inspection, &str)> = locks
+    // One session/pane holding live locks on two or more workers.
+    let mut by_session: BTreeMap<(PathBuf, String), Vec<(&Inspection, &str)>> = BTreeMap::new();
+    for ins in locks
         .iter()
         .filter(|i| is_live(i) && i.session_alive == Some(true))
-        .filter_map(|i| Some((i, i.record.as_ref()?.session_id.as_deref()?)))
-        .collect();
-    // One session/pane holding live locks on two or more workers.
-    let mut by_session: BTreeMap<String, Vec<(&Inspection, &str)>> = BTreeMap::new();
-    for (ins, s) in &live {
-        by_session
-            .entry(session_key(s, tmux))
-            .or_default()
-            .push((ins, s));
+    {
+        let Some(rec) = ins.record.as_ref() else {
+            continue;
+        };
+        if let (Some(key), Some(s)) = (session_key(rec, tmux), rec.session_id.as_deref()) {
+            by_session.entry(key).or_default().push((ins, s));
+        }
     }
     for group in by_session.values().filter(|g| g.len() > 1) {
         let names: Vec<String> = group
@@ -152,26 +162,35 @@ fn collisions(locks: &[Inspection], tmux: &TmuxSnapshot) -> Vec<Finding> {
         ));
     }
     // A pane working inside a worker whose live lock names another pane/session.
-    let held: Vec<(&Inspection, &str)> = locks
+    let held: Vec<(&Inspection, &LockRecord, &str)> = locks
         .iter()
         .filter(|i| is_live(i))
-        .filter_map(|i| Some((i, i.record.as_ref()?.session_id.as_deref()?)))
+        .filter_map(|i| {
+            let rec = i.record.as_ref()?;
+            Some((i, rec, rec.session_id.as_deref()?))
+        })
         .collect();
     for pane in &tmux.panes {
         let inside = held
             .iter()
-            .filter(|(i, _)| pane.current_path.starts_with(&i.worker_dir))
-            .max_by_key(|(i, _)| i.worker_dir.as_os_str().len());
-        if let Some((ins, recorded)) = inside
-            && !pane_matches(pane, recorded)
-        {
+            .filter(|(i, ..)| pane.current_path.starts_with(&i.worker_dir))
+            .max_by_key(|(i, ..)| i.worker_dir.as_os_str().len());
+        let Some((ins, rec, recorded)) = inside else {
+            continue;
+        };
+        let same_server = rec
+            .tmux_socket
+            .as_deref()
+            .is_none_or(|s| pane.socket == Path::new(s));
+        if !(same_server && pane_matches(pane, recorded)) {
             out.push(finding(
                 FindingKind::Collision,
                 &ins.worker_dir,
                 format!(
-                    "pane {} (session {}) is working inside this worker, whose lock names {}; not fixed: two agents share one worker",
+                    "pane {} (session {}) is working inside this worker (tmux server {}), whose lock names {}; not fixed: two agents share one worker",
                     pane.pane_id,
                     pane.session_name,
+                    pane.socket.display(),
                     describe_session(recorded)
                 ),
                 None,
@@ -290,6 +309,22 @@ pub fn examine(scan: &ScanResult, probes: &Probes, tmux: &TmuxSnapshot) -> Repor
     }
 }
 
+/// Scans' locks judged with the real probes: the tmux servers the locks
+/// record are asked together (once each) before any lock is judged.
+pub fn examine_live(scan: &ScanResult, live: &LiveProbes) -> Report {
+    live.tmux.ensure_default();
+    let recorded: Vec<&Path> = scan
+        .locks
+        .iter()
+        .filter_map(|l| match &l.found {
+            Found::Record(rec, _) => rec.tmux_socket.as_deref().map(Path::new),
+            _ => None,
+        })
+        .collect();
+    live.tmux.ensure(recorded);
+    examine(scan, &live.probes(), &live.tmux.snapshot())
+}
+
 /// `--fix`: applies every fixable finding, each re-checked under its guard.
 /// Fixed findings leave `findings` and enter `fixed`; a finding whose file has
 /// vanished meanwhile is dropped; a repair skipped because things changed
@@ -351,18 +386,13 @@ pub fn counts(findings: &[Finding]) -> BTreeMap<FindingKind, usize> {
 mod tests {
     use super::*;
     use crate::probe::tmux::parse_list_panes;
-    use crate::record::LockRecord;
 
     fn ins(dir: &str, state: State, session: &str) -> Inspection {
         Inspection {
             record: Some(LockRecord {
                 pid: 1,
-                acquired_at: None,
                 session_id: Some(session.into()),
-                hostname: None,
-                pid_start: None,
-                boot_id: None,
-                uid: None,
+                ..LockRecord::default()
             }),
             session_alive: Some(true),
             ..Inspection::at(
@@ -377,13 +407,13 @@ mod tests {
     fn tmux(panes: &str) -> TmuxSnapshot {
         TmuxSnapshot {
             servers: Vec::new(),
-            panes: parse_list_panes(panes),
+            panes: parse_list_panes(Path::new("/s/a"), panes),
         }
     }
 
     #[test]
     fn one_pane_holding_two_workers() {
-        let t = tmux("$1\t%3\t10\tmain\t/elsewhere\n");
+        let t = tmux("9\t$1\t%3\t10\tmain\t/elsewhere\n");
         let f = collisions(
             &[
                 ins("/t/a", State::Held, "%3"),
@@ -411,17 +441,39 @@ mod tests {
 
     #[test]
     fn a_foreign_pane_inside_a_held_worker() {
-        let t =
-            tmux("$1\t%3\t10\tmain\t/t/a/src\n$2\t%4\t11\tother\t/t/a\n$2\t%5\t12\tother\t/t/ab\n");
+        let t = tmux(
+            "9\t$1\t%3\t10\tmain\t/t/a/src\n9\t$2\t%4\t11\tother\t/t/a\n9\t$2\t%5\t12\tother\t/t/ab\n",
+        );
         let f = collisions(&[ins("/t/a", State::Held, "%3")], &t);
         assert_eq!(f.len(), 1, "{f:?}");
         assert!(
-            f[0].message.starts_with("pane %4 (session other)"),
+            f[0].message.starts_with(
+                "pane %4 (session other) is working inside this worker (tmux server /s/a)"
+            ),
             "{}",
             f[0].message
         );
         // Stale or orphaned locks are not live: no collision.
         let f = collisions(&[ins("/t/a", State::Stale, "%3")], &t);
         assert!(f.is_empty());
+    }
+
+    #[test]
+    fn the_same_pane_id_on_two_servers_is_no_collision() {
+        let mut t = tmux("9\t$0\t%0\t10\tmain\t/t/a\n");
+        t.panes.extend(parse_list_panes(
+            Path::new("/s/b"),
+            "8\t$0\t%0\t20\tmain\t/t/b\n",
+        ));
+        let on = |dir: &str, socket: &str| {
+            let mut i = ins(dir, State::Held, "%0");
+            i.record.as_mut().unwrap().tmux_socket = Some(socket.into());
+            i
+        };
+        let f = collisions(&[on("/t/a", "/s/a"), on("/t/b", "/s/b")], &t);
+        assert!(f.is_empty(), "{f:?}");
+        // Both on one server: a collision.
+        let f = collisions(&[on("/t/a", "/s/a"), on("/t/b", "/s/a")], &t);
+        assert_eq!(f.len(), 2, "{f:?}"); // two workers on one pane, and pane %0 of /s/b inside /t/b
     }
 }

@@ -39,9 +39,41 @@ pub enum Error {
     /// A PID given on the command line is not usable.
     #[error("pid {pid}: {why}")]
     BadPid { pid: i64, why: String },
+
+    /// A signal arrived while waiting for the guard: nothing was changed.
+    #[error("{path}: interrupted while waiting for the guard; nothing was changed")]
+    Interrupted { path: PathBuf },
 }
 
 impl Error {
+    /// A short stable name of the kind of error, as printed in JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::NoSuchWorker { .. } => "no-such-worker",
+            Error::NotADirectory { .. } => "not-a-directory",
+            Error::UnsafeRuntime { .. } => "unsafe-runtime",
+            Error::UnsafeLock { .. } => "unsafe-lock",
+            Error::Io { .. } => "io",
+            Error::GuardTimeout { .. } => "guard-timeout",
+            Error::BadPid { .. } => "bad-pid",
+            Error::Interrupted { .. } => "interrupted",
+        }
+    }
+
+    /// The path the error is about, if any.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Error::NoSuchWorker { path }
+            | Error::NotADirectory { path }
+            | Error::UnsafeRuntime { path, .. }
+            | Error::UnsafeLock { path, .. }
+            | Error::Io { path, .. }
+            | Error::GuardTimeout { path, .. }
+            | Error::Interrupted { path } => Some(path),
+            Error::BadPid { .. } => None,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: impl Into<io::Error>) -> Self {
         Error::Io {
             path: path.into(),

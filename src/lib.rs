@@ -9,8 +9,10 @@
 //! - [`record`]: the lock file format.
 //! - [`probe`]: processes, tmux servers, this host.
 //! - [`verdict`]: the seven states and their reasons.
+//! - [`holder`]: holder identity, the one "is this lock mine?" predicate.
 //! - [`lock`]: guarded, atomic claim / release / inspect on one worker.
 //! - [`run`]: holding a worker for a command's lifetime.
+//! - [`forward`]: which signals `run` passes on to its command.
 //! - [`scan`]: finding every lock under a root, in parallel.
 //! - [`doctor`]: findings of a scanned tree, and the guarded `--fix` repairs.
 //! - [`output`]: human and JSON rendering.
@@ -19,6 +21,8 @@
 pub mod doctor;
 pub mod error;
 pub mod exit_codes;
+pub mod forward;
+pub mod holder;
 pub mod lock;
 pub mod output;
 pub mod probe;

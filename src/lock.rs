@@ -13,7 +13,7 @@
 //!
 //! let live = LiveProbes::new(Default::default());
 //! let probes = live.probes();
-//! let me = Claimant { pid: std::process::id() as i32, session: None };
+//! let me = Claimant::pid(std::process::id() as i32);
 //! match lock::claim("workers/max".as_ref(), &me, ClaimOptions::default(), &probes)? {
 //!     ClaimOutcome::Done(done) => println!("claimed: {:?}", done.action),
 //!     ClaimOutcome::Refused(held) => println!("held: {}", held.reason),
@@ -22,8 +22,11 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::probe::tmux::{LazyTmux, SessionProbe, TmuxQuery};
-use crate::probe::{Existence, HostInfo, LiveProcesses, ProcessProbe};
+pub use crate::holder::{Asker, Claimant};
+use crate::holder::{Scope, holds};
+use crate::probe::Existence;
+use crate::probe::process::ancestors;
+pub use crate::probe::{LiveProbes, Probes};
 use crate::record::{CorruptReason, LockRecord, MAX_LOCK_BYTES};
 use crate::verdict::{self, State};
 use chrono::{DateTime, FixedOffset, Utc};
@@ -35,6 +38,8 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// `<worker>/.runtime`.
@@ -51,44 +56,26 @@ pub const CORRUPT_PREFIX: &str = "agent.lock.corrupt-";
 /// How long a mutation waits for the guard before giving up.
 pub const GUARD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The probes a judgement needs.
-pub struct Probes<'a> {
-    pub host: HostInfo,
-    pub procs: &'a dyn ProcessProbe,
-    pub sessions: &'a dyn SessionProbe,
-}
-
-/// The real probes: this host, its process table, and a lazy tmux query.
-pub struct LiveProbes {
-    pub host: HostInfo,
-    pub tmux: LazyTmux,
-}
-
-impl LiveProbes {
-    /// Real probes; tmux is asked at most once, on first need.
-    pub fn new(query: TmuxQuery) -> LiveProbes {
-        LiveProbes {
-            host: HostInfo::current(),
-            tmux: LazyTmux::new(query),
-        }
-    }
-
-    /// Borrows these as [`Probes`].
-    pub fn probes(&self) -> Probes<'_> {
-        Probes {
-            host: self.host.clone(),
-            procs: &LiveProcesses,
-            sessions: &self.tmux,
-        }
-    }
-}
-
 /// A worker directory, resolved to an absolute path and opened.
 #[derive(Debug)]
 pub struct Worker {
     /// Absolute, canonical worker path.
     pub dir: PathBuf,
     fd: File,
+    /// Owner of the worker directory: what root gives the files it creates
+    /// there, so the owner is never locked out of its own worker.
+    owner: Option<u32>,
+}
+
+/// Gives a file root just created in a user's worker to that user.
+fn give_to_owner(worker: &Worker, fd: &impl AsFd, path: &Path) -> Result<()> {
+    match worker.owner {
+        Some(owner) if nix::unistd::geteuid().is_root() && owner != 0 => {
+            nix::unistd::fchown(fd.as_fd(), Some(nix::unistd::Uid::from_raw(owner)), None)
+                .map_err(|e| Error::io(path, e))
+        }
+        _ => Ok(()),
+    }
 }
 
 impl Worker {
@@ -108,10 +95,9 @@ impl Worker {
             Errno::ENOTDIR => Error::NotADirectory { path: dir.clone() },
             e => Error::io(&dir, e),
         })?;
-        Ok(Worker {
-            dir,
-            fd: File::from(fd),
-        })
+        let fd = File::from(fd);
+        let owner = fstat(fd.as_fd()).map(|st| st.st_uid).ok();
+        Ok(Worker { dir, fd, owner })
     }
 
     /// `<worker>/.runtime`.
@@ -158,19 +144,27 @@ enum Runtime {
 }
 
 fn open_runtime(worker: &Worker, create: bool) -> Result<Runtime> {
+    let mut created = false;
     if create {
         match mkdirat(
             worker.fd.as_fd(),
             RUNTIME_DIR,
             Mode::from_bits_truncate(0o755),
         ) {
-            Ok(()) | Err(Errno::EEXIST) => {}
+            Ok(()) => created = true,
+            Err(Errno::EEXIST) => {}
             Err(e) => return Err(Error::io(worker.runtime_path(), e)),
         }
     }
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     match openat(worker.fd.as_fd(), RUNTIME_DIR, flags, Mode::empty()) {
-        Ok(fd) => Ok(Runtime::Dir(File::from(fd))),
+        Ok(fd) => {
+            let rt = File::from(fd);
+            if created {
+                give_to_owner(worker, &rt, &worker.runtime_path())?;
+            }
+            Ok(Runtime::Dir(rt))
+        }
         Err(Errno::ENOENT) => Ok(Runtime::Missing),
         Err(Errno::ELOOP) | Err(Errno::ENOTDIR) => {
             let what = match fstatat(
@@ -202,6 +196,8 @@ pub struct Snapshot {
     ino: u64,
     size: i64,
     mtime: (i64, i64),
+    /// Owner of the file.
+    pub(crate) uid: u32,
     /// Contents, when it is a regular file within the size limit.
     bytes: Option<Vec<u8>>,
 }
@@ -223,6 +219,7 @@ fn snapshot_of(st: &FileStat, bytes: Option<Vec<u8>>) -> Snapshot {
         ino: st.st_ino,
         size: st.st_size,
         mtime: (st.st_mtime, st.st_mtime_nsec),
+        uid: st.st_uid,
         bytes,
     }
 }
@@ -339,8 +336,14 @@ pub fn judge(worker_dir: &Path, lock_path: &Path, found: &Found, probes: &Probes
         Found::Absent => at(State::Free, "no lock file".into()),
         Found::Corrupt(reason, _) => at(State::Corrupt, reason.to_string()),
         Found::Unreadable(why) => at(State::Unverified, why.clone()),
-        Found::Record(rec, _) => {
-            let v = verdict::assess(rec, &probes.host, probes.procs, probes.sessions);
+        Found::Record(rec, snap) => {
+            let v = verdict::assess(
+                rec,
+                Some(snap.uid),
+                &probes.host,
+                probes.procs,
+                probes.sessions,
+            );
             Inspection {
                 record: Some(rec.clone()),
                 pid_alive: v.pid_alive,
@@ -351,22 +354,57 @@ pub fn judge(worker_dir: &Path, lock_path: &Path, found: &Found, probes: &Probes
     }
 }
 
-/// Read-only: judges a worker. Creates and changes nothing.
-pub fn inspect(path: &Path, probes: &Probes) -> Result<Inspection> {
+/// A worker read but not judged yet: either already decided (no lock, an
+/// odd `.runtime`), or what is at its lock path.
+enum ReadWorker {
+    Decided(Inspection),
+    Found(Worker, Found),
+}
+
+fn read_worker(path: &Path) -> Result<ReadWorker> {
     let worker = Worker::open(path)?;
+    let decided = |state, why| Ok(ReadWorker::Decided(Inspection::new(&worker, state, why)));
     match open_runtime(&worker, false)? {
-        Runtime::Missing => Ok(Inspection::new(
-            &worker,
-            State::Free,
-            "no .runtime directory".into(),
-        )),
-        Runtime::Unsafe(why) => Ok(Inspection::new(&worker, State::Corrupt, why)),
-        Runtime::Unreadable(why) => Ok(Inspection::new(&worker, State::Unverified, why)),
+        Runtime::Missing => decided(State::Free, "no .runtime directory".into()),
+        Runtime::Unsafe(why) => decided(State::Corrupt, why),
+        Runtime::Unreadable(why) => decided(State::Unverified, why),
         Runtime::Dir(rt) => {
             let found = read_lock(&rt, &worker.lock_path())?;
-            Ok(judge(&worker.dir, &worker.lock_path(), &found, probes))
+            Ok(ReadWorker::Found(worker, found))
         }
     }
+}
+
+fn judge_read(read: ReadWorker, probes: &Probes) -> Inspection {
+    match read {
+        ReadWorker::Decided(ins) => ins,
+        ReadWorker::Found(worker, found) => judge(&worker.dir, &worker.lock_path(), &found, probes),
+    }
+}
+
+/// Read-only: judges a worker. Creates and changes nothing.
+pub fn inspect(path: &Path, probes: &Probes) -> Result<Inspection> {
+    Ok(judge_read(read_worker(path)?, probes))
+}
+
+/// Read-only: judges several workers, asking the tmux servers their locks
+/// record all at once (each server once) before judging any.
+pub fn inspect_many(
+    paths: &[PathBuf],
+    tmux: &crate::probe::tmux::Tmux,
+    probes: &Probes,
+) -> Vec<(PathBuf, Result<Inspection>)> {
+    let read: Vec<(PathBuf, Result<ReadWorker>)> =
+        paths.iter().map(|p| (p.clone(), read_worker(p))).collect();
+    tmux.ensure(read.iter().filter_map(|(_, r)| match r {
+        Ok(ReadWorker::Found(_, Found::Record(rec, _))) => {
+            rec.tmux_socket.as_deref().map(Path::new)
+        }
+        _ => None,
+    }));
+    read.into_iter()
+        .map(|(p, r)| (p, r.map(|r| judge_read(r, probes))))
+        .collect()
 }
 
 /// The exclusive mutation guard; released on drop.
@@ -376,33 +414,50 @@ pub struct Guard {
 
 impl Guard {
     /// Takes the guard on `.runtime/agent.lock.flock`, creating it if needed,
-    /// waiting at most `timeout`.
-    fn take(rt: &File, runtime_path: &Path, timeout: Duration) -> Result<Guard> {
-        let path = runtime_path.join(GUARD_FILE);
-        let fd = openat(
-            rt.as_fd(),
-            GUARD_FILE,
-            OFlag::O_RDWR
-                | OFlag::O_CREAT
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_CLOEXEC
-                | OFlag::O_NONBLOCK,
-            Mode::from_bits_truncate(0o644),
-        )
+    /// waiting at most `timeout`, and giving up early when `cancel` is set.
+    /// The guard is opened read-only (`flock` needs no more), so a guard
+    /// another user created never locks anyone out.
+    fn take(
+        worker: &Worker,
+        rt: &File,
+        timeout: Duration,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Guard> {
+        let path = worker.runtime_path().join(GUARD_FILE);
+        let open = |flags: OFlag| {
+            openat(
+                rt.as_fd(),
+                GUARD_FILE,
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | flags,
+                Mode::from_bits_truncate(0o644),
+            )
+        };
+        let fd = match open(OFlag::O_CREAT | OFlag::O_EXCL) {
+            Ok(fd) => {
+                let f = File::from(fd);
+                give_to_owner(worker, &f, &path)?;
+                Ok(f)
+            }
+            Err(Errno::EEXIST) => open(OFlag::empty()).map(File::from),
+            Err(e) => Err(e),
+        }
         .map_err(|e| match e {
-            Errno::ELOOP => Error::UnsafeLock {
+            Errno::ELOOP | Errno::EEXIST => Error::UnsafeLock {
                 path: path.clone(),
                 why: "guard file is a symlink; refusing to follow it".into(),
             },
             e => Error::io(&path, e),
         })?;
-        let mut file = File::from(fd);
+        let mut file = fd;
         let deadline = Instant::now() + timeout;
         let mut pause = Duration::from_micros(200);
         loop {
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => return Ok(Guard { _lock: lock }),
                 Err((f, Errno::EWOULDBLOCK)) => {
+                    if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+                        return Err(Error::Interrupted { path });
+                    }
                     if Instant::now() >= deadline {
                         return Err(Error::GuardTimeout {
                             path,
@@ -431,6 +486,15 @@ impl<'w> Guarded<'w> {
     /// Takes the guard, creating `.runtime` first if `create`. A symlinked or
     /// non-directory `.runtime` is an error.
     fn enter(worker: &'w Worker, create: bool) -> Result<Guarded<'w>> {
+        Self::enter_or_cancel(worker, create, None)
+    }
+
+    /// [`Guarded::enter`], giving up when `cancel` is set while waiting.
+    fn enter_or_cancel(
+        worker: &'w Worker,
+        create: bool,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Guarded<'w>> {
         let rt = match open_runtime(worker, create)? {
             Runtime::Dir(rt) => rt,
             Runtime::Missing => {
@@ -449,7 +513,7 @@ impl<'w> Guarded<'w> {
                 ));
             }
         };
-        let guard = Guard::take(&rt, &worker.runtime_path(), GUARD_TIMEOUT)?;
+        let guard = Guard::take(worker, &rt, GUARD_TIMEOUT, cancel)?;
         Ok(Guarded {
             worker,
             rt,
@@ -553,22 +617,18 @@ impl<'w> Guarded<'w> {
     }
 }
 
-/// Who is claiming or releasing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claimant {
-    /// The process that will hold the lock.
-    pub pid: i32,
-    /// Its tmux session, session id or pane id.
-    pub session: Option<String>,
-}
-
 /// Options of `claim`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ClaimOptions {
     /// Take over a lock held by someone else.
     pub force: bool,
     /// With `force`: SIGTERM the previous holder first, when that is safe.
     pub signal_other: bool,
+    /// Take only a `free`, `stale` or `corrupt` worker: a worker the
+    /// claimant already holds is not free (`--first-free`).
+    pub only_free: bool,
+    /// Give up waiting for the guard once this is set (a signal arrived).
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// What a successful claim did.
@@ -617,38 +677,43 @@ pub struct Claimed {
 pub enum ClaimOutcome {
     Done(Box<Claimed>),
     /// Held by someone else (or cannot be verified): nothing was changed.
-    Refused(Inspection),
+    Refused(Box<Inspection>),
 }
 
 fn now() -> DateTime<FixedOffset> {
     chrono::Local::now().fixed_offset()
 }
 
-/// Whether `rec` is held by this claimant: same PID (and same process, where
-/// start times are known) or the same tmux session/pane, on this host.
-fn same_holder(rec: &LockRecord, me: &Claimant, my_start: Option<u64>, host: &HostInfo) -> bool {
-    if !host.is_local(rec.hostname.as_deref()) {
-        return false;
-    }
-    let same_pid = rec.pid == me.pid
-        && match (rec.pid_start, my_start) {
-            (Some(a), Some(b)) => a == b,
-            _ => true,
-        };
-    let same_session = me.session.is_some() && rec.session_id == me.session;
-    same_pid || same_session
-}
-
-/// Builds the record a claimant writes.
-fn record_for(me: &Claimant, start: Option<u64>, host: &HostInfo) -> LockRecord {
+/// Builds the record a claimant writes. A refresh by a claimant that names
+/// no session keeps the session (and server) already recorded.
+fn record_for(
+    me: &Claimant,
+    start: Option<u64>,
+    previous: Option<&LockRecord>,
+    probes: &Probes,
+) -> LockRecord {
+    let host = &probes.host;
+    let (session, socket) = match (&me.session, previous) {
+        (Some(s), _) => (
+            Some(s.clone()),
+            me.tmux_socket
+                .as_deref()
+                .and_then(Path::to_str)
+                .map(str::to_string),
+        ),
+        (None, Some(prev)) => (prev.session_id.clone(), prev.tmux_socket.clone()),
+        (None, None) => (None, None),
+    };
     LockRecord {
         pid: me.pid,
         acquired_at: Some(now()),
-        session_id: me.session.clone().filter(|s| !s.is_empty()),
+        session_id: session.filter(|s| !s.is_empty()),
         hostname: Some(host.hostname.clone()).filter(|h| !h.is_empty()),
         pid_start: start,
         boot_id: host.boot_id.clone(),
-        uid: Some(host.uid),
+        uid: Some(probes.procs.owner_uid(me.pid).unwrap_or(host.uid)),
+        tmux_socket: socket,
+        pid_ns: host.pid_ns,
     }
 }
 
@@ -677,7 +742,7 @@ pub fn claim(
     probes: &Probes,
 ) -> Result<ClaimOutcome> {
     let my_start = check_claimant(me, probes)?;
-    claim_as(path, me, my_start, opts, probes)
+    claim_as(path, me, my_start, &opts, probes)
 }
 
 /// `claim` for a claimant already checked, whose start time is `my_start`.
@@ -685,18 +750,23 @@ fn claim_as(
     path: &Path,
     me: &Claimant,
     my_start: Option<u64>,
-    opts: ClaimOptions,
+    opts: &ClaimOptions,
     probes: &Probes,
 ) -> Result<ClaimOutcome> {
     let worker = Worker::open(path)?;
-    let g = Guarded::enter(&worker, true)?;
+    let g = Guarded::enter_or_cancel(&worker, true, opts.cancel.as_deref())?;
     let found = g.read()?;
-    let before = judge(&worker.dir, &worker.lock_path(), &found, probes);
+    let mut before = judge(&worker.dir, &worker.lock_path(), &found, probes);
     let mut moved_aside = None;
     let mut signal = None;
+    let mine = |rec: &LockRecord| holds(rec, &Asker::from(me), Scope::Claim, probes);
     let action = match &found {
         Found::Absent => ClaimAction::Claimed,
-        Found::Record(rec, _) if same_holder(rec, me, my_start, &probes.host) => {
+        Found::Record(rec, _) if mine(rec) => {
+            if opts.only_free {
+                before.reason = format!("already yours: {}", before.reason);
+                return Ok(ClaimOutcome::Refused(Box::new(before)));
+            }
             ClaimAction::Refreshed
         }
         Found::Corrupt(_, None) => {
@@ -724,9 +794,15 @@ fn claim_as(
             ClaimAction::TookOver
         }
         Found::Unreadable(_) if opts.force => ClaimAction::TookOver,
-        Found::Record(..) | Found::Unreadable(_) => return Ok(ClaimOutcome::Refused(before)),
+        Found::Record(..) | Found::Unreadable(_) => {
+            return Ok(ClaimOutcome::Refused(Box::new(before)));
+        }
     };
-    let rec = record_for(me, my_start, &probes.host);
+    let previous = match (&found, action) {
+        (Found::Record(rec, _), ClaimAction::Refreshed) => Some(rec),
+        _ => None,
+    };
+    let rec = record_for(me, my_start, previous, probes);
     g.publish(&rec)?;
     let after = Inspection {
         record: Some(rec),
@@ -743,27 +819,27 @@ fn claim_as(
     })))
 }
 
-/// `--signal-other`: SIGTERM the previous holder only if it is on this host,
-/// alive, provably the process that claimed, owned by this user, and neither
-/// this process nor its parent. Returns the one-line outcome.
-fn signal_previous(rec: &LockRecord, probes: &Probes) -> String {
+/// Why `--signal-other` must not signal `pid`, if it must not: PID 1, this
+/// process or any of its ancestors, a tmux server, a process of another user,
+/// one on another host or PID namespace, or one not proven to be the process
+/// that claimed.
+fn refuse_signal(rec: &LockRecord, probes: &Probes) -> Option<String> {
     let pid = rec.pid;
-    let refuse = |why: String| format!("did not signal pid {pid}: {why}");
-    if !probes.host.is_local(rec.hostname.as_deref()) {
-        return refuse(format!(
-            "it runs on host {}",
-            rec.hostname.as_deref().unwrap_or("?")
-        ));
+    if let Some(why) = verdict::foreign(rec, &probes.host) {
+        return Some(why);
+    }
+    if pid == 1 {
+        return Some("it is PID 1".into());
     }
     let me = std::process::id() as i32;
-    if pid == me || Some(pid) == crate::probe::process::parent_of(me) {
-        return refuse("it is this process or its parent".into());
+    if pid == me || ancestors(probes.procs, me).contains(&pid) {
+        return Some("it is this process or one of its ancestors".into());
     }
     if probes.procs.existence(pid) != Existence::Alive {
-        return refuse("it is not running".into());
+        return Some("it is not running".into());
     }
     let Some(recorded) = rec.pid_start else {
-        return refuse(
+        return Some(
             "the lock has no start time, so it cannot be proven to be the process that claimed"
                 .into(),
         );
@@ -771,45 +847,37 @@ fn signal_previous(rec: &LockRecord, probes: &Probes) -> String {
     match probes.procs.start_time(pid) {
         Some(t) if t == recorded => {}
         Some(_) => {
-            return refuse("the PID now belongs to another process (start time differs)".into());
+            return Some("the PID now belongs to another process (start time differs)".into());
         }
-        None => return refuse("its start time cannot be read".into()),
+        None => return Some("its start time cannot be read".into()),
+    }
+    if probes
+        .procs
+        .comm(pid)
+        .is_some_and(|c| c.starts_with("tmux"))
+    {
+        return Some("it is a tmux server".into());
     }
     match probes.procs.owner_uid(pid) {
-        Some(uid) if uid == probes.host.uid => {}
-        Some(uid) => return refuse(format!("it belongs to uid {uid}, not {}", probes.host.uid)),
-        None => return refuse("its owner cannot be read".into()),
+        Some(uid) if uid == probes.host.uid => None,
+        Some(uid) => Some(format!("it belongs to uid {uid}, not {}", probes.host.uid)),
+        None => Some("its owner cannot be read".into()),
+    }
+}
+
+/// `--signal-other`: SIGTERM the previous holder when [`refuse_signal`] finds
+/// no reason not to. Returns the one-line outcome.
+fn signal_previous(rec: &LockRecord, probes: &Probes) -> String {
+    let pid = rec.pid;
+    if let Some(why) = refuse_signal(rec, probes) {
+        return format!("did not signal pid {pid}: {why}");
     }
     match nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGTERM,
     ) {
         Ok(()) => format!("signalled pid {pid} with SIGTERM"),
-        Err(e) => refuse(format!("kill failed: {}", e.desc())),
-    }
-}
-
-/// Who asks: whose lock `release` may remove, and whom `check` answers "yours".
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Asker {
-    /// `--pid`.
-    Pid(i32),
-    /// `--session`.
-    Session(String),
-    /// Default: the invoking PID, or `$TMUX_PANE` when set.
-    Either { pid: i32, session: Option<String> },
-}
-
-impl Asker {
-    /// Whether this asker holds `rec`.
-    pub fn holds(&self, rec: &LockRecord) -> bool {
-        match self {
-            Asker::Pid(p) => rec.pid == *p,
-            Asker::Session(s) => rec.session_id.as_deref() == Some(s.as_str()),
-            Asker::Either { pid, session } => {
-                rec.pid == *pid || (session.is_some() && rec.session_id == *session)
-            }
-        }
+        Err(e) => format!("did not signal pid {pid}: kill failed: {}", e.desc()),
     }
 }
 
@@ -846,6 +914,28 @@ pub enum ReleaseOutcome {
 
 /// Releases a worker (SPEC §5 `release`).
 pub fn release(path: &Path, who: &Asker, force: bool, probes: &Probes) -> Result<ReleaseOutcome> {
+    release_where(path, force, probes, &|rec| {
+        holds(rec, who, Scope::ActFor, probes)
+    })
+}
+
+/// Releases the very lock `written` that this process published (`run`,
+/// once its command has exited): removed only while the file still holds
+/// exactly that record.
+pub fn release_written(
+    path: &Path,
+    written: &LockRecord,
+    probes: &Probes,
+) -> Result<ReleaseOutcome> {
+    release_where(path, false, probes, &|rec| rec == written)
+}
+
+fn release_where(
+    path: &Path,
+    force: bool,
+    probes: &Probes,
+    is_mine: &dyn Fn(&LockRecord) -> bool,
+) -> Result<ReleaseOutcome> {
     let worker = Worker::open(path)?;
     // A worker without .runtime is free: nothing to create, nothing to guard.
     if let Runtime::Missing = open_runtime(&worker, false)? {
@@ -889,7 +979,7 @@ pub fn release(path: &Path, who: &Asker, force: bool, probes: &Probes) -> Result
                 }
             }
             Found::Record(rec, snap) => {
-                if !force && !who.holds(rec) {
+                if !force && !is_mine(rec) {
                     return Ok(ReleaseOutcome::Refused(before));
                 }
                 if g.remove_if_unchanged(snap)? {
@@ -923,15 +1013,19 @@ pub struct FirstFree {
 pub fn claim_first_free(paths: &[PathBuf], me: &Claimant, probes: &Probes) -> Result<FirstFree> {
     let my_start = check_claimant(me, probes)?;
     let mut tried = Vec::new();
+    let opts = ClaimOptions {
+        only_free: true,
+        ..ClaimOptions::default()
+    };
     for (i, p) in paths.iter().enumerate() {
-        match claim_as(p, me, my_start, ClaimOptions::default(), probes) {
+        match claim_as(p, me, my_start, &opts, probes) {
             Ok(ClaimOutcome::Done(c)) => {
                 return Ok(FirstFree {
                     claimed: Some((i, c)),
                     tried,
                 });
             }
-            Ok(ClaimOutcome::Refused(ins)) => tried.push((p.clone(), Ok(ins))),
+            Ok(ClaimOutcome::Refused(ins)) => tried.push((p.clone(), Ok(*ins))),
             Err(e) => tried.push((p.clone(), Err(e))),
         }
     }

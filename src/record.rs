@@ -2,7 +2,8 @@
 //!
 //! The first four keys (`pid`, `acquired_at`, `session_id`, `hostname`) are the
 //! Go tool's (`gt`, gastown `internal/lock.LockInfo`) and keep its meaning;
-//! `pid_start`, `boot_id` and `uid` are ours and the Go tool ignores them.
+//! `pid_start`, `boot_id`, `uid`, `tmux_socket` and `pid_ns` are ours and the
+//! Go tool ignores them.
 //!
 //! ```
 //! use agentlock::record::LockRecord;
@@ -33,7 +34,7 @@ use std::fmt;
 pub const MAX_LOCK_BYTES: u64 = 64 * 1024;
 
 /// One lock record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct LockRecord {
     /// The holding process.
     pub pid: i32,
@@ -55,6 +56,14 @@ pub struct LockRecord {
     /// User id of the holder.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
+    /// Path of the tmux server socket the session/pane lives on: pane and
+    /// session ids only mean something on their own server.
+    #[serde(skip_serializing_if = "is_blank")]
+    pub tmux_socket: Option<String>,
+    /// Inode of the claimer's PID namespace (`/proc/self/ns/pid`): a PID means
+    /// nothing outside it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<u64>,
 }
 
 fn is_blank(s: &Option<String>) -> bool {
@@ -270,6 +279,8 @@ impl LockRecord {
             pid_start: opt_uint(&obj, "pid_start", "a non-negative integer")?,
             boot_id: opt_string(&obj, "boot_id")?.filter(|s| !s.is_empty()),
             uid: opt_uint(&obj, "uid", "a 32-bit user id")?,
+            tmux_socket: opt_string(&obj, "tmux_socket")?.filter(|s| !s.is_empty()),
+            pid_ns: opt_uint(&obj, "pid_ns", "a non-negative integer")?,
         })
     }
 
@@ -406,6 +417,8 @@ mod tests {
             pid_start: None,
             boot_id: None,
             uid: None,
+            tmux_socket: None,
+            pid_ns: None,
         };
         assert_eq!(
             r.to_json(),
@@ -415,6 +428,8 @@ mod tests {
             pid_start: Some(99),
             boot_id: Some("b".into()),
             uid: Some(1000),
+            tmux_socket: Some("/tmp/tmux-1000/default".into()),
+            pid_ns: Some(4026531836),
             ..r
         };
         assert_eq!(LockRecord::parse(full.to_json().as_bytes()).unwrap(), full);

@@ -7,28 +7,29 @@
 //! is killed (the lock then still names the live command, and becomes stale
 //! when it exits).
 //!
-//! SIGINT/SIGTERM/SIGHUP sent to `run` are forwarded to the command. Signals
-//! the kernel sends to the whole foreground process group (Ctrl-C, terminal
-//! hangup) already reach the command, so those are not forwarded a second
-//! time: an interactive agent must not see one Ctrl-C as two. The lock is
-//! released however the command ends.
+//! SIGINT/SIGTERM/SIGHUP sent to `run` alone are forwarded to the command;
+//! those sent to the whole process group (Ctrl-C, `timeout(1)`, `kill --
+//! -PGID`) already reached it and are not sent twice (see [`crate::forward`]).
+//! A signal that arrives while `run` waits for the guard aborts the claim:
+//! the command is never started. The lock is released however the command
+//! ends.
 
 use crate::error::{Error, Result};
-use crate::lock::{self, Asker, ClaimOptions, ClaimOutcome, Claimant, Inspection, Probes};
+use crate::forward::{FORWARDED, Sentinel};
+use crate::lock::{self, ClaimOptions, ClaimOutcome, Claimant, Inspection, Probes};
 use nix::fcntl::OFlag;
-use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::origin::WithOrigin;
-use signal_hook::low_level::siginfo::Cause;
 use std::ffi::OsString;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// How `run` ended.
 #[derive(Debug)]
@@ -39,9 +40,12 @@ pub enum RunOutcome {
         released: Result<(), String>,
     },
     /// The claim was refused: the command was not started.
-    Refused(Inspection),
+    Refused(Box<Inspection>),
     /// The command could not be started (126: not executable, 127: not found).
     CannotRun { code: i32, why: String },
+    /// A signal arrived before the command started: it was never started,
+    /// and nothing is held. `signal` is the signal number.
+    Interrupted { signal: i32 },
 }
 
 /// Bytes the parent sends through the gate.
@@ -87,6 +91,11 @@ fn fork_gated(
                 if n == 1 && b[0] == GO {
                     return Ok(());
                 }
+                if n == 0 {
+                    // `run` died before opening the gate: nobody is left to
+                    // report to, and the command must not start. Leave quietly.
+                    nix::libc::_exit(1);
+                }
                 return Err(std::io::Error::from_raw_os_error(nix::libc::ECANCELED));
             }
         });
@@ -111,9 +120,11 @@ fn open_gate(gate: OwnedFd, byte: u8) {
 }
 
 /// Claims `worker` for the command's process, runs it, releases, reports.
+/// `session` and `tmux_socket` are recorded as the command's session.
 pub fn run(
     worker: &Path,
     session: Option<String>,
+    tmux_socket: Option<PathBuf>,
     cmd: &[OsString],
     probes: &Probes,
 ) -> Result<RunOutcome> {
@@ -123,41 +134,44 @@ pub fn run(
     // Resolve the worker first: a bad path is an error before anything is forked.
     lock::Worker::open(worker)?;
     // Register before forking, so no signal is lost between claim and exec.
-    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGHUP])
+    let signals = SignalsInfo::<WithOrigin>::new(FORWARDED).map_err(|e| Error::io(worker, e))?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let first_signal = Arc::new(AtomicI32::new(0));
+    for s in FORWARDED {
+        let (cancel, first) = (cancel.clone(), first_signal.clone());
+        // SAFETY: the action only stores into atomics (async-signal-safe).
+        unsafe {
+            signal_hook::low_level::register(s, move || {
+                let _ = first.compare_exchange(0, s, Ordering::SeqCst, Ordering::SeqCst);
+                cancel.store(true, Ordering::SeqCst);
+            })
+        }
         .map_err(|e| Error::io(worker, e))?;
+    }
+    let sentinel = Sentinel::spawn().ok();
     let (spawner, child_pid, gate) = fork_gated(program, args).map_err(|e| Error::io(worker, e))?;
     let Some(child_pid) = child_pid else {
         // The fork itself failed: spawner holds the error.
         let e = spawner
             .join()
-            .expect("spawner thread")
-            .err()
+            .ok()
+            .and_then(|r| r.err())
             .unwrap_or_else(|| std::io::Error::other("fork failed"));
         return Err(Error::io(worker, e));
     };
     let me = Claimant {
         pid: child_pid,
         session,
+        tmux_socket,
     };
-    let claimed = match lock::claim(worker, &me, ClaimOptions::default(), probes) {
-        Ok(ClaimOutcome::Done(c)) => c,
-        other => {
-            open_gate(gate, STOP);
-            let _ = spawner.join();
-            return match other {
-                Ok(ClaimOutcome::Refused(ins)) => Ok(RunOutcome::Refused(ins)),
-                Err(e) => Err(e),
-                Ok(ClaimOutcome::Done(_)) => unreachable!(),
-            };
-        }
+    let opts = ClaimOptions {
+        cancel: Some(cancel.clone()),
+        ..ClaimOptions::default()
     };
-    let release = || -> Result<(), String> {
-        match lock::release(
-            &claimed.after.worker_dir,
-            &Asker::Pid(child_pid),
-            false,
-            probes,
-        ) {
+    let claimed = lock::claim(worker, &me, opts, probes);
+    let release = |c: &lock::Claimed| -> Result<(), String> {
+        let written = c.after.record.as_ref().ok_or("no record was written")?;
+        match lock::release_written(&c.after.worker_dir, written, probes) {
             Ok(lock::ReleaseOutcome::Done { .. }) => Ok(()),
             Ok(lock::ReleaseOutcome::Refused(ins)) => Err(format!(
                 "lock was not released: it is now {} ({})",
@@ -166,11 +180,36 @@ pub fn run(
             Err(e) => Err(e.to_string()),
         }
     };
+    let interrupted = first_signal.load(Ordering::SeqCst);
+    let claimed = match claimed {
+        Ok(ClaimOutcome::Done(c)) if interrupted == 0 => c,
+        other => {
+            open_gate(gate, STOP);
+            let _ = spawner.join();
+            return match other {
+                Ok(ClaimOutcome::Done(c)) => {
+                    // Ctrl-C arrived while claiming: give the worker back, start nothing.
+                    let _ = release(&c);
+                    Ok(RunOutcome::Interrupted {
+                        signal: interrupted,
+                    })
+                }
+                Err(Error::Interrupted { .. }) => Ok(RunOutcome::Interrupted {
+                    signal: first_signal.load(Ordering::SeqCst),
+                }),
+                Ok(ClaimOutcome::Refused(ins)) => Ok(RunOutcome::Refused(ins)),
+                Err(e) => Err(e),
+            };
+        }
+    };
     open_gate(gate, GO);
-    let mut child = match spawner.join().expect("spawner thread") {
+    let joined = spawner
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("spawner thread panicked")));
+    let mut child = match joined {
         Ok(c) => c,
         Err(e) => {
-            let _ = release();
+            let _ = release(&claimed);
             let code = if e.kind() == std::io::ErrorKind::NotFound {
                 127
             } else {
@@ -184,16 +223,8 @@ pub fn run(
     };
     let child_pid = Pid::from_raw(child_pid);
     let handle = signals.handle();
-    let forwarder = std::thread::spawn(move || {
-        for info in signals.forever() {
-            if matches!(info.cause, Cause::Kernel) {
-                continue;
-            }
-            if let Ok(sig) = Signal::try_from(info.signal) {
-                let _ = kill(child_pid, sig);
-            }
-        }
-    });
+    let forwarder =
+        std::thread::spawn(move || crate::forward::forward(signals, sentinel, child_pid));
     // Wait for the exit without reaping, so the forwarder can never signal a
     // recycled PID; stop the forwarder; then reap.
     while let Err(nix::errno::Errno::EINTR) = waitid(
@@ -202,13 +233,13 @@ pub fn run(
     ) {}
     handle.close();
     let _ = forwarder.join();
+    // Released while the exited command is still a zombie: its PID cannot be
+    // reused until it is reaped below.
+    let released = release(&claimed);
     let status = child.wait().map_err(|e| Error::io(worker, e))?;
     let code = status
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(1);
-    Ok(RunOutcome::Exited {
-        code,
-        released: release(),
-    })
+    Ok(RunOutcome::Exited { code, released })
 }

@@ -7,8 +7,14 @@
 use crate::probe::tmux::{SessionKind, SessionProbe};
 use crate::probe::{Existence, HostInfo, ProcessProbe, SessionStatus};
 use crate::record::LockRecord;
+use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;
 use std::fmt;
+use std::path::Path;
+
+/// Clock slack allowed when comparing a lock's `acquired_at` with a process
+/// start or the boot time (clocks are stepped; start times are in ticks).
+pub const CLOCK_SLACK: chrono::Duration = chrono::Duration::seconds(5);
 
 /// State of a worker (SPEC §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -76,16 +82,54 @@ pub fn describe_session(id: &str) -> String {
     }
 }
 
-/// Judges the recorded PID on this host, including PID reuse (`pid_start`)
-/// and reboots (`boot_id`) where the record has them.
+/// Why a lock cannot be judged from here (another host, another PID
+/// namespace), or `None` when its PID and session mean something here.
+pub fn foreign(rec: &LockRecord, host: &HostInfo) -> Option<String> {
+    if !host.is_local(rec.hostname.as_deref()) {
+        return Some(format!(
+            "written on host {}, this is {}: its process and session cannot be checked from here",
+            rec.hostname.as_deref().unwrap_or("?"),
+            host.hostname
+        ));
+    }
+    match (rec.pid_ns, host.pid_ns) {
+        (Some(theirs), Some(ours)) if theirs != ours => Some(format!(
+            "written in PID namespace {theirs}, this is {ours}: pid {} means nothing here",
+            rec.pid
+        )),
+        (Some(theirs), None) => Some(format!(
+            "written in PID namespace {theirs}, and this process cannot read its own"
+        )),
+        _ => None,
+    }
+}
+
+fn utc(t: &DateTime<FixedOffset>) -> DateTime<Utc> {
+    t.with_timezone(&Utc)
+}
+
+/// Judges the recorded PID on this host, including PID reuse and reboots:
+/// by `pid_start`/`boot_id` where the record has them, else (the Go tool's
+/// locks) by a process that started after `acquired_at`, or an
+/// `acquired_at` before this boot.
 pub fn pid_status(rec: &LockRecord, host: &HostInfo, procs: &dyn ProcessProbe) -> PidStatus {
     let pid = rec.pid;
-    if let (Some(then), Some(now)) = (rec.boot_id.as_deref(), host.boot_id.as_deref())
-        && then != now
-    {
-        return PidStatus::Dead(format!(
-            "pid {pid} died: the host rebooted since the lock was written"
-        ));
+    match (rec.boot_id.as_deref(), host.boot_id.as_deref()) {
+        (Some(then), Some(now)) if then != now => {
+            return PidStatus::Dead(format!(
+                "pid {pid} died: the host rebooted since the lock was written"
+            ));
+        }
+        (None, _) => {
+            if let (Some(acq), Some(boot)) = (rec.acquired_at.as_ref(), host.boot_time)
+                && utc(acq) + CLOCK_SLACK < boot
+            {
+                return PidStatus::Dead(format!(
+                    "pid {pid} died: the lock was acquired before this host booted"
+                ));
+            }
+        }
+        _ => {}
     }
     match procs.existence(pid) {
         Existence::Gone => PidStatus::Dead(format!("pid {pid} has exited")),
@@ -95,35 +139,64 @@ pub fn pid_status(rec: &LockRecord, host: &HostInfo, procs: &dyn ProcessProbe) -
             (Some(recorded), Some(actual)) if recorded != actual => PidStatus::Dead(format!(
                 "pid {pid} has exited and was reused by another process (start time {actual}, recorded {recorded})"
             )),
+            (None, Some(actual)) => match (rec.acquired_at.as_ref(), host.started_at(actual)) {
+                (Some(acq), Some(started)) if started > utc(acq) + CLOCK_SLACK => {
+                    PidStatus::Dead(format!(
+                        "pid {pid} has exited and was reused: the process now there started at {}, after the lock was acquired",
+                        started.format("%Y-%m-%d %H:%M:%S UTC")
+                    ))
+                }
+                _ => PidStatus::Alive,
+            },
             _ => PidStatus::Alive,
         },
     }
 }
 
-/// Judges a valid record with the given probes.
+/// Whose tmux servers hold the recorded session: the lock's `uid`, else the
+/// owner of the lock file (the Go tool records no uid).
+fn session_status(
+    rec: &LockRecord,
+    id: &str,
+    file_uid: Option<u32>,
+    host: &HostInfo,
+    sessions: &dyn SessionProbe,
+) -> SessionStatus {
+    if let Some(socket) = rec.tmux_socket.as_deref() {
+        return sessions.session_status(id, Some(Path::new(socket)));
+    }
+    match rec.uid.or(file_uid) {
+        Some(uid) if uid != host.uid => SessionStatus::Unknown(format!(
+            "the lock belongs to uid {uid} and records no tmux server; that user's servers cannot be queried with certainty"
+        )),
+        _ => sessions.session_status(id, None),
+    }
+}
+
+/// Judges a valid record with the given probes. `file_uid` is the owner of
+/// the lock file, standing in for a `uid` the record lacks.
 pub fn assess(
     rec: &LockRecord,
+    file_uid: Option<u32>,
     host: &HostInfo,
     procs: &dyn ProcessProbe,
     sessions: &dyn SessionProbe,
 ) -> Verdict {
-    if !host.is_local(rec.hostname.as_deref()) {
+    if let Some(reason) = foreign(rec, host) {
         return Verdict {
             state: State::Unverified,
-            reason: format!(
-                "written on host {}, this is {}: its process and session cannot be checked from here",
-                rec.hostname.as_deref().unwrap_or("?"),
-                host.hostname
-            ),
+            reason,
             pid_alive: None,
             session_alive: None,
         };
     }
     let pid = pid_status(rec, host, procs);
-    let session = rec
-        .session_id
-        .as_deref()
-        .map(|id| (describe_session(id), sessions.session_status(id)));
+    let session = rec.session_id.as_deref().map(|id| {
+        (
+            describe_session(id),
+            session_status(rec, id, file_uid, host, sessions),
+        )
+    });
     decide(rec.pid, pid, session)
 }
 
@@ -190,19 +263,23 @@ mod tests {
             hostname: "here".into(),
             uid: 1000,
             boot_id: Some("boot-now".into()),
+            pid_ns: Some(7),
+            boot_time: Some("2026-11-20T00:00:00Z".parse().unwrap()),
+            ticks_per_sec: 100,
         }
     }
 
     fn rec(session: Option<&str>) -> LockRecord {
         LockRecord {
             pid: 100,
-            acquired_at: None,
             session_id: session.map(str::to_string),
             hostname: Some("here".into()),
-            pid_start: None,
-            boot_id: None,
-            uid: None,
+            ..LockRecord::default()
         }
+    }
+
+    fn at(t: &str) -> Option<DateTime<FixedOffset>> {
+        Some(DateTime::parse_from_rfc3339(t).unwrap())
     }
 
     fn procs(existence: Existence, start: Option<u64>) -> MockProcessProbe {
@@ -219,7 +296,7 @@ mod tests {
     }
 
     fn state(r: &LockRecord, e: Existence, start: Option<u64>, s: SessionStatus) -> State {
-        assess(r, &host(), &procs(e, start), &sessions(s)).state
+        assess(r, None, &host(), &procs(e, start), &sessions(s)).state
     }
 
     #[test]
@@ -252,10 +329,10 @@ mod tests {
         let r = rec(None);
         let mut s = MockSessionProbe::new();
         s.expect_session_status().never();
-        let v = assess(&r, &host(), &procs(Existence::Gone, None), &s);
+        let v = assess(&r, None, &host(), &procs(Existence::Gone, None), &s);
         assert_eq!(v.state, State::Stale);
         assert_eq!(v.reason, "pid 100 has exited and no session was recorded");
-        let v = assess(&r, &host(), &procs(Existence::Alive, None), &s);
+        let v = assess(&r, None, &host(), &procs(Existence::Alive, None), &s);
         assert_eq!(v.state, State::Held);
     }
 
@@ -265,6 +342,7 @@ mod tests {
         r.pid_start = Some(500);
         let v = assess(
             &r,
+            None,
             &host(),
             &procs(Existence::Alive, Some(900)),
             &sessions(SessionStatus::Gone),
@@ -275,6 +353,7 @@ mod tests {
         // Same start time: the same process.
         let v = assess(
             &r,
+            None,
             &host(),
             &procs(Existence::Alive, Some(500)),
             &sessions(SessionStatus::Gone),
@@ -283,6 +362,7 @@ mod tests {
         // Start time unreadable: cannot prove reuse, so alive (the safe side).
         let v = assess(
             &r,
+            None,
             &host(),
             &procs(Existence::Alive, None),
             &sessions(SessionStatus::Gone),
@@ -296,7 +376,7 @@ mod tests {
         r.boot_id = Some("boot-before".into());
         let mut p = MockProcessProbe::new();
         p.expect_existence().never();
-        let v = assess(&r, &host(), &p, &sessions(SessionStatus::Gone));
+        let v = assess(&r, None, &host(), &p, &sessions(SessionStatus::Gone));
         assert_eq!(v.state, State::Stale);
         assert!(v.reason.contains("rebooted"));
     }
@@ -309,9 +389,87 @@ mod tests {
         p.expect_existence().never();
         let mut s = MockSessionProbe::new();
         s.expect_session_status().never();
-        let v = assess(&r, &host(), &p, &s);
+        let v = assess(&r, None, &host(), &p, &s);
         assert_eq!(v.state, State::Unverified);
         assert!(v.reason.contains("elsewhere"));
+    }
+
+    #[test]
+    fn another_pid_namespace_is_unverified_without_any_probe() {
+        let mut r = rec(Some("%1"));
+        r.pid_ns = Some(8);
+        let mut p = MockProcessProbe::new();
+        p.expect_existence().never();
+        let mut s = MockSessionProbe::new();
+        s.expect_session_status().never();
+        let v = assess(&r, None, &host(), &p, &s);
+        assert_eq!(v.state, State::Unverified);
+        assert!(v.reason.contains("PID namespace 8"), "{}", v.reason);
+        // The same namespace: judged as usual.
+        r.pid_ns = Some(7);
+        assert_eq!(
+            state(&r, Existence::Gone, None, SessionStatus::Gone),
+            State::Stale
+        );
+    }
+
+    #[test]
+    fn go_locks_prove_reuse_by_start_time_and_boot() {
+        // Boot at 2026-11-20T00:00:00Z; 100 ticks a second.
+        let mut r = rec(Some("%1"));
+        r.acquired_at = at("2026-11-21T00:00:00Z");
+        // The process at that PID started a day after the lock: reused.
+        let day = 2 * 86_400 * 100;
+        let v = assess(
+            &r,
+            None,
+            &host(),
+            &procs(Existence::Alive, Some(day)),
+            &sessions(SessionStatus::Gone),
+        );
+        assert_eq!(v.state, State::Stale, "{}", v.reason);
+        assert!(v.reason.contains("reused"), "{}", v.reason);
+        // Started before the lock (or within the clock slack): the same process.
+        for start in [86_400 * 100 - 100, 86_400 * 100 + 400] {
+            let v = assess(
+                &r,
+                None,
+                &host(),
+                &procs(Existence::Alive, Some(start)),
+                &sessions(SessionStatus::Gone),
+            );
+            assert_eq!(v.state, State::Orphaned, "start {start}: {}", v.reason);
+        }
+        // Acquired before this boot: dead, whatever runs at that PID now.
+        r.acquired_at = at("2026-11-19T23:00:00Z");
+        let mut p = MockProcessProbe::new();
+        p.expect_existence().never();
+        let v = assess(&r, None, &host(), &p, &sessions(SessionStatus::Gone));
+        assert_eq!(v.state, State::Stale);
+        assert!(v.reason.contains("before this host booted"), "{}", v.reason);
+    }
+
+    #[test]
+    fn another_users_session_is_looked_up_only_on_its_recorded_server() {
+        let mut r = rec(Some("%1"));
+        r.uid = Some(65534);
+        let mut s = MockSessionProbe::new();
+        s.expect_session_status().never();
+        let v = assess(&r, None, &host(), &procs(Existence::Gone, None), &s);
+        assert_eq!(v.state, State::Unverified, "{}", v.reason);
+        assert!(v.reason.contains("uid 65534"), "{}", v.reason);
+        // The Go tool records no uid: the file's owner stands in.
+        r.uid = None;
+        let v = assess(&r, Some(65534), &host(), &procs(Existence::Gone, None), &s);
+        assert_eq!(v.state, State::Unverified, "{}", v.reason);
+        // With its server recorded, that server alone is asked.
+        r.tmux_socket = Some("/tmp/tmux-65534/default".into());
+        let mut s = MockSessionProbe::new();
+        s.expect_session_status()
+            .withf(|id, sock| id == "%1" && *sock == Some(Path::new("/tmp/tmux-65534/default")))
+            .return_const(SessionStatus::Alive);
+        let v = assess(&r, Some(65534), &host(), &procs(Existence::Gone, None), &s);
+        assert_eq!(v.state, State::HeldBySession);
     }
 
     #[test]

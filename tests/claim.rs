@@ -119,18 +119,20 @@ fn same_holder_refreshes() {
     assert_eq!(entry(&out.get_output().stdout)["action"], "refreshed");
     let second = read_record(&w);
     assert!(second.acquired_at > first.acquired_at);
-    // The same pane is the same holder, whatever PID claims from it.
-    let b = sleeper();
-    sb.cmd()
-        .args(["claim", "--session", "%7", "--pid", &pid])
-        .arg(&w)
-        .assert()
-        .code(0);
+    // The same process naming a session now: still the same holder.
     let out = sb
-        .claim(&w, b.pid(), &["--json", "--session", "%7"])
+        .claim(&w, a.pid(), &["--json", "--session", "%7"])
         .code(0);
     assert_eq!(entry(&out.get_output().stdout)["action"], "refreshed");
-    assert_eq!(read_record(&w).pid, b.pid());
+    assert_eq!(read_record(&w).session_id.as_deref(), Some("%7"));
+    // Another live process in the same pane is another holder (SPEC §2a).
+    let b = sleeper();
+    sb.claim(&w, b.pid(), &["--json", "--session", "%7"])
+        .code(1)
+        .stderr(contains(format!("pid {} is alive", a.pid())));
+    assert_eq!(read_record(&w).pid, a.pid());
+    // The same process in another pane is not the same holder either.
+    sb.claim(&w, a.pid(), &["--session", "%8"]).code(1);
 }
 
 #[test]
@@ -157,8 +159,9 @@ fn reused_pid_and_reboot_count_as_dead() {
     write_lock(
         &w,
         &format!(
-            r#"{{"pid":{},"acquired_at":"2026-01-05T10:00:00Z","hostname":"{}","pid_start":{}}}"#,
+            r#"{{"pid":{},"acquired_at":"{}","hostname":"{}","pid_start":{}}}"#,
             other.pid(),
+            go_time(),
             hostname(),
             start + 1
         ),
@@ -226,7 +229,15 @@ fn release_checks_the_owner() {
         .arg(&w)
         .assert()
         .code(1);
+    // Its session alone may not release a live holder that is not the caller
+    // or one of its ancestors.
+    sb.cmd()
+        .args(["release", "--session", "gt-a"])
+        .arg(&w)
+        .assert()
+        .code(1);
     assert!(lock_path(&w).exists());
+    drop(a);
     let out = sb
         .cmd()
         .args(["release", "--json", "--session", "gt-a"])
@@ -248,7 +259,7 @@ fn release_checks_the_owner() {
         .code(0);
     assert_eq!(entry(&out.get_output().stdout)["action"], "already-free");
     // --force removes whoever holds it.
-    sb.claim(&w, a.pid(), &[]).code(0);
+    sb.claim(&w, b.pid(), &[]).code(0);
     sb.cmd()
         .args(["release", "--force", "--pid", "1"])
         .arg(&w)

@@ -37,9 +37,11 @@ fn record() -> impl Strategy<Value = LockRecord> {
         proptest::option::of(any::<u64>()),
         text(),
         proptest::option::of(any::<u32>()),
+        text(),
+        proptest::option::of(any::<u64>()),
     )
         .prop_map(
-            |(pid, acquired_at, session_id, hostname, pid_start, boot_id, uid)| LockRecord {
+            |(
                 pid,
                 acquired_at,
                 session_id,
@@ -47,6 +49,20 @@ fn record() -> impl Strategy<Value = LockRecord> {
                 pid_start,
                 boot_id,
                 uid,
+                tmux_socket,
+                pid_ns,
+            )| {
+                LockRecord {
+                    pid,
+                    acquired_at,
+                    session_id,
+                    hostname,
+                    pid_start,
+                    boot_id,
+                    uid,
+                    tmux_socket,
+                    pid_ns,
+                }
             },
         )
 }
@@ -110,8 +126,8 @@ proptest! {
 
     #[test]
     fn tmux_output_parsing_never_panics(s in "\\PC{0,300}", tabs in "[\\t\\n$%0-9a-z]{0,100}") {
-        let _ = parse_list_panes(&s);
-        for p in parse_list_panes(&tabs) {
+        let _ = parse_list_panes(std::path::Path::new("/s"), &s);
+        for p in parse_list_panes(std::path::Path::new("/s"), &tabs) {
             prop_assert!(p.pane_id.starts_with('%') && p.session_id.starts_with('$'));
         }
     }

@@ -93,13 +93,15 @@ fn sigkill_to_run_leaves_the_command_holding_until_it_exits() {
     let sb = Sandbox::new();
     let w = sb.worker("w");
     let mut cmd = sb.std_cmd();
-    cmd.arg("run").arg(&w).args(["--", "sleep", "0.5"]);
+    cmd.arg("run").arg(&w).args(["--", "sleep", "600"]);
     let mut run = Group::spawn(cmd);
     let lock = lock_path(&w);
     wait_for("the lock", Duration::from_secs(10), || lock.exists());
     let command = LockRecord::parse(&std::fs::read(&lock).unwrap())
         .unwrap()
         .pid;
+    // Killed once the command really runs (item 16: not while it is gated).
+    wait_exec(command, "sleep");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(run.pid()),
         nix::sys::signal::Signal::SIGKILL,
@@ -111,10 +113,181 @@ fn sigkill_to_run_leaves_the_command_holding_until_it_exits() {
     assert_eq!(state_of(&sb, &w, &[]), "held");
     let c = sleeper();
     sb.claim(&w, c.pid(), &[]).code(1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(command),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     wait_gone(command, Duration::from_secs(10));
     // It exited with no run left to release: stale, and claimable.
     assert_eq!(state_of(&sb, &w, &[]), "stale");
     sb.claim(&w, c.pid(), &[]).code(0);
+}
+
+/// Holds `w`'s guard with flock(1) until dropped, as another mutation would.
+fn hold_guard(w: &std::path::Path) -> Group {
+    std::fs::create_dir_all(w.join(".runtime")).unwrap();
+    let guard = w.join(".runtime/agent.lock.flock");
+    let taken = w.join("taken");
+    let mut c = std::process::Command::new("flock");
+    c.arg(&guard)
+        .args(["sh", "-c", "touch \"$1\"; exec sleep 600", "sh"])
+        .arg(&taken);
+    let g = Group::spawn(c);
+    wait_for("flock to hold the guard", Duration::from_secs(20), || {
+        taken.exists()
+    });
+    g
+}
+
+/// `run`, its gated command forked, waiting for the guard.
+fn run_waiting_for_the_guard(sb: &Sandbox, w: &std::path::Path, marker: &std::path::Path) -> Group {
+    let mut cmd = sb.std_cmd();
+    cmd.arg("run")
+        .arg(w)
+        .args(["--", "touch"])
+        .arg(marker)
+        .stderr(std::process::Stdio::piped());
+    let run = Group::spawn(cmd);
+    // The sentinel and the gated command are forked before the claim starts.
+    let pid = run.pid();
+    wait_for("run to fork its command", Duration::from_secs(20), || {
+        children(pid).len() >= 2
+    });
+    run
+}
+
+/// Item 15: Ctrl-C while `run` waits for the guard aborts: the command never starts.
+#[test]
+fn a_signal_while_waiting_for_the_guard_aborts_before_the_command_starts() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let marker = sb.path().join("ran");
+    let guard = hold_guard(&w);
+    let mut run = run_waiting_for_the_guard(&sb, &w, &marker);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.pid()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    // It ends while the guard is still held by flock: it did not wait it out.
+    let status = run.0.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut run.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("was not started"), "{err}");
+    drop(guard);
+    assert!(!marker.exists(), "the command never ran");
+    assert!(!lock_path(&w).exists());
+}
+
+/// Item 16: `run` SIGKILLed while its command waits at the gate: the command
+/// exits quietly, without running and without a Rust runtime abort.
+#[test]
+fn sigkill_before_the_gate_opens_ends_the_gated_command_quietly() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let marker = sb.path().join("ran");
+    let guard = hold_guard(&w);
+    let mut run = run_waiting_for_the_guard(&sb, &w, &marker);
+    let gated = children(run.pid());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.pid()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    run.0.wait().unwrap();
+    // stderr reaches EOF once every process that inherited it is gone.
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut run.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!err.contains("fatal runtime error"), "{err}");
+    assert_eq!(err, "");
+    for pid in gated {
+        wait_gone(pid, Duration::from_secs(10));
+        assert!(!pid_alive(pid));
+    }
+    drop(guard);
+    assert!(!marker.exists(), "the command never ran");
+    assert!(!lock_path(&w).exists());
+}
+
+/// Perl appends a line per SIGINT delivered (its deferred handlers run once
+/// per signal received; a shell trap would merge two quick ones).
+fn int_counter(marker: &std::path::Path) -> String {
+    format!(
+        "$SIG{{INT}} = sub {{ open my $f, q(>>), q({m}); print $f qq(int\\n); close $f }}; sleep 1 while 1",
+        m = marker.display()
+    )
+}
+
+fn ints(marker: &std::path::Path) -> usize {
+    std::fs::read_to_string(marker).map_or(0, |s| s.lines().count())
+}
+
+/// Waits for `n` SIGINTs, then long enough for a forwarded duplicate to land.
+fn expect_ints(marker: &std::path::Path, n: usize) {
+    wait_for(&format!("{n} SIGINTs"), Duration::from_secs(20), || {
+        ints(marker) >= n
+    });
+    std::thread::sleep(agentlock::forward::GROUP_WINDOW * 3);
+    assert_eq!(ints(marker), n, "each signal delivered exactly once");
+}
+
+/// Item 17: a signal sent to `run` alone is forwarded once; one sent to the
+/// whole process group (the command included) is not forwarded again.
+#[test]
+fn signals_reach_the_command_exactly_once() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let marker = sb.path().join("ints");
+    let mut cmd = sb.std_cmd();
+    cmd.arg("run")
+        .arg(&w)
+        .args(["--", "perl", "-e", &int_counter(&marker)]);
+    let run = Group::spawn(cmd);
+    wait_for("the lock", Duration::from_secs(20), || {
+        lock_path(&w).exists()
+    });
+    let perl = record_at(&w).pid;
+    wait_exec(perl, "perl");
+    wait_catches(perl, libc_sigint());
+    let int = nix::sys::signal::Signal::SIGINT;
+    // To run alone: forwarded.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.pid()), int).unwrap();
+    expect_ints(&marker, 1);
+    // To the whole group (run leads it): the command got it from the kernel.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(-run.pid()), int).unwrap();
+    expect_ints(&marker, 2);
+}
+
+/// Item 17: `timeout -s INT` signals run and then its whole group: one SIGINT.
+#[test]
+fn timeout_s_int_delivers_one_sigint() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let marker = sb.path().join("ints");
+    let started = sb.path().join("started");
+    let script = format!(
+        "open my $s, q(>), q({}); close $s; {}",
+        started.display(),
+        int_counter(&marker)
+    );
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.args(["-k", "30", "-s", "INT", "3", BIN, "run"])
+        .arg(&w)
+        .args(["--", "perl", "-e", &script])
+        .env("TMUX_TMPDIR", &sb.tmux_tmpdir)
+        .env_remove("TMUX")
+        .env_remove("TMUX_PANE");
+    let _timeout = Group::spawn(cmd);
+    wait_for("perl to start", Duration::from_secs(20), || {
+        started.exists()
+    });
+    expect_ints(&marker, 1);
+}
+
+fn libc_sigint() -> i32 {
+    nix::sys::signal::Signal::SIGINT as i32
 }
 
 #[test]
@@ -202,10 +375,11 @@ fn ctrl_c_in_a_tmux_pane_reaches_the_command_once() {
         Some(tmux.pane_id("agent").as_str()),
         "records $TMUX_PANE"
     );
-    std::thread::sleep(Duration::from_millis(300));
+    wait_exec(rec.pid, "perl");
+    wait_catches(rec.pid, nix::sys::signal::Signal::SIGINT as i32);
     tmux.run(&["send-keys", "-t", "agent", "C-c"]);
     wait_for("the trap", Duration::from_secs(10), || marker.exists());
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(agentlock::forward::GROUP_WINDOW * 3);
     let ints = std::fs::read_to_string(&marker).unwrap();
     assert_eq!(ints.lines().count(), 1, "one Ctrl-C, one SIGINT: {ints:?}");
     assert!(lock.exists(), "still held: the command survived its trap");

@@ -1,23 +1,27 @@
 //! Probes of the outside world: processes, tmux servers, this host.
 //!
-//! The decision logic ([`crate::verdict`]) only sees these traits, so it is
-//! unit-tested with `mockall`; the real implementations are proven against
-//! real processes and real tmux servers in `tests/`.
+//! The decision logic ([`crate::verdict`], [`crate::holder`]) only sees these
+//! traits, so it is unit-tested with `mockall`; the real implementations are
+//! proven against real processes and real tmux servers in `tests/`.
 
 pub mod process;
 pub mod tmux;
+pub mod tmux_query;
 
 pub use process::{LiveProcesses, ProcessProbe};
 pub use tmux::{SessionProbe, TmuxQuery};
 
+use chrono::{DateTime, Utc};
+
 /// Whether a PID names a running process, as `kill(pid, 0)` and `/proc` say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Existence {
-    /// `kill(pid, 0)` succeeded or failed with `EPERM`, and it is not a zombie.
+    /// `kill(pid, 0)` succeeded or failed with `EPERM`, and some thread of its
+    /// thread group still runs.
     Alive,
     /// `ESRCH`: no such process.
     Gone,
-    /// The process exists but is a zombie: it has exited.
+    /// The whole thread group has exited; only the zombie entry is left.
     Zombie,
     /// The probe itself failed (any other error).
     Unknown(String),
@@ -26,16 +30,17 @@ pub enum Existence {
 /// What a tmux query says of one recorded session, pane or session id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionStatus {
-    /// Some server of the user has it.
+    /// A server that was asked has it.
     Alive,
-    /// Every server answered (or provably none runs) and none has it.
+    /// Every server that could have it answered (or provably none runs) and
+    /// none has it.
     Gone,
-    /// Not found, and at least one server could not be asked.
+    /// Not found, and at least one server that could have it could not be asked.
     Unknown(String),
 }
 
-/// Facts about the machine running the tool.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Facts about the machine (and PID namespace) running the tool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostInfo {
     /// `gethostname()`.
     pub hostname: String,
@@ -43,11 +48,39 @@ pub struct HostInfo {
     pub uid: u32,
     /// `/proc/sys/kernel/random/boot_id`, when readable.
     pub boot_id: Option<String>,
+    /// Inode of this process's PID namespace (`/proc/self/ns/pid`).
+    pub pid_ns: Option<u64>,
+    /// When this host booted (`btime` of `/proc/stat`).
+    pub boot_time: Option<DateTime<Utc>>,
+    /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), the unit of start times.
+    pub ticks_per_sec: u64,
+}
+
+/// Inode of this process's PID namespace.
+pub fn own_pid_ns() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+}
+
+fn boot_time() -> Option<DateTime<Utc>> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let secs: i64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    DateTime::from_timestamp(secs, 0)
 }
 
 impl HostInfo {
     /// Reads this host's facts.
     pub fn current() -> HostInfo {
+        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .filter(|t| *t > 0)
+            .map_or(100, |t| t as u64);
         HostInfo {
             hostname: nix::unistd::gethostname()
                 .ok()
@@ -58,6 +91,9 @@ impl HostInfo {
                 .ok()
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty()),
+            pid_ns: own_pid_ns(),
+            boot_time: boot_time(),
+            ticks_per_sec: ticks,
         }
     }
 
@@ -67,6 +103,51 @@ impl HostInfo {
         match recorded {
             None => true,
             Some(h) => h == self.hostname,
+        }
+    }
+
+    /// The wall-clock time a process started, from its start time in ticks.
+    pub fn started_at(&self, start_ticks: u64) -> Option<DateTime<Utc>> {
+        let boot = self.boot_time?;
+        let ticks = self.ticks_per_sec.max(1);
+        let millis = (start_ticks as u128 * 1000 / ticks as u128) as i64;
+        Some(boot + chrono::Duration::milliseconds(millis))
+    }
+}
+
+/// The probes a judgement needs.
+pub struct Probes<'a> {
+    /// This host.
+    pub host: HostInfo,
+    /// The process table.
+    pub procs: &'a dyn ProcessProbe,
+    /// tmux.
+    pub sessions: &'a dyn SessionProbe,
+}
+
+/// The real probes: this host, its process table, and tmux asked on need.
+pub struct LiveProbes {
+    /// This host.
+    pub host: HostInfo,
+    /// Every tmux answer of this run.
+    pub tmux: tmux::Tmux,
+}
+
+impl LiveProbes {
+    /// Real probes; each tmux server is asked at most once, on first need.
+    pub fn new(query: TmuxQuery) -> LiveProbes {
+        LiveProbes {
+            host: HostInfo::current(),
+            tmux: tmux::Tmux::new(query),
+        }
+    }
+
+    /// Borrows these as [`Probes`].
+    pub fn probes(&self) -> Probes<'_> {
+        Probes {
+            host: self.host.clone(),
+            procs: &LiveProcesses,
+            sessions: &self.tmux,
         }
     }
 }

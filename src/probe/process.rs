@@ -1,4 +1,5 @@
-//! Process liveness and identity: `kill(pid, 0)` plus `/proc/<pid>/stat`.
+//! Process liveness and identity: `kill(pid, 0)` plus `/proc/<pid>/stat`,
+//! the thread group under `/proc/<pid>/task`, and the process tree.
 
 use super::Existence;
 use nix::errno::Errno;
@@ -14,6 +15,27 @@ pub trait ProcessProbe {
     fn start_time(&self, pid: i32) -> Option<u64>;
     /// Real user id owning `pid`.
     fn owner_uid(&self, pid: i32) -> Option<u32>;
+    /// Parent of `pid`.
+    fn parent(&self, pid: i32) -> Option<i32>;
+    /// Command name of `pid` (`/proc/<pid>/comm`).
+    fn comm(&self, pid: i32) -> Option<String>;
+}
+
+/// Longest parent chain followed (a guard against a cycle in a racing `/proc`).
+const MAX_CHAIN: usize = 4096;
+
+/// The ancestors of `pid`, nearest first, up to and including PID 1.
+pub fn ancestors(procs: &dyn ProcessProbe, pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut cur = pid;
+    while let Some(p) = procs.parent(cur) {
+        if p <= 0 || out.len() >= MAX_CHAIN || out.contains(&p) {
+            break;
+        }
+        out.push(p);
+        cur = p;
+    }
+    out
 }
 
 /// The real process table of this host.
@@ -29,7 +51,9 @@ impl ProcessProbe for LiveProcesses {
             // A process that exits between kill() and the read of /proc is
             // reported alive: the safe side, since alive never leads to removal.
             Ok(()) | Err(Errno::EPERM) => match proc_state(pid) {
-                Some('Z') | Some('X') => Existence::Zombie,
+                // A leader whose main thread exited shows `Z` while its other
+                // threads run: the process is alive until every thread is gone.
+                Some('Z') | Some('X') if !other_thread_runs(pid) => Existence::Zombie,
                 _ => Existence::Alive,
             },
             Err(Errno::ESRCH) => Existence::Gone,
@@ -42,6 +66,16 @@ impl ProcessProbe for LiveProcesses {
         parse_stat(&stat).map(|s| s.start_time)
     }
 
+    fn parent(&self, pid: i32) -> Option<i32> {
+        parent_of(pid)
+    }
+
+    fn comm(&self, pid: i32) -> Option<String> {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .ok()
+            .map(|s| s.trim_end_matches('\n').to_string())
+    }
+
     fn owner_uid(&self, pid: i32) -> Option<u32> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         status
@@ -50,6 +84,20 @@ impl ProcessProbe for LiveProcesses {
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|uid| uid.parse().ok())
     }
+}
+
+/// Whether any thread of `pid`'s thread group is not a zombie. Unreadable
+/// task lists count as running: the safe side.
+fn other_thread_runs(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return std::path::Path::new(&format!("/proc/{pid}")).exists();
+    };
+    tasks.filter_map(Result::ok).any(|t| {
+        match std::fs::read_to_string(t.path().join("stat")) {
+            Ok(stat) => parse_stat(&stat).is_none_or(|s| !matches!(s.state, 'Z' | 'X')),
+            Err(_) => false, // that thread exited meanwhile
+        }
+    })
 }
 
 fn proc_state(pid: i32) -> Option<char> {
@@ -87,6 +135,31 @@ pub fn parent_of(pid: i32) -> Option<i32> {
     parse_stat(&stat).map(|s| s.ppid)
 }
 
+/// Whether `pid` is a transient fork of its parent: the same executable and
+/// the same command line, as a `$(...)` or `( ... )` subshell is.
+fn is_transient_fork(pid: i32, parent: i32) -> bool {
+    let exe = |p: i32| std::fs::read_link(format!("/proc/{p}/exe")).ok();
+    let cmdline = |p: i32| std::fs::read(format!("/proc/{p}/cmdline")).ok();
+    match (exe(pid), exe(parent), cmdline(pid), cmdline(parent)) {
+        (Some(a), Some(b), Some(c), Some(d)) => a == b && c == d && !c.is_empty(),
+        _ => false,
+    }
+}
+
+/// The default holder: the process that invoked this one, skipping transient
+/// forks of it, so that `slot=$(agentlock claim ...)` in a script names the
+/// script and not the subshell that exits at once (SPEC §2a).
+pub fn invoking_process() -> i32 {
+    let mut pid = nix::unistd::getppid().as_raw();
+    for _ in 0..MAX_CHAIN {
+        match parent_of(pid) {
+            Some(parent) if parent > 1 && is_transient_fork(pid, parent) => pid = parent,
+            _ => break,
+        }
+    }
+    pid
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +188,16 @@ mod tests {
             LiveProcesses.owner_uid(me),
             Some(nix::unistd::getuid().as_raw())
         );
+    }
+
+    #[test]
+    fn ancestors_of_this_process_end_at_init() {
+        let me = std::process::id() as i32;
+        let chain = ancestors(&LiveProcesses, me);
+        assert_eq!(chain.first().copied(), parent_of(me));
+        assert!(!chain.contains(&me));
+        // The top of the chain is PID 1 of this namespace (or 0's child).
+        assert!(chain.last().is_some_and(|p| *p >= 1));
     }
 
     #[test]

@@ -1,42 +1,42 @@
-//! tmux liveness: one `list-panes -a` per server per run, never one per lock.
+//! What tmux says: servers, panes, and whether a recorded session is alive.
 //!
-//! By default every server of the current user is asked, i.e. every socket in
-//! `${TMUX_TMPDIR:-/tmp}/tmux-<uid>/`. Each server's answer is `ok`,
-//! `no-server` (a socket left behind with nobody listening: provably no
-//! sessions) or `error`; any `error` makes session liveness unknown.
+//! Pane ids (`%N`) and session ids (`$N`) are per server, so every pane
+//! remembers the server socket it was listed on, and a lock that records its
+//! server (`tmux_socket`) is looked up on that server only. Each server's
+//! answer is `ok`, `no-server` (provably no sessions) or `error`; an `error`
+//! on a server that could hold the session makes its liveness unknown.
+//! Running tmux lives in [`super::tmux_query`].
 
 use super::SessionStatus;
 use serde::Serialize;
-use std::io::Read;
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
-use std::sync::mpsc;
-use std::time::Duration;
 
-/// The `-F` format: fixed-shape fields first, the free-form ones last (tmux
-/// escapes tabs in session names; a path, last, may hold anything).
-const FORMAT: &str =
-    "#{session_id}\t#{pane_id}\t#{pane_pid}\t#{session_name}\t#{pane_current_path}";
-
-/// How long one server may take to answer.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub use super::tmux_query::{DEFAULT_TIMEOUT, Tmux, TmuxQuery, env_socket, socket_dir};
 
 /// Answers "is this session / pane alive?".
 #[cfg_attr(test, mockall::automock)]
 pub trait SessionProbe {
-    /// Status of a recorded `session_id` (`%N` pane, `$N` session id, or name).
-    fn session_status(&self, id: &str) -> SessionStatus;
+    /// Status of a recorded `session_id` (`%N` pane, `$N` session id, or
+    /// name), on the recorded server `socket` only when one is given, else on
+    /// every server asked.
+    // The named lifetime is for mockall, which cannot mock `Option<&Path>` without one.
+    #[allow(clippy::needless_lifetimes)]
+    fn session_status<'a>(&self, id: &str, socket: Option<&'a Path>) -> SessionStatus;
 }
 
 /// One pane of one tmux server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Pane {
+    /// The server socket it was listed on.
+    #[serde(serialize_with = "crate::output::ser_path")]
+    pub socket: PathBuf,
+    /// The server's PID.
+    pub server_pid: Option<i32>,
     pub session_name: String,
     pub session_id: String,
     pub pane_id: String,
     pub pane_pid: Option<i32>,
+    #[serde(serialize_with = "crate::output::ser_path")]
     pub current_path: PathBuf,
 }
 
@@ -52,6 +52,7 @@ pub enum ServerState {
 /// One server's answer, as reported in JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServerReport {
+    #[serde(serialize_with = "crate::output::ser_path")]
     pub socket: PathBuf,
     pub state: ServerState,
     pub detail: String,
@@ -132,253 +133,19 @@ pub fn pane_matches(pane: &Pane, recorded: &str) -> bool {
     }
 }
 
-impl TmuxSnapshot {
-    /// True when every server answered (`ok` or `no-server`).
-    pub fn is_known(&self) -> bool {
-        self.servers.iter().all(|s| s.state != ServerState::Error)
-    }
+/// The `-F` format of `list-panes -a`: fixed-shape fields first, the
+/// free-form ones last (tmux escapes tabs in session names; a path, last, may
+/// hold anything).
+pub const FORMAT: &str =
+    "#{pid}\t#{session_id}\t#{pane_id}\t#{pane_pid}\t#{session_name}\t#{pane_current_path}";
 
-    /// Panes matching a recorded session string, by kind.
-    pub fn matching<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a Pane> + 'a {
-        self.panes.iter().filter(move |p| pane_matches(p, id))
-    }
-}
-
-impl SessionProbe for TmuxSnapshot {
-    fn session_status(&self, id: &str) -> SessionStatus {
-        if self.matching(id).next().is_some() {
-            return SessionStatus::Alive;
-        }
-        match self.servers.iter().find(|s| s.state == ServerState::Error) {
-            Some(bad) => SessionStatus::Unknown(format!(
-                "tmux server {} did not answer: {}",
-                bad.socket.display(),
-                bad.detail
-            )),
-            None => SessionStatus::Gone,
-        }
-    }
-}
-
-/// Which servers to ask, and how.
-#[derive(Debug, Clone)]
-pub struct TmuxQuery {
-    /// `--tmux-socket` values; empty means every server of the user.
-    pub sockets: Vec<String>,
-    /// Per-server time limit.
-    pub timeout: Duration,
-}
-
-impl Default for TmuxQuery {
-    fn default() -> Self {
-        TmuxQuery {
-            sockets: Vec::new(),
-            timeout: DEFAULT_TIMEOUT,
-        }
-    }
-}
-
-/// `${TMUX_TMPDIR:-/tmp}/tmux-<uid>`, as tmux computes it.
-pub fn socket_dir() -> PathBuf {
-    let base = std::env::var_os("TMUX_TMPDIR")
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "/tmp".into());
-    Path::new(&base).join(format!("tmux-{}", nix::unistd::getuid().as_raw()))
-}
-
-impl TmuxQuery {
-    /// The socket paths this query covers, or an error report for a socket
-    /// directory that exists but cannot be listed.
-    fn sockets(&self) -> Result<Vec<PathBuf>, ServerReport> {
-        let dir = socket_dir();
-        if !self.sockets.is_empty() {
-            return Ok(self
-                .sockets
-                .iter()
-                .map(|s| {
-                    if s.contains('/') {
-                        PathBuf::from(s)
-                    } else {
-                        dir.join(s)
-                    }
-                })
-                .collect());
-        }
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(ServerReport {
-                    socket: dir,
-                    state: ServerState::Error,
-                    detail: format!("cannot list socket directory: {e}"),
-                });
-            }
-        };
-        let mut out: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
-            .map(|e| e.path())
-            .collect();
-        out.sort();
-        Ok(out)
-    }
-
-    /// Asks every server once, in parallel, and gathers the answers.
-    pub fn run(&self) -> TmuxSnapshot {
-        let sockets = match self.sockets() {
-            Ok(s) => s,
-            Err(report) => {
-                return TmuxSnapshot {
-                    servers: vec![report],
-                    panes: Vec::new(),
-                };
-            }
-        };
-        if sockets.is_empty() {
-            return TmuxSnapshot::default();
-        }
-        let Ok(bin) = which::which("tmux") else {
-            return TmuxSnapshot {
-                servers: sockets
-                    .into_iter()
-                    .map(|socket| ServerReport {
-                        socket,
-                        state: ServerState::Error,
-                        detail: "tmux binary not found on PATH".into(),
-                    })
-                    .collect(),
-                panes: Vec::new(),
-            };
-        };
-        let pending: Vec<_> = sockets
-            .into_iter()
-            .map(|socket| {
-                let rx = spawn_query(&bin, &socket);
-                (socket, rx)
-            })
-            .collect();
-        let deadline = std::time::Instant::now() + self.timeout;
-        let mut snap = TmuxSnapshot::default();
-        for (socket, rx) in pending {
-            let answer = match rx {
-                Err(e) => Answer::Failed(format!("cannot run tmux: {e}")),
-                Ok((pid, rx)) => {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    match rx.recv_timeout(left) {
-                        Ok(a) => a,
-                        Err(_) => {
-                            // The reader thread has not reaped the child yet, so
-                            // the PID is still ours to kill.
-                            let _ = nix::sys::signal::kill(
-                                nix::unistd::Pid::from_raw(pid),
-                                nix::sys::signal::Signal::SIGKILL,
-                            );
-                            Answer::Failed(format!(
-                                "no answer within {} ms",
-                                self.timeout.as_millis()
-                            ))
-                        }
-                    }
-                }
-            };
-            let (state, detail) = match answer {
-                Answer::Output {
-                    success: true,
-                    stdout,
-                    ..
-                } => {
-                    let panes = parse_list_panes(&stdout);
-                    let detail = format!("{} panes", panes.len());
-                    snap.panes.extend(panes);
-                    (ServerState::Ok, detail)
-                }
-                Answer::Output { stderr, .. } => classify_failure(&stderr),
-                Answer::Failed(why) => (ServerState::Error, why),
-            };
-            snap.servers.push(ServerReport {
-                socket,
-                state,
-                detail,
-            });
-        }
-        snap
-    }
-}
-
-enum Answer {
-    Output {
-        success: bool,
-        stdout: String,
-        stderr: String,
-    },
-    Failed(String),
-}
-
-type Pending = std::io::Result<(i32, mpsc::Receiver<Answer>)>;
-
-fn spawn_query(bin: &Path, socket: &Path) -> Pending {
-    let mut child = Command::new(bin)
-        .arg("-S")
-        .arg(socket)
-        .args(["list-panes", "-a", "-F", FORMAT])
-        .env_remove("TMUX")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let pid = child.id() as i32;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
-        let read_ok = child
-            .stdout
-            .take()
-            .map(|mut o| o.read_to_end(&mut stdout))
-            .transpose()
-            .and_then(|_| {
-                child
-                    .stderr
-                    .take()
-                    .map(|mut e| e.read_to_end(&mut stderr))
-                    .transpose()
-            });
-        let answer = match (read_ok, child.wait()) {
-            (Ok(_), Ok(status)) => Answer::Output {
-                success: status.success(),
-                stdout: String::from_utf8_lossy(&stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
-            },
-            (Err(e), _) | (_, Err(e)) => Answer::Failed(format!("reading tmux output: {e}")),
-        };
-        let _ = tx.send(answer);
-    });
-    Ok((pid, rx))
-}
-
-/// A failed `list-panes`: "no server running" (or a refused / missing socket)
-/// proves there are no sessions; anything else is an error.
-pub fn classify_failure(stderr: &str) -> (ServerState, String) {
-    let first = stderr.lines().next().unwrap_or("").to_string();
-    let no_server = stderr.contains("no server running")
-        || (stderr.contains("error connecting to")
-            && (stderr.contains("Connection refused") || stderr.contains("No such file")));
-    if no_server {
-        (ServerState::NoServer, first)
-    } else if first.is_empty() {
-        (ServerState::Error, "tmux failed without a message".into())
-    } else {
-        (ServerState::Error, first)
-    }
-}
-
-/// Parses `list-panes -a -F FORMAT` output; lines that do not have the
-/// expected shape are skipped (never a panic).
-pub fn parse_list_panes(out: &str) -> Vec<Pane> {
+/// Parses `list-panes -a -F FORMAT` output of the server on `socket`; lines
+/// that do not have the expected shape are skipped (never a panic).
+pub fn parse_list_panes(socket: &Path, out: &str) -> Vec<Pane> {
     out.lines()
         .filter_map(|line| {
-            let mut f = line.splitn(5, '\t');
+            let mut f = line.splitn(6, '\t');
+            let server_pid = f.next()?;
             let session_id = f.next()?;
             let pane_id = f.next()?;
             let pane_pid = f.next()?;
@@ -390,6 +157,8 @@ pub fn parse_list_panes(out: &str) -> Vec<Pane> {
                 return None;
             }
             Some(Pane {
+                socket: socket.to_path_buf(),
+                server_pid: server_pid.parse().ok(),
                 session_name: session_name.to_string(),
                 session_id: session_id.to_string(),
                 pane_id: pane_id.to_string(),
@@ -400,31 +169,61 @@ pub fn parse_list_panes(out: &str) -> Vec<Pane> {
         .collect()
 }
 
-/// A [`TmuxQuery`] that runs at most once, on first use: commands that never
-/// need tmux never start it, and a run with many locks asks each server once.
-#[derive(Debug)]
-pub struct LazyTmux {
-    query: TmuxQuery,
-    snapshot: OnceLock<TmuxSnapshot>,
+impl TmuxSnapshot {
+    /// True when every server answered (`ok` or `no-server`).
+    pub fn is_known(&self) -> bool {
+        self.servers.iter().all(|s| s.state != ServerState::Error)
+    }
+
+    /// The answer of the server on `socket`, if it was asked.
+    pub fn server(&self, socket: &Path) -> Option<&ServerReport> {
+        self.servers.iter().find(|s| s.socket == socket)
+    }
+
+    /// Panes matching a recorded session string, by kind, on `socket` only
+    /// when one is given.
+    pub fn matching<'a>(
+        &'a self,
+        id: &'a str,
+        socket: Option<&'a Path>,
+    ) -> impl Iterator<Item = &'a Pane> + 'a {
+        self.panes
+            .iter()
+            .filter(move |p| socket.is_none_or(|s| p.socket == s) && pane_matches(p, id))
+    }
+
+    /// PIDs of the servers that answered.
+    pub fn server_pids(&self) -> impl Iterator<Item = i32> + '_ {
+        self.panes.iter().filter_map(|p| p.server_pid)
+    }
 }
 
-impl LazyTmux {
-    pub fn new(query: TmuxQuery) -> LazyTmux {
-        LazyTmux {
-            query,
-            snapshot: OnceLock::new(),
+fn unknown(bad: &ServerReport) -> SessionStatus {
+    SessionStatus::Unknown(format!(
+        "tmux server {} did not answer: {}",
+        bad.socket.display(),
+        bad.detail
+    ))
+}
+
+impl SessionProbe for TmuxSnapshot {
+    fn session_status(&self, id: &str, socket: Option<&Path>) -> SessionStatus {
+        if self.matching(id, socket).next().is_some() {
+            return SessionStatus::Alive;
         }
-    }
-
-    /// The snapshot, querying tmux now if this is the first use.
-    pub fn snapshot(&self) -> &TmuxSnapshot {
-        self.snapshot.get_or_init(|| self.query.run())
-    }
-}
-
-impl SessionProbe for LazyTmux {
-    fn session_status(&self, id: &str) -> SessionStatus {
-        self.snapshot().session_status(id)
+        match socket {
+            Some(s) => match self.server(s) {
+                None => {
+                    SessionStatus::Unknown(format!("tmux server {} was not asked", s.display()))
+                }
+                Some(r) if r.state == ServerState::Error => unknown(r),
+                Some(_) => SessionStatus::Gone,
+            },
+            None => match self.servers.iter().find(|s| s.state == ServerState::Error) {
+                Some(bad) => unknown(bad),
+                None => SessionStatus::Gone,
+            },
+        }
     }
 }
 
@@ -443,8 +242,12 @@ mod tests {
                     detail: "boom".into(),
                 })
                 .collect(),
-            panes: parse_list_panes(panes),
+            panes: parse_list_panes(Path::new("/tmp/s0"), panes),
         }
+    }
+
+    fn st(s: &TmuxSnapshot, id: &str) -> SessionStatus {
+        s.session_status(id, None)
     }
 
     #[test]
@@ -458,24 +261,25 @@ mod tests {
 
     #[test]
     fn parses_odd_names_and_paths() {
-        let out =
-            "$1\t%3\t4242\tmy session: ünï\t/w/a b\tc\n$2\t%4\t\tx\t/w/2\nbroken line\n\t\t\t\t\n";
-        let panes = parse_list_panes(out);
+        let out = "9\t$1\t%3\t4242\tmy session: ünï\t/w/a b\tc\n9\t$2\t%4\t\tx\t/w/2\nbroken line\n\t\t\t\t\t\n";
+        let panes = parse_list_panes(Path::new("/s"), out);
         assert_eq!(panes.len(), 2);
         assert_eq!(panes[0].session_name, "my session: ünï");
         assert_eq!(panes[0].current_path, PathBuf::from("/w/a b\tc"));
         assert_eq!(panes[0].pane_pid, Some(4242));
         assert_eq!(panes[1].pane_pid, None);
+        assert_eq!(panes[0].server_pid, Some(9));
+        assert_eq!(panes[0].socket, PathBuf::from("/s"));
     }
 
     #[test]
     fn matches_by_kind() {
-        let s = snap(&[ServerState::Ok], "$1\t%3\t1\t%7\t/w\n");
-        assert_eq!(s.session_status("%3"), SessionStatus::Alive);
-        assert_eq!(s.session_status("$1"), SessionStatus::Alive);
+        let s = snap(&[ServerState::Ok], "9\t$1\t%3\t1\t%7\t/w\n");
+        assert_eq!(st(&s, "%3"), SessionStatus::Alive);
+        assert_eq!(st(&s, "$1"), SessionStatus::Alive);
         // A session *named* "%7" is not pane %7.
-        assert_eq!(s.session_status("%7"), SessionStatus::Gone);
-        assert_eq!(s.session_status("$3"), SessionStatus::Gone);
+        assert_eq!(st(&s, "%7"), SessionStatus::Gone);
+        assert_eq!(st(&s, "$3"), SessionStatus::Gone);
     }
 
     #[test]
@@ -488,45 +292,57 @@ mod tests {
         assert_eq!(tmux_session_name("ünï code"), "ünï code");
         let s = snap(
             &[ServerState::Ok],
-            "$1\t%3\t1\ta_b\t/w\n$2\t%4\t1\ttab\\there\t/w\n",
+            "9\t$1\t%3\t1\ta_b\t/w\n9\t$2\t%4\t1\ttab\\there\t/w\n",
         );
-        assert_eq!(s.session_status("a:b"), SessionStatus::Alive);
-        assert_eq!(s.session_status("a_b"), SessionStatus::Alive);
-        assert_eq!(s.session_status("tab\there"), SessionStatus::Alive);
-        assert_eq!(s.session_status("a-b"), SessionStatus::Gone);
+        assert_eq!(st(&s, "a:b"), SessionStatus::Alive);
+        assert_eq!(st(&s, "a_b"), SessionStatus::Alive);
+        assert_eq!(st(&s, "tab\there"), SessionStatus::Alive);
+        assert_eq!(st(&s, "a-b"), SessionStatus::Gone);
     }
 
     #[test]
     fn an_error_makes_absence_unknown_but_presence_still_counts() {
         let s = snap(
             &[ServerState::Ok, ServerState::Error],
-            "$1\t%3\t1\tmain\t/w\n",
+            "9\t$1\t%3\t1\tmain\t/w\n",
         );
-        assert_eq!(s.session_status("main"), SessionStatus::Alive);
-        assert!(matches!(
-            s.session_status("other"),
-            SessionStatus::Unknown(_)
-        ));
+        assert_eq!(st(&s, "main"), SessionStatus::Alive);
+        assert!(matches!(st(&s, "other"), SessionStatus::Unknown(_)));
         assert!(!s.is_known());
         let s = snap(&[ServerState::NoServer], "");
-        assert_eq!(s.session_status("main"), SessionStatus::Gone);
+        assert_eq!(st(&s, "main"), SessionStatus::Gone);
         assert!(s.is_known());
     }
 
     #[test]
-    fn failure_classification() {
-        assert_eq!(
-            classify_failure("no server running on /tmp/tmux-0/x").0,
-            ServerState::NoServer
+    fn a_recorded_server_is_the_only_one_that_counts() {
+        let mut s = snap(
+            &[ServerState::Ok, ServerState::Error],
+            "9\t$1\t%0\t1\tmain\t/w\n",
         );
+        // %0 lives on /tmp/s0; a lock made for %0 on /tmp/s2 is not kept alive by it.
         assert_eq!(
-            classify_failure("error connecting to /tmp/x (Connection refused)").0,
-            ServerState::NoServer
+            s.session_status("%0", Some(Path::new("/tmp/s0"))),
+            SessionStatus::Alive
         );
+        assert!(matches!(
+            s.session_status("%0", Some(Path::new("/tmp/s2"))),
+            SessionStatus::Unknown(_)
+        ));
+        // On a server that answered without it: gone, whatever other servers say.
         assert_eq!(
-            classify_failure("error connecting to /tmp/x (Permission denied)").0,
-            ServerState::Error
+            s.session_status("%7", Some(Path::new("/tmp/s0"))),
+            SessionStatus::Gone
         );
-        assert_eq!(classify_failure("").0, ServerState::Error);
+        // On a server that failed: unknown.
+        assert!(matches!(
+            s.session_status("%0", Some(Path::new("/tmp/s1"))),
+            SessionStatus::Unknown(_)
+        ));
+        s.servers[1].state = ServerState::NoServer;
+        assert_eq!(
+            s.session_status("%0", Some(Path::new("/tmp/s1"))),
+            SessionStatus::Gone
+        );
     }
 }

@@ -323,13 +323,23 @@ pub fn write_lock(worker: &Path, json: &str) {
     std::fs::write(lock_path(worker), json).unwrap();
 }
 
-/// A lock in the Go tool's exact layout, on this host.
+/// Now, in the Go tool's layout (nanoseconds, a -08:00 offset): after any
+/// holder the test started before writing the lock, and after this boot.
+pub fn go_time() -> String {
+    let t = chrono::Utc::now();
+    let offset = chrono::FixedOffset::west_opt(8 * 3600).unwrap();
+    t.with_timezone(&offset)
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, false)
+}
+
+/// A lock in the Go tool's exact layout, on this host, acquired now.
 pub fn go_lock(pid: i32, session: Option<&str>) -> String {
     let session = session
         .map(|s| format!(",\n  \"session_id\": {}", serde_json::to_string(s).unwrap()))
         .unwrap_or_default();
     format!(
-        "{{\n  \"pid\": {pid},\n  \"acquired_at\": \"2026-01-05T10:00:00.123456789-08:00\"{session},\n  \"hostname\": \"{}\"\n}}",
+        "{{\n  \"pid\": {pid},\n  \"acquired_at\": \"{}\"{session},\n  \"hostname\": \"{}\"\n}}",
+        go_time(),
         hostname()
     )
 }
@@ -400,4 +410,84 @@ fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
         (h ^ *b as u64).wrapping_mul(0x100000001b3)
     })
+}
+
+/// Waits until `pid` has exec'd a program whose name (`/proc/PID/comm`) is `comm`.
+pub fn wait_exec(pid: i32, comm: &str) {
+    wait_for(
+        &format!("pid {pid} to exec {comm}"),
+        Duration::from_secs(20),
+        || std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm),
+    );
+}
+
+/// Waits until `pid` has a handler installed for signal `sig` (SigCgt).
+pub fn wait_catches(pid: i32, sig: i32) {
+    wait_for(
+        &format!("pid {pid} to catch signal {sig}"),
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    let hex = s
+                        .lines()
+                        .find_map(|l| l.strip_prefix("SigCgt:"))?
+                        .trim()
+                        .to_string();
+                    u64::from_str_radix(&hex, 16).ok()
+                })
+                .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
+        },
+    );
+}
+
+/// Children of `pid`, forked by any of its threads.
+pub fn children(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+/// The lock record at `worker`, parsed.
+pub fn record_at(worker: &Path) -> agentlock::record::LockRecord {
+    agentlock::record::LockRecord::parse(&std::fs::read(lock_path(worker)).unwrap()).unwrap()
+}
+
+/// Start time of `pid` in clock ticks.
+pub fn start_of(pid: i32) -> u64 {
+    agentlock::probe::ProcessProbe::start_time(&agentlock::probe::LiveProcesses, pid).unwrap()
+}
+
+/// Lets user 65534 into the sandbox (tempdirs are 0700).
+pub fn open_to_all(p: &Path) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Compiles a C program into the sandbox with `cc`.
+pub fn compile_c(sb: &Sandbox, name: &str, source: &str) -> PathBuf {
+    let src = sb.path().join(format!("{name}.c"));
+    let bin = sb.path().join(name);
+    std::fs::write(&src, source).unwrap();
+    let out = std::process::Command::new("cc")
+        .args(["-pthread", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("cc runs");
+    assert!(
+        out.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
 }

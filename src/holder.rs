@@ -1,0 +1,360 @@
+//! Holder identity (SPEC §2a): the one predicate that decides whether a lock
+//! is held by the one asking. `claim`, `claim --first-free`, `release` and
+//! `check` all call [`holds`].
+//!
+//! The holder is a process, optionally living in a tmux session/pane. "The
+//! same holder" means the same host, PID namespace, PID and process (start
+//! time), and, when both sides name a session, the same session on the same
+//! server. A shared pane or session never makes two live processes one
+//! holder. `release` and `check` widen this in two ways only: a descendant of
+//! the holder process acts for it, and a session-only asker may release a
+//! lock of its session whose process is dead or is the caller or one of its
+//! ancestors.
+
+use crate::probe::Probes;
+use crate::probe::process::ancestors;
+use crate::probe::tmux::tmux_session_name;
+use crate::record::LockRecord;
+use crate::verdict::{self, PidStatus};
+use std::path::{Path, PathBuf};
+
+/// Who is claiming: the process that will hold the lock, and its session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimant {
+    /// The process that will hold the lock.
+    pub pid: i32,
+    /// Its tmux session name, `$N` session id or `%N` pane id.
+    pub session: Option<String>,
+    /// The tmux server socket that session lives on, when known.
+    pub tmux_socket: Option<PathBuf>,
+}
+
+impl Claimant {
+    /// A claimant with no session.
+    pub fn pid(pid: i32) -> Claimant {
+        Claimant {
+            pid,
+            session: None,
+            tmux_socket: None,
+        }
+    }
+}
+
+/// Who asks `release` or `check`: a process, a session, or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asker {
+    /// The asking process (`--pid`, or the invoking process).
+    pub pid: Option<i32>,
+    /// The asking session (`--session`, or `$TMUX_PANE`).
+    pub session: Option<String>,
+    /// The server of that session, when known.
+    pub tmux_socket: Option<PathBuf>,
+    /// This process: the caller is its parent, and the caller's ancestors are
+    /// its ancestors.
+    pub this_process: i32,
+}
+
+impl Asker {
+    /// An asker seen from this process.
+    pub fn new(pid: Option<i32>, session: Option<String>, tmux_socket: Option<PathBuf>) -> Asker {
+        Asker {
+            pid,
+            session,
+            tmux_socket,
+            this_process: std::process::id() as i32,
+        }
+    }
+}
+
+impl From<&Claimant> for Asker {
+    fn from(c: &Claimant) -> Asker {
+        Asker::new(Some(c.pid), c.session.clone(), c.tmux_socket.clone())
+    }
+}
+
+/// How wide the predicate is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// `claim`: only the very same holder refreshes its lock.
+    Claim,
+    /// `release` and `check`: a descendant of the holder acts for it, and a
+    /// session-only asker may act for a dead holder of its session.
+    ActFor,
+}
+
+/// Whether two recorded session strings name the same session or pane: equal
+/// as written or as tmux keeps the name, and on the same server when both
+/// name one.
+pub fn same_session(a: &str, a_socket: Option<&Path>, b: &str, b_socket: Option<&Path>) -> bool {
+    let names = a == b || tmux_session_name(a) == tmux_session_name(b);
+    let servers = match (a_socket, b_socket) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    };
+    names && servers
+}
+
+/// Whether the lock's process is `pid`'s very process, proven alive here.
+fn same_process(rec: &LockRecord, pid: i32, probes: &Probes) -> bool {
+    rec.pid == pid && verdict::pid_status(rec, &probes.host, probes.procs) == PidStatus::Alive
+}
+
+/// Whether the lock's process, alive and not reused, is an ancestor of `pid`.
+fn is_ancestor_of(rec: &LockRecord, pid: i32, probes: &Probes) -> bool {
+    ancestors(probes.procs, pid).contains(&rec.pid)
+        && verdict::pid_status(rec, &probes.host, probes.procs) == PidStatus::Alive
+}
+
+/// The predicate: does `asker` hold the lock `rec` (SPEC §2a)?
+pub fn holds(rec: &LockRecord, asker: &Asker, scope: Scope, probes: &Probes) -> bool {
+    if verdict::foreign(rec, &probes.host).is_some() {
+        return false;
+    }
+    let recorded = rec.session_id.as_deref();
+    let rec_socket = rec.tmux_socket.as_deref().map(Path::new);
+    let asker_socket = asker.tmux_socket.as_deref();
+    if let Some(pid) = asker.pid {
+        let process = same_process(rec, pid, probes)
+            || (scope == Scope::ActFor && is_ancestor_of(rec, pid, probes));
+        let session = match (recorded, asker.session.as_deref()) {
+            (Some(r), Some(a)) => same_session(r, rec_socket, a, asker_socket),
+            _ => true,
+        };
+        if process && session {
+            return true;
+        }
+    }
+    if scope == Scope::ActFor
+        && let (Some(r), Some(a)) = (recorded, asker.session.as_deref())
+        && same_session(r, rec_socket, a, asker_socket)
+    {
+        return match verdict::pid_status(rec, &probes.host, probes.procs) {
+            PidStatus::Dead(_) => true,
+            PidStatus::Alive => {
+                asker.this_process == rec.pid
+                    || ancestors(probes.procs, asker.this_process).contains(&rec.pid)
+            }
+            PidStatus::Unknown(_) => false,
+        };
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::process::MockProcessProbe;
+    use crate::probe::tmux::MockSessionProbe;
+    use crate::probe::{Existence, HostInfo};
+
+    /// A process table: (pid, parent, start) of live processes.
+    fn table(live: &'static [(i32, i32, u64)]) -> MockProcessProbe {
+        let mut p = MockProcessProbe::new();
+        p.expect_existence().returning(move |pid| {
+            if live.iter().any(|(q, ..)| *q == pid) {
+                Existence::Alive
+            } else {
+                Existence::Gone
+            }
+        });
+        p.expect_start_time()
+            .returning(move |pid| live.iter().find(|(q, ..)| *q == pid).map(|(.., s)| *s));
+        p.expect_parent()
+            .returning(move |pid| live.iter().find(|(q, ..)| *q == pid).map(|(_, p, _)| *p));
+        p
+    }
+
+    fn host() -> HostInfo {
+        HostInfo {
+            hostname: "here".into(),
+            pid_ns: Some(7),
+            ..HostInfo::default()
+        }
+    }
+
+    fn rec(pid: i32, start: Option<u64>, session: Option<&str>) -> LockRecord {
+        LockRecord {
+            pid,
+            pid_start: start,
+            session_id: session.map(str::to_string),
+            hostname: Some("here".into()),
+            pid_ns: Some(7),
+            ..LockRecord::default()
+        }
+    }
+
+    fn asker(pid: Option<i32>, session: Option<&str>) -> Asker {
+        Asker {
+            pid,
+            session: session.map(str::to_string),
+            tmux_socket: None,
+            this_process: 50 + pid.unwrap_or(30) / 10,
+        }
+    }
+
+    // 1 <- 10 (tmux pane shell) <- 20 (agent) <- 30 (its hook)
+    // 1 <- 10 <- 40 (another process in the same pane) ; 50 (agentlock) <- 30
+    // 5x: agentlock, invoked by x0.
+    const LIVE: &[(i32, i32, u64)] = &[
+        (1, 0, 1),
+        (10, 1, 5),
+        (20, 10, 9),
+        (30, 20, 12),
+        (40, 10, 13),
+        (51, 10, 20),
+        (52, 20, 20),
+        (53, 30, 20),
+        (54, 40, 20),
+    ];
+
+    fn check(r: &LockRecord, a: &Asker, scope: Scope) -> bool {
+        let procs = table(LIVE);
+        let sessions = MockSessionProbe::new();
+        let probes = Probes {
+            host: host(),
+            procs: &procs,
+            sessions: &sessions,
+        };
+        holds(r, a, scope, &probes)
+    }
+
+    #[test]
+    fn the_table() {
+        use Scope::*;
+        let held = rec(20, Some(9), Some("%3"));
+        // (lock, asker, claim?, release/check?)
+        let cases: &[(&LockRecord, Asker, bool, bool, &str)] = &[
+            (
+                &held,
+                asker(Some(20), Some("%3")),
+                true,
+                true,
+                "same process, same pane",
+            ),
+            (
+                &held,
+                asker(Some(20), None),
+                true,
+                true,
+                "same process, no session given",
+            ),
+            (
+                &held,
+                asker(Some(20), Some("%4")),
+                false,
+                false,
+                "same process, another pane",
+            ),
+            (
+                &held,
+                asker(Some(40), Some("%3")),
+                false,
+                false,
+                "another live process in the same pane",
+            ),
+            (
+                &held,
+                asker(Some(30), Some("%3")),
+                false,
+                true,
+                "a descendant of the holder",
+            ),
+            (
+                &held,
+                asker(Some(10), Some("%3")),
+                false,
+                false,
+                "an ancestor of the holder",
+            ),
+            (
+                &rec(40, Some(13), Some("%3")),
+                asker(None, Some("%3")),
+                false,
+                false,
+                "session only, holder alive, not the caller's ancestor",
+            ),
+            (
+                &rec(20, Some(8), Some("%3")),
+                asker(Some(20), Some("%3")),
+                false,
+                true,
+                "pid reused: the holder is dead, and the asker shares its pane",
+            ),
+            (
+                &rec(20, Some(8), Some("%3")),
+                asker(Some(20), Some("%4")),
+                false,
+                false,
+                "pid reused, another pane",
+            ),
+            (
+                &rec(99, None, Some("%3")),
+                asker(None, Some("%3")),
+                false,
+                true,
+                "session only, holder dead",
+            ),
+            (
+                &rec(99, None, Some("%3")),
+                asker(Some(40), Some("%3")),
+                false,
+                true,
+                "dead holder, asker in its pane",
+            ),
+            (
+                &rec(99, None, Some("%3")),
+                asker(Some(40), Some("%4")),
+                false,
+                false,
+                "dead holder, other pane",
+            ),
+            (
+                &rec(30, Some(12), Some("%3")),
+                asker(None, Some("%3")),
+                false,
+                true,
+                "session only, holder is the caller",
+            ),
+            (
+                &rec(20, Some(9), Some("%3")),
+                asker(None, Some("%3")),
+                false,
+                true,
+                "session only, holder is an ancestor of the caller",
+            ),
+        ];
+        for (r, a, claim, act_for, what) in cases {
+            assert_eq!(check(r, a, Claim), *claim, "claim: {what}");
+            assert_eq!(check(r, a, ActFor), *act_for, "release/check: {what}");
+        }
+    }
+
+    #[test]
+    fn another_host_or_namespace_is_never_the_asker() {
+        let mut r = rec(20, Some(9), None);
+        r.hostname = Some("elsewhere".into());
+        assert!(!check(&r, &asker(Some(20), None), Scope::ActFor));
+        let mut r = rec(20, Some(9), None);
+        r.pid_ns = Some(8);
+        assert!(!check(&r, &asker(Some(20), None), Scope::ActFor));
+    }
+
+    #[test]
+    fn pane_ids_on_two_servers_are_two_panes() {
+        assert!(same_session(
+            "%0",
+            Some(Path::new("/a")),
+            "%0",
+            Some(Path::new("/a"))
+        ));
+        assert!(!same_session(
+            "%0",
+            Some(Path::new("/a")),
+            "%0",
+            Some(Path::new("/b"))
+        ));
+        assert!(same_session("%0", None, "%0", Some(Path::new("/b"))));
+        assert!(same_session("a:b", None, "a_b", None));
+        assert!(!same_session("%0", None, "%1", None));
+    }
+}

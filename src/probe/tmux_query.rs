@@ -1,0 +1,515 @@
+//! Running tmux: one `list-panes -a` per server per run, never one per lock.
+//!
+//! The servers asked by default are every socket in
+//! `${TMUX_TMPDIR:-/tmp}/tmux-<uid>/` (or only the `--tmux-socket` ones), plus
+//! the server of `$TMUX` when set; the servers recorded in the locks being
+//! judged are added on first need. [`Tmux`] remembers every answer, so a run
+//! asks each server at most once. A named socket that does not exist is an
+//! `error`, not proof; a recorded socket whose file is gone while its
+//! directory remains is a server that exited (`no-server`).
+
+use super::SessionStatus;
+use super::tmux::{FORMAT, ServerReport, ServerState, SessionKind, SessionProbe, TmuxSnapshot};
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+/// How long one server may take to answer.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Which servers to ask by default, and how.
+#[derive(Debug, Clone)]
+pub struct TmuxQuery {
+    /// `--tmux-socket` values; empty means every server of the user.
+    pub sockets: Vec<String>,
+    /// Per-server time limit.
+    pub timeout: Duration,
+}
+
+impl Default for TmuxQuery {
+    fn default() -> Self {
+        TmuxQuery {
+            sockets: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// `${TMUX_TMPDIR:-/tmp}/tmux-<uid>`, as tmux computes it.
+pub fn socket_dir() -> PathBuf {
+    let base = std::env::var_os("TMUX_TMPDIR")
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "/tmp".into());
+    Path::new(&base).join(format!("tmux-{}", nix::unistd::getuid().as_raw()))
+}
+
+/// A socket path in the form it is recorded and compared in: its directory
+/// made canonical (so `/tmp/../tmp/x` and a symlinked `TMUX_TMPDIR` agree).
+pub fn normalize_socket(p: &Path) -> PathBuf {
+    match (p.parent(), p.file_name()) {
+        (Some(dir), Some(name)) if !dir.as_os_str().is_empty() => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| p.to_path_buf()),
+        _ => p.to_path_buf(),
+    }
+}
+
+/// The server of the caller's own tmux client: the first field of `$TMUX`
+/// (`socket,server pid,session index`).
+pub fn env_socket() -> Option<PathBuf> {
+    let v = std::env::var("TMUX").ok()?;
+    let socket = v.rsplitn(3, ',').last()?;
+    (!socket.is_empty()).then(|| normalize_socket(Path::new(socket)))
+}
+
+/// Why a socket is asked: decides what a missing socket file means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Listed in the socket directory just now.
+    Listed,
+    /// Named by `--tmux-socket`: missing is an error.
+    Named,
+    /// Recorded in a lock, or `$TMUX`: missing with its directory present is
+    /// a server that exited.
+    Recorded,
+}
+
+impl TmuxQuery {
+    /// The default servers: listed (or named) ones plus `$TMUX`'s; or an error
+    /// report for a socket directory that exists but cannot be listed.
+    fn defaults(&self) -> Vec<Result<(PathBuf, Origin), ServerReport>> {
+        let dir = socket_dir();
+        let mut out = Vec::new();
+        if self.sockets.is_empty() {
+            match std::fs::read_dir(&dir) {
+                Ok(entries) => out.extend(
+                    entries
+                        .filter_map(Result::ok)
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
+                        .map(|e| Ok((normalize_socket(&e.path()), Origin::Listed))),
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => out.push(Err(ServerReport {
+                    socket: dir.clone(),
+                    state: ServerState::Error,
+                    detail: format!("cannot list socket directory: {e}"),
+                })),
+            }
+        } else {
+            out.extend(self.sockets.iter().map(|s| {
+                let p = if s.contains('/') {
+                    PathBuf::from(s)
+                } else {
+                    dir.join(s)
+                };
+                Ok((normalize_socket(&p), Origin::Named))
+            }));
+        }
+        out.extend(env_socket().map(|s| Ok((s, Origin::Recorded))));
+        out
+    }
+}
+
+/// What is at a socket path before tmux is run: `None` to go ahead and ask.
+fn precheck(socket: &Path, origin: Origin) -> Option<(ServerState, String)> {
+    match std::fs::symlink_metadata(socket) {
+        Ok(md) if md.file_type().is_socket() => None,
+        Ok(_) => Some((ServerState::Error, "not a socket".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(match origin {
+            Origin::Recorded
+                if socket
+                    .parent()
+                    .is_some_and(|d| std::fs::metadata(d).is_ok_and(|m| m.is_dir())) =>
+            {
+                (
+                    ServerState::NoServer,
+                    "socket file is gone: the server exited".into(),
+                )
+            }
+            Origin::Recorded => (
+                ServerState::Error,
+                "socket directory does not exist here; cannot tell whether that server runs".into(),
+            ),
+            _ => (ServerState::Error, "no such tmux socket".into()),
+        }),
+        Err(e) => Some((ServerState::Error, format!("cannot stat socket: {e}"))),
+    }
+}
+
+enum Answer {
+    Output {
+        success: bool,
+        stdout: String,
+        stderr: String,
+    },
+    Failed(String),
+}
+
+/// Starts `tmux -S socket ARGS` with its output read on a thread.
+fn start(
+    bin: &Path,
+    socket: &Path,
+    args: &[&str],
+) -> std::io::Result<(i32, mpsc::Receiver<Answer>)> {
+    let mut child = Command::new(bin)
+        .arg("-S")
+        .arg(socket)
+        .args(args)
+        .env_remove("TMUX")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let pid = child.id() as i32;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let mut err_pipe = child.stderr.take();
+        // stderr on its own thread, so a chatty stderr cannot block stdout.
+        let err_reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(e) = err_pipe.as_mut() {
+                let _ = e.read_to_end(&mut buf);
+            }
+            buf
+        });
+        let read_ok = child
+            .stdout
+            .take()
+            .map(|mut o| o.read_to_end(&mut stdout))
+            .transpose();
+        stderr.extend(err_reader.join().unwrap_or_default());
+        let answer = match (read_ok, child.wait()) {
+            (Ok(_), Ok(status)) => Answer::Output {
+                success: status.success(),
+                stdout: String::from_utf8_lossy(&stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
+            },
+            (Err(e), _) | (_, Err(e)) => Answer::Failed(format!("reading tmux output: {e}")),
+        };
+        let _ = tx.send(answer);
+    });
+    Ok((pid, rx))
+}
+
+/// Waits for a started tmux until `deadline`; kills it past the deadline.
+fn finish(
+    started: std::io::Result<(i32, mpsc::Receiver<Answer>)>,
+    deadline: Instant,
+    timeout: Duration,
+) -> Answer {
+    match started {
+        Err(e) => Answer::Failed(format!("cannot run tmux: {e}")),
+        Ok((pid, rx)) => {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(a) => a,
+                Err(_) => {
+                    // The reader thread has not reaped the child yet, so the PID
+                    // is still ours to kill.
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    Answer::Failed(format!("no answer within {} ms", timeout.as_millis()))
+                }
+            }
+        }
+    }
+}
+
+/// A failed tmux call: "no server running" (or a refused connection) proves
+/// there are no sessions; anything else is an error.
+pub fn classify_failure(stderr: &str) -> (ServerState, String) {
+    let first = stderr.lines().next().unwrap_or("").to_string();
+    let no_server = stderr.contains("no server running")
+        || (stderr.contains("error connecting to") && stderr.contains("Connection refused"));
+    if no_server {
+        (ServerState::NoServer, first)
+    } else if first.is_empty() {
+        (ServerState::Error, "tmux failed without a message".into())
+    } else {
+        (ServerState::Error, first)
+    }
+}
+
+/// Asks each server once, in parallel; returns their reports and panes.
+fn ask(targets: Vec<(PathBuf, Origin)>, timeout: Duration) -> TmuxSnapshot {
+    let mut snap = TmuxSnapshot::default();
+    let bin = which::which("tmux").ok();
+    let pending: Vec<_> = targets
+        .into_iter()
+        .map(|(socket, origin)| {
+            let started = match (precheck(&socket, origin), &bin) {
+                (Some(known), _) => Err(known),
+                (None, None) => Err((ServerState::Error, "tmux binary not found on PATH".into())),
+                (None, Some(bin)) => Ok(start(bin, &socket, &["list-panes", "-a", "-F", FORMAT])),
+            };
+            (socket, origin, started)
+        })
+        .collect();
+    let deadline = Instant::now() + timeout;
+    for (socket, origin, started) in pending {
+        let (state, detail) = match started {
+            Err(known) => known,
+            Ok(started) => match finish(started, deadline, timeout) {
+                Answer::Output {
+                    success: true,
+                    stdout,
+                    ..
+                } => {
+                    let panes = super::tmux::parse_list_panes(&socket, &stdout);
+                    let detail = format!("{} panes", panes.len());
+                    snap.panes.extend(panes);
+                    (ServerState::Ok, detail)
+                }
+                // Listed or recorded, then gone before tmux connected: exited.
+                Answer::Output { stderr, .. }
+                    if origin != Origin::Named && stderr.contains("No such file") =>
+                {
+                    (ServerState::NoServer, stderr)
+                }
+                Answer::Output { stderr, .. } => classify_failure(&stderr),
+                Answer::Failed(why) => (ServerState::Error, why),
+            },
+        };
+        snap.servers.push(ServerReport {
+            socket,
+            state,
+            detail,
+        });
+    }
+    snap
+}
+
+/// Every tmux answer of one run: the default servers on first need, and
+/// each recorded server the first time a lock names it.
+#[derive(Debug)]
+pub struct Tmux {
+    query: TmuxQuery,
+    state: Mutex<(bool, TmuxSnapshot)>,
+}
+
+/// A session given at claim time, resolved through tmux.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// What to record: a pane id for a target like `main:0.0`, else as given.
+    pub session: String,
+    /// The server it lives on, when exactly one has it.
+    pub socket: Option<PathBuf>,
+    /// Said on stderr when the session does not exist now, or is ambiguous.
+    pub warning: Option<String>,
+}
+
+impl Tmux {
+    /// Nothing is asked until first needed.
+    pub fn new(query: TmuxQuery) -> Tmux {
+        Tmux {
+            query,
+            state: Mutex::new((false, TmuxSnapshot::default())),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (bool, TmuxSnapshot)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks the default servers, once.
+    pub fn ensure_default(&self) {
+        let mut st = self.lock();
+        if st.0 {
+            return;
+        }
+        let mut targets = Vec::new();
+        for d in self.query.defaults() {
+            match d {
+                Ok((s, o))
+                    if st.1.server(&s).is_none() && !targets.iter().any(|(t, _)| *t == s) =>
+                {
+                    targets.push((s, o))
+                }
+                Ok(_) => {}
+                Err(report) => st.1.servers.push(report),
+            }
+        }
+        let got = ask(targets, self.query.timeout);
+        st.1.servers.extend(got.servers);
+        st.1.panes.extend(got.panes);
+        st.0 = true;
+    }
+
+    /// Asks the recorded servers not asked yet, in parallel.
+    pub fn ensure<'a>(&self, sockets: impl IntoIterator<Item = &'a Path>) {
+        let mut st = self.lock();
+        let wanted: BTreeSet<PathBuf> = sockets
+            .into_iter()
+            .filter(|s| st.1.server(s).is_none())
+            .map(Path::to_path_buf)
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let got = ask(
+            wanted.into_iter().map(|s| (s, Origin::Recorded)).collect(),
+            self.query.timeout,
+        );
+        st.1.servers.extend(got.servers);
+        st.1.panes.extend(got.panes);
+    }
+
+    /// Everything learned so far, default servers included.
+    pub fn snapshot(&self) -> TmuxSnapshot {
+        self.ensure_default();
+        self.lock().1.clone()
+    }
+
+    /// Resolves a `--session` value: a tmux target such as `main:0.0` becomes
+    /// the pane id it names now; a name or id is looked up to learn its
+    /// server. A session that does not exist now is kept as given, with a
+    /// warning (a spawner may claim before it creates the session).
+    pub fn resolve(&self, requested: &str) -> Resolved {
+        let snap = self.snapshot();
+        let is_target = SessionKind::of(requested) == SessionKind::Name
+            && (requested.contains(':') || requested.contains('.'));
+        let hits: Vec<(String, PathBuf)> = if is_target {
+            self.resolve_target(&snap, requested)
+        } else {
+            let mut hits: Vec<(String, PathBuf)> = snap
+                .matching(requested, None)
+                .map(|p| (requested.to_string(), p.socket.clone()))
+                .collect();
+            hits.dedup();
+            hits
+        };
+        match hits.as_slice() {
+            [(session, socket)] => Resolved {
+                session: session.clone(),
+                socket: Some(socket.clone()),
+                warning: None,
+            },
+            [] => Resolved {
+                session: requested.to_string(),
+                socket: None,
+                warning: Some(format!(
+                    "no tmux {} {requested:?} exists now on the servers asked; recorded as given",
+                    if is_target {
+                        "pane matches target"
+                    } else {
+                        "session or pane"
+                    }
+                )),
+            },
+            many => Resolved {
+                session: requested.to_string(),
+                socket: None,
+                warning: Some(format!(
+                    "{requested:?} exists on {} tmux servers; recorded without a server (pass --tmux-socket to pick one)",
+                    many.len()
+                )),
+            },
+        }
+    }
+
+    /// `display-message -p -t TARGET '#{pane_id}'` on every server that answered.
+    fn resolve_target(&self, snap: &TmuxSnapshot, target: &str) -> Vec<(String, PathBuf)> {
+        let Ok(bin) = which::which("tmux") else {
+            return Vec::new();
+        };
+        let started: Vec<_> = snap
+            .servers
+            .iter()
+            .filter(|s| s.state == ServerState::Ok)
+            .map(|s| {
+                let a = start(
+                    &bin,
+                    &s.socket,
+                    &["display-message", "-p", "-t", target, "#{pane_id}"],
+                );
+                (s.socket.clone(), a)
+            })
+            .collect();
+        let deadline = Instant::now() + self.query.timeout;
+        started
+            .into_iter()
+            .filter_map(
+                |(socket, a)| match finish(a, deadline, self.query.timeout) {
+                    Answer::Output {
+                        success: true,
+                        stdout,
+                        ..
+                    } => {
+                        let pane = stdout.trim().to_string();
+                        (SessionKind::of(&pane) == SessionKind::Pane).then_some((pane, socket))
+                    }
+                    _ => None,
+                },
+            )
+            .collect()
+    }
+
+    /// PIDs of every tmux server that answered.
+    pub fn server_pids(&self) -> Vec<i32> {
+        self.snapshot().server_pids().collect()
+    }
+}
+
+impl SessionProbe for Tmux {
+    fn session_status(&self, id: &str, socket: Option<&Path>) -> SessionStatus {
+        match socket {
+            Some(s) => self.ensure([s]),
+            None => self.ensure_default(),
+        }
+        self.lock().1.session_status(id, socket)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_classification() {
+        assert_eq!(
+            classify_failure("no server running on /tmp/tmux-0/x").0,
+            ServerState::NoServer
+        );
+        assert_eq!(
+            classify_failure("error connecting to /tmp/x (Connection refused)").0,
+            ServerState::NoServer
+        );
+        assert_eq!(
+            classify_failure("error connecting to /tmp/x (Permission denied)").0,
+            ServerState::Error
+        );
+        assert_eq!(classify_failure("").0, ServerState::Error);
+    }
+
+    #[test]
+    fn missing_sockets_by_origin() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone");
+        assert_eq!(
+            precheck(&gone, Origin::Recorded).unwrap().0,
+            ServerState::NoServer
+        );
+        assert_eq!(
+            precheck(&gone, Origin::Named).unwrap().0,
+            ServerState::Error
+        );
+        let no_dir = dir.path().join("nodir/sock");
+        assert_eq!(
+            precheck(&no_dir, Origin::Recorded).unwrap().0,
+            ServerState::Error
+        );
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        assert_eq!(
+            precheck(&file, Origin::Recorded).unwrap().0,
+            ServerState::Error
+        );
+    }
+}
