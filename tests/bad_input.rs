@@ -313,3 +313,164 @@ fn a_guard_file_symlink_is_refused() {
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
     assert!(!lock_path(&w).exists());
 }
+
+/// Item 12: a reader that goes away (`| head -1`) ends the output quietly.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let sb = Sandbox::new();
+    let root = sb.worker("town");
+    // Far more than a pipe buffer of rows.
+    for i in 0..3000 {
+        write_lock(
+            &root.join(format!("worker-with-a-longish-name-{i:05}")),
+            &go_lock(dead_pid_cached(), None),
+        );
+    }
+    for args in [
+        &["list"][..],
+        &["doctor", "--json"][..],
+        &["list", "--json"][..],
+    ] {
+        let mut child = sb
+            .std_cmd()
+            .args(args)
+            .arg(&root)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut first = [0u8; 16];
+        std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+        drop(stdout);
+        let out = child.wait_with_output().unwrap();
+        assert_no_panic(&out);
+        assert_ne!(out.status.code(), Some(101), "{args:?}");
+        assert!(out.status.code().is_some(), "{args:?}: ended by a signal");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{args:?}");
+    }
+}
+
+/// A PID that has exited, made once (3000 locks need not fork 3000 times).
+fn dead_pid_cached() -> i32 {
+    static PID: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+    *PID.get_or_init(dead_pid)
+}
+
+/// Item 12: a full disk after a mutation: exit 2 and one line saying what was done.
+#[test]
+fn output_that_cannot_be_written_says_what_was_already_done() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let holder = sleeper();
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let out = sb
+        .std_cmd()
+        .args(["claim", "--json", "--pid", &holder.pid().to_string()])
+        .arg(&w)
+        .stdout(full())
+        .output()
+        .unwrap();
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot write output"), "{err}");
+    assert!(err.contains("already done: claimed"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(record_at(&w).pid, holder.pid(), "the claim stands");
+    let out = sb
+        .std_cmd()
+        .args(["release", "--pid", &holder.pid().to_string()])
+        .arg(&w)
+        .stdout(full())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already done: released"));
+    assert!(!lock_path(&w).exists());
+}
+
+/// Item 13: worker paths that are not UTF-8 are written lossily and flagged.
+#[test]
+fn non_utf8_paths_in_json_are_lossy_and_flagged() {
+    use std::os::unix::ffi::OsStrExt;
+    let sb = Sandbox::new();
+    let root = sb.worker("town");
+    let w = root.join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    std::fs::create_dir_all(&w).unwrap();
+    write_lock(&w, &go_lock(dead_pid(), None));
+    let out = sb.cmd().args(["status", "--json"]).arg(&w).assert().code(0);
+    let e = entry(&out.get_output().stdout);
+    assert_eq!(e["paths_lossy"], true, "{e}");
+    assert!(
+        e["worker_dir"].as_str().unwrap().ends_with("caf\u{fffd}"),
+        "{e}"
+    );
+    for args in [&["list", "--json"][..], &["doctor", "--json", "--fix"][..]] {
+        let out = sb.cmd().args(args).arg(&root).output().unwrap();
+        assert_no_panic(&out);
+        let report = json(&out.stdout);
+        assert_eq!(report["paths_lossy"], true, "{report}");
+    }
+    assert!(
+        !lock_path(&w).exists(),
+        "--fix applied its fix and then printed it"
+    );
+}
+
+/// Item 14: with --json, stdout is one JSON document, errors included.
+#[test]
+fn json_errors_are_json() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let missing = sb.path().join("missing");
+    let out = sb
+        .cmd()
+        .args(["status", "--json"])
+        .arg(&w)
+        .arg(&missing)
+        .assert()
+        .code(2);
+    let v = json(&out.get_output().stdout);
+    let workers = v["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2, "{v}");
+    assert_eq!(workers[0]["state"], "free");
+    assert_eq!(workers[1]["worker_dir"], missing.to_str().unwrap());
+    assert_eq!(workers[1]["error"]["kind"], "no-such-worker", "{v}");
+    let out = sb
+        .cmd()
+        .args(["claim", "--json", "--pid", "1"])
+        .arg(&missing)
+        .assert()
+        .code(2);
+    assert_eq!(
+        json(&out.get_output().stdout)["error"]["kind"],
+        "no-such-worker"
+    );
+    let out = sb
+        .cmd()
+        .args(["list", "--json"])
+        .arg(&missing)
+        .assert()
+        .code(2);
+    assert_eq!(json(&out.get_output().stdout)["error"]["kind"], "io");
+    let out = sb
+        .cmd()
+        .args(["claim", "--json", "--bogus"])
+        .arg(&w)
+        .assert()
+        .code(2);
+    assert_eq!(json(&out.get_output().stdout)["error"]["kind"], "usage");
+    let out = sb
+        .cmd()
+        .args(["claim", "--json", "--pid", "0"])
+        .arg(&w)
+        .assert()
+        .code(2);
+    assert_eq!(json(&out.get_output().stdout)["error"]["kind"], "usage");
+}

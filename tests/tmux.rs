@@ -240,3 +240,206 @@ fn tmux_is_asked_once_per_server_whatever_the_number_of_locks() {
     sb.cmd().args(["status"]).args(&workers).assert().code(0);
     assert_eq!(calls(), 6, "status over 10 workers: still once per server");
 }
+
+/// Item 5: a server outside the socket directory (`tmux -S`), named by the
+/// lock's `tmux_socket`, keeps its pane's lock alive for a caller outside it.
+#[test]
+fn a_lock_made_inside_an_s_server_is_judged_on_that_server() {
+    let sb = Sandbox::new();
+    let root = sb.worker("town");
+    let w = sb.worker("town/w");
+    let socket = sb.path().join("elsewhere/sock");
+    let tmux = sb.tmux_at(&socket, "keeper", sb.path(), None);
+    // In a pane of that server: a shell claims, then exits; the pane lives on.
+    let cmd = format!(
+        "sh -c \"'{}' claim '{}'; true\"; sleep 600",
+        BIN,
+        w.display()
+    );
+    tmux.run(&["new-session", "-d", "-s", "agent", "sh", "-c", &cmd]);
+    wait_for("the claim", Duration::from_secs(20), || {
+        lock_path(&w).exists()
+    });
+    let rec = record_at(&w);
+    assert_eq!(rec.tmux_socket.as_deref(), Some(socket.to_str().unwrap()));
+    assert_eq!(
+        rec.session_id.as_deref(),
+        Some(tmux.pane_id("agent").as_str())
+    );
+    wait_gone(rec.pid, Duration::from_secs(20));
+    assert_eq!(state_of(&sb, &w, &[]), "held-by-session");
+    sb.cmd()
+        .args(["doctor", "--fix"])
+        .arg(&root)
+        .assert()
+        .code(0);
+    assert!(lock_path(&w).exists());
+    tmux.kill_session("agent");
+    assert_eq!(state_of(&sb, &w, &[]), "stale");
+}
+
+/// Item 5: pane ids are per server: `%0` on one server neither keeps a lock
+/// made for `%0` on another alive nor makes two locks one collision.
+#[test]
+fn the_same_pane_id_on_two_servers_is_two_panes() {
+    let sb = Sandbox::new();
+    let root = sb.worker("town");
+    let (w1, w2) = (sb.worker("town/w1"), sb.worker("town/w2"));
+    let a = sb.tmux_at(&sb.socket_dir().join("a"), "a", &w1, None);
+    let b = sb.tmux_at(&sb.socket_dir().join("b"), "b", &w2, None);
+    assert_eq!(a.pane_id("a"), "%0");
+    assert_eq!(b.pane_id("b"), "%0");
+    let lock = |socket: &std::path::Path| {
+        format!(
+            r#"{{"pid":{},"acquired_at":"{}","session_id":"%0","hostname":"{}","tmux_socket":"{}"}}"#,
+            dead_pid(),
+            go_time(),
+            hostname(),
+            socket.display()
+        )
+    };
+    write_lock(&w1, &lock(&a.socket));
+    write_lock(&w2, &lock(&b.socket));
+    let out = sb
+        .cmd()
+        .args(["doctor", "--json"])
+        .arg(&root)
+        .assert()
+        .code(0);
+    let report = json(&out.get_output().stdout);
+    assert_eq!(report["findings"], serde_json::json!([]), "{report:#}");
+    b.kill_server();
+    // b's socket file is gone, its directory remains: b exited; a's %0 is not b's.
+    assert_eq!(state_of(&sb, &w2, &[]), "stale");
+    assert_eq!(state_of(&sb, &w1, &[]), "held-by-session");
+}
+
+/// Item 5: a `--tmux-socket` that does not exist is an error, not proof.
+#[test]
+fn a_named_socket_that_does_not_exist_proves_nothing() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let _tmux = sb.tmux("real", "keeper");
+    write_lock(&w, &go_lock(dead_pid(), Some("agent")));
+    let out = sb
+        .cmd()
+        .args(["status", "--json", "--tmux-socket", "typo"])
+        .arg(&w)
+        .assert()
+        .code(0);
+    let e = entry(&out.get_output().stdout);
+    assert_eq!(e["state"], "unverified", "{e}");
+    assert!(
+        e["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no such tmux socket"),
+        "{e}"
+    );
+    sb.cmd()
+        .args(["claim", "--pid", "1", "--tmux-socket", "typo"])
+        .arg(&w)
+        .assert()
+        .code(1);
+}
+
+/// Item 6: root judges another user's lock on that user's tmux server.
+#[test]
+fn another_users_session_keeps_its_lock() {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let sb = Sandbox::new();
+    open_to_all(sb.path());
+    std::fs::set_permissions(
+        &sb.tmux_tmpdir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let root = sb.worker("town");
+    let (w, v) = (sb.worker("town/w"), sb.worker("town/v"));
+    for d in [&root, &w, &v] {
+        std::os::unix::fs::chown(d, Some(65534), Some(65534)).unwrap();
+    }
+    let socket = sb.tmux_tmpdir.join("tmux-65534/default");
+    let _tmux = sb.tmux_at(&socket, "nob", &w, Some(65534));
+    let nobody = |args: &[&str]| {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(args)
+            .env("TMUX_TMPDIR", &sb.tmux_tmpdir)
+            .env_remove("TMUX")
+            .env_remove("TMUX_PANE");
+        c
+    };
+    let holder = Proc(nobody(&["sleep", "600"]).spawn().unwrap());
+    wait_exec(holder.pid(), "sleep");
+    let out = nobody(&[
+        BIN,
+        "claim",
+        w.to_str().unwrap(),
+        "--session",
+        "nob",
+        "--pid",
+        &holder.pid().to_string(),
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec = record_at(&w);
+    assert_eq!(rec.uid, Some(65534));
+    assert_eq!(rec.tmux_socket.as_deref(), Some(socket.to_str().unwrap()));
+    let pid = holder.pid();
+    drop(holder);
+    wait_gone(pid, Duration::from_secs(10));
+    assert_eq!(state_of(&sb, &w, &[]), "held-by-session");
+    // A Go-style lock of that user (no uid, no server; the file is theirs):
+    // its session cannot be looked for with certainty.
+    write_lock(&v, &go_lock(dead_pid(), Some("nob")));
+    std::os::unix::fs::chown(lock_path(&v), Some(65534), Some(65534)).unwrap();
+    assert_eq!(state_of(&sb, &v, &[]), "unverified");
+    sb.cmd()
+        .args(["doctor", "--fix"])
+        .arg(&root)
+        .assert()
+        .code(1);
+    assert!(lock_path(&w).exists() && lock_path(&v).exists());
+}
+
+/// Item 18: `--session` names a tmux target: resolved to its pane (and
+/// server); a session that does not exist now is recorded with a warning.
+#[test]
+fn session_targets_resolve_to_panes_and_typos_warn() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let tmux = sb.tmux("s", "main");
+    let holder = sleeper();
+    let pid = holder.pid().to_string();
+    let out = sb
+        .cmd()
+        .args(["claim", "--json", "--session", "main:0.0", "--pid", &pid])
+        .arg(&w)
+        .assert()
+        .code(0);
+    let e = entry(&out.get_output().stdout);
+    assert_eq!(e["session_id"], tmux.pane_id("main"), "{e}");
+    assert_eq!(e["tmux_socket"], tmux.socket.to_str().unwrap(), "{e}");
+    sb.cmd()
+        .args(["release", "--pid", &pid])
+        .arg(&w)
+        .assert()
+        .code(0);
+    sb.cmd()
+        .args(["claim", "--session", "mian", "--pid", &pid])
+        .arg(&w)
+        .assert()
+        .code(0)
+        .stderr(contains(
+            "warning: no tmux session or pane \"mian\" exists now",
+        ));
+    assert_eq!(record_at(&w).session_id.as_deref(), Some("mian"));
+}

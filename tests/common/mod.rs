@@ -142,6 +142,67 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// Starts a private tmux server on the socket `path` (`tmux -S`),
+    /// anywhere, as `user` (a uid, through setpriv) or as this user.
+    pub fn tmux_at(&self, path: &Path, session: &str, cwd: &Path, user: Option<u32>) -> Tmux {
+        let dir = path.parent().unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        if let Some(uid) = user {
+            std::os::unix::fs::chown(dir, Some(uid), Some(uid)).unwrap();
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        let mut c = match user {
+            Some(uid) => {
+                let mut c = std::process::Command::new("setpriv");
+                c.args([
+                    format!("--reuid={uid}"),
+                    format!("--regid={uid}"),
+                    "--clear-groups".into(),
+                    "tmux".into(),
+                ]);
+                c
+            }
+            None => std::process::Command::new("tmux"),
+        };
+        let out = c
+            .arg("-S")
+            .arg(path)
+            .args([
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-s",
+                session,
+                "-x",
+                "80",
+                "-y",
+                "24",
+                "-c",
+            ])
+            .arg(cwd)
+            .env("TMUX_TMPDIR", &self.tmux_tmpdir)
+            .env_remove("TMUX")
+            .env_remove("TMUX_PANE")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut t = Tmux {
+            socket: path.to_path_buf(),
+            tmux_tmpdir: self.tmux_tmpdir.clone(),
+            server_pid: 0,
+        };
+        t.server_pid = t.query(session, "#{pid}").parse().unwrap();
+        t
+    }
+}
+
 /// A private tmux server, killed (by its socket, then by its PID) on drop.
 pub struct Tmux {
     pub socket: PathBuf,

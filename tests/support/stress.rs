@@ -4,7 +4,10 @@
 //! Real `agentlock` processes race on a few worker directories: holders
 //! (`claim` / `release`), `claim --first-free` pickers, `run` wrappers, `doctor
 //! --fix` loops and plain readers, while a crasher SIGKILLs claimers and `run`
-//! wrappers at random moments. Invariants are checked all the time:
+//! wrappers at random moments. Holders and `run` wrappers that all share one
+//! tmux pane race too (a shared pane never makes two processes one holder),
+//! and spawner scripts pick slots with `slot=$(agentlock claim --first-free
+//! ...)` (the lock must name the script, not the `$(...)` subshell). Invariants are checked all the time:
 //! - at most one holder per worker: each holder keeps a marker file while it
 //!   believes it holds the worker; two markers at once is an overlap;
 //! - no live lock is removed: a holder still finds its own lock right before
@@ -34,6 +37,12 @@ pub struct Config {
     pub holders: usize,
     pub pickers: usize,
     pub runners: usize,
+    /// Holders that all claim with the same `--session %0`.
+    pub pane_holders: usize,
+    /// `run` wrappers that all run with `TMUX_PANE=%0`.
+    pub pane_runners: usize,
+    /// bash scripts doing `slot=$(agentlock claim --first-free ...)`.
+    pub spawners: usize,
     pub doctors: usize,
     pub readers: usize,
     /// Stop once this many racing rounds (claim attempts) and `kills` SIGKILLs
@@ -52,6 +61,9 @@ impl Config {
             holders: 4,
             pickers: 2,
             runners: 2,
+            pane_holders: 2,
+            pane_runners: 2,
+            spawners: 2,
             doctors: 1,
             readers: 1,
             rounds: 1000,
@@ -62,7 +74,15 @@ impl Config {
 
     /// Actors racing at once (each drives its own processes).
     pub fn actors(&self) -> usize {
-        self.holders + self.pickers + self.runners + self.doctors + self.readers + 1
+        self.holders
+            + self.pickers
+            + self.runners
+            + self.pane_holders
+            + self.pane_runners
+            + self.spawners
+            + self.doctors
+            + self.readers
+            + 1
     }
 }
 
@@ -72,6 +92,10 @@ pub struct Figures {
     pub actors: usize,
     pub rounds: AtomicUsize,
     pub wins: AtomicUsize,
+    /// Rounds won by holders and `run` wrappers sharing one pane.
+    pub pane_wins: AtomicUsize,
+    /// Slots won by `$(...)` spawner scripts.
+    pub spawner_wins: AtomicUsize,
     pub operations: AtomicUsize,
     pub reads: AtomicUsize,
     pub sigkills: AtomicUsize,
@@ -127,6 +151,14 @@ impl Figures {
             ("processes racing at once", self.actors.to_string()),
             ("racing rounds (claim attempts)", g(&self.rounds)),
             ("rounds won", g(&self.wins)),
+            (
+                "  of which by shared-pane holders and runs",
+                g(&self.pane_wins),
+            ),
+            (
+                "  of which by `$(...)` spawner scripts",
+                g(&self.spawner_wins),
+            ),
             ("operations (all invocations)", g(&self.operations)),
             ("lock reads", g(&self.reads)),
             ("SIGKILLs injected", g(&self.sigkills)),
@@ -191,7 +223,12 @@ impl Ctx {
     }
 
     fn cmd(&self) -> Command {
-        let mut c = Command::new(&self.cfg.bin);
+        self.cmd_named(&self.cfg.bin)
+    }
+
+    /// A program in this harness's environment (private TMUX_TMPDIR, no tmux).
+    fn cmd_named(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(program);
         c.env("TMUX_TMPDIR", self.cfg.dir.join("tmux"))
             .env_remove("TMUX")
             .env_remove("TMUX_PANE")
@@ -201,8 +238,22 @@ impl Ctx {
 
     /// Runs agentlock to completion; counts it; checks for panics and exit codes.
     fn agentlock(&self, args: &[&str], worker: Option<&Path>, ok: &[i32]) -> std::process::Output {
+        self.agentlock_env(args, worker, ok, None)
+    }
+
+    /// [`Ctx::agentlock`] with one more environment variable.
+    fn agentlock_env(
+        &self,
+        args: &[&str],
+        worker: Option<&Path>,
+        ok: &[i32],
+        env: Option<(&str, &str)>,
+    ) -> std::process::Output {
         let mut c = self.cmd();
         c.args(args);
+        if let Some((k, v)) = env {
+            c.env(k, v);
+        }
         if let Some(w) = worker {
             c.arg(w);
         }
@@ -270,21 +321,29 @@ fn kill_reap(c: &mut Child) {
     let _ = c.wait();
 }
 
-/// claim → hold (check twice) → release, over and over.
-fn holder(ctx: &Ctx, id: usize) {
+/// claim → hold (check twice) → release, over and over. With `pane`, every
+/// such holder claims from the same pane `%0`.
+fn holder(ctx: &Ctx, id: usize, pane: bool) {
     let mut me = sleeper();
     let pid = me.id().to_string();
-    let name = format!("holder-{id}");
+    let name = format!("{}holder-{id}", if pane { "pane-" } else { "" });
+    let mut claim = vec!["claim", "-q", "--pid", &pid];
+    if pane {
+        claim.extend(["--session", "%0"]);
+    }
     let mut i = id;
     while !ctx.finished() {
         let w = &ctx.workers[i % ctx.workers.len()];
         i += 1;
         ctx.figures.rounds.fetch_add(1, Ordering::Relaxed);
-        let out = ctx.agentlock(&["claim", "-q", "--pid", &pid], Some(w), &[0, 1]);
+        let out = ctx.agentlock(&claim, Some(w), &[0, 1]);
         if out.status.code() != Some(0) {
             continue;
         }
         ctx.figures.wins.fetch_add(1, Ordering::Relaxed);
+        if pane {
+            ctx.figures.pane_wins.fetch_add(1, Ordering::Relaxed);
+        }
         let marker = ctx.mark(w, &name);
         for _ in 0..2 {
             match ctx.lock_of(w) {
@@ -345,9 +404,11 @@ fn picker(ctx: &Ctx, id: usize) {
     kill_reap(&mut me);
 }
 
-/// run W -- sh: the command itself keeps the marker while it runs.
-fn runner(ctx: &Ctx, id: usize) {
-    let overlaps = ctx.cfg.dir.join(format!("overlaps-run-{id}"));
+/// run W -- sh: the command itself keeps the marker while it runs. With
+/// `pane`, every such wrapper runs in the same pane (`TMUX_PANE=%0`).
+fn runner(ctx: &Ctx, id: usize, pane: bool) {
+    let tag = if pane { "pane-run" } else { "run" };
+    let overlaps = ctx.cfg.dir.join(format!("overlaps-{tag}-{id}"));
     let mut i = id;
     while !ctx.finished() {
         let w = &ctx.workers[i % ctx.workers.len()];
@@ -355,23 +416,88 @@ fn runner(ctx: &Ctx, id: usize) {
         ctx.figures.rounds.fetch_add(1, Ordering::Relaxed);
         let dir = ctx.marker_dir(w);
         let script = format!(
-            "m='{d}/run-{id}-'$$; : > \"$m\"; n=$(ls '{d}' | wc -l); [ \"$n\" -gt 1 ] && echo \"$(ls '{d}')\" >> '{o}'; sleep 0.003; rm -f \"$m\"",
+            "m='{d}/{tag}-{id}-'$$; : > \"$m\"; n=$(ls '{d}' | wc -l); [ \"$n\" -gt 1 ] && echo \"$(ls '{d}')\" >> '{o}'; sleep 0.003; rm -f \"$m\"",
             d = dir.display(),
             o = overlaps.display()
         );
-        let out = ctx.agentlock(
+        let out = ctx.agentlock_env(
             &["run", &w.to_string_lossy(), "--", "sh", "-c", &script],
             None,
             &[0, 75],
+            pane.then_some(("TMUX_PANE", "%0")),
         );
         if out.status.code() == Some(0) {
             ctx.figures.wins.fetch_add(1, Ordering::Relaxed);
+            if pane {
+                ctx.figures.pane_wins.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
     if let Ok(s) = std::fs::read_to_string(&overlaps) {
         for l in s.lines() {
             ctx.figures
-                .fail(&ctx.figures.overlaps, format!("run-{id} saw markers {l}"));
+                .fail(&ctx.figures.overlaps, format!("{tag}-{id} saw markers {l}"));
+        }
+    }
+}
+
+/// A spawner script: `slot=$(agentlock claim --first-free ...)`, hold the slot
+/// (marker kept by the script itself), then `agentlock release "$slot"` as the
+/// script. The lock must name the script, so nobody else gets the slot.
+fn spawner(ctx: &Ctx, id: usize) {
+    let overlaps = ctx.cfg.dir.join(format!("overlaps-spawner-{id}"));
+    let lost = ctx.cfg.dir.join(format!("lost-spawner-{id}"));
+    let workers: Vec<String> = ctx
+        .workers
+        .iter()
+        .map(|w| format!("'{}'", w.display()))
+        .collect();
+    let script = format!(
+        "slot=$('{bin}' claim -q --first-free {ws} 2>/dev/null) || exit 1
+d='{markers}'/$(basename \"$slot\"); m=\"$d/spawner-{id}-$$\"; : > \"$m\"
+n=$(ls \"$d\" | wc -l); [ \"$n\" -gt 1 ] && echo \"$(ls \"$d\")\" >> '{o}'
+sleep 0.003
+grep -q \"\\\"pid\\\": $$,\" \"$slot/.runtime/agent.lock\" || echo \"$slot\" >> '{lost}'
+rm -f \"$m\"
+'{bin}' release -q \"$slot\"",
+        bin = ctx.cfg.bin.display(),
+        ws = workers.join(" "),
+        markers = ctx.markers.display(),
+        o = overlaps.display(),
+        lost = lost.display(),
+    );
+    while !ctx.finished() {
+        ctx.figures.rounds.fetch_add(1, Ordering::Relaxed);
+        let out = ctx
+            .cmd_named("bash")
+            .args(["-c", &script])
+            .output()
+            .expect("bash runs");
+        ctx.figures.operations.fetch_add(1, Ordering::Relaxed);
+        match out.status.code() {
+            Some(0) => {
+                ctx.figures.wins.fetch_add(1, Ordering::Relaxed);
+                ctx.figures.spawner_wins.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(1) => {}
+            other => ctx.figures.fail(
+                &ctx.figures.unexpected_exits,
+                format!(
+                    "spawner-{id} exit {other:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            ),
+        }
+    }
+    for (file, counter, what) in [
+        (&overlaps, &ctx.figures.overlaps, "saw markers"),
+        (&lost, &ctx.figures.live_removed, "lost its slot"),
+    ] {
+        if let Ok(s) = std::fs::read_to_string(file) {
+            for l in s.lines() {
+                ctx.figures
+                    .fail(counter, format!("spawner-{id} {what} {l}"));
+            }
         }
     }
 }
@@ -536,13 +662,22 @@ pub fn run(cfg: Config) -> Arc<Figures> {
     std::thread::scope(|s| {
         let ctx = &ctx;
         for i in 0..cfg.holders {
-            s.spawn(move || holder(ctx, i));
+            s.spawn(move || holder(ctx, i, false));
+        }
+        for i in 0..cfg.pane_holders {
+            s.spawn(move || holder(ctx, i, true));
+        }
+        for i in 0..cfg.spawners {
+            s.spawn(move || spawner(ctx, i));
         }
         for i in 0..cfg.pickers {
             s.spawn(move || picker(ctx, i));
         }
         for i in 0..cfg.runners {
-            s.spawn(move || runner(ctx, i));
+            s.spawn(move || runner(ctx, i, false));
+        }
+        for i in 0..cfg.pane_runners {
+            s.spawn(move || runner(ctx, i, true));
         }
         for _ in 0..cfg.doctors {
             s.spawn(move || doctor(ctx));
