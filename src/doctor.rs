@@ -332,6 +332,15 @@ pub fn examine_live(scan: &ScanResult, live: &LiveProbes) -> Report {
 /// findings kept.
 pub fn fix(report: &mut Report, probes: &Probes) -> Vec<crate::Error> {
     let mut errors = Vec::new();
+    // The scan's tmux answer may predate its PID checks: a session created by
+    // a spawner that then exited would be missed. Ask again, after them.
+    if report
+        .findings
+        .iter()
+        .any(|f| matches!(f.repair, Some(Repair::RemoveStale(_))))
+    {
+        probes.sessions.refresh();
+    }
     let mut left = Vec::new();
     for mut f in std::mem::take(&mut report.findings) {
         let outcome = match &f.repair {

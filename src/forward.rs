@@ -11,9 +11,12 @@
 //! The kernel does not say how a signal was addressed, so `run` keeps a
 //! *sentinel*: a tiny forked process in the same group that blocks SIGINT,
 //! SIGTERM and SIGHUP and reports each one it receives, with its sender,
-//! through a pipe. A signal that reached the sentinel too reached the whole
-//! group: it is not forwarded. One that did not reach it within
-//! [`GROUP_WINDOW`] was meant for `run` alone: it is forwarded.
+//! through a pipe. A signal that reached the sentinel too (same signal, same
+//! sender, within [`GROUP_WINDOW`] of each other) reached the whole group: it
+//! is not forwarded. One that did not was meant for `run` alone: it is
+//! forwarded. The kernel's signals are judged the same way: Ctrl-C goes to
+//! the whole foreground group, but a terminal hangup goes to the session
+//! leader alone (`run`, when it is a pane's command), and must be forwarded.
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, pthread_sigmask};
 use nix::unistd::{ForkResult, Pid, fork};
@@ -133,17 +136,25 @@ pub fn forward(mut signals: SignalsInfo<WithOrigin>, mut sentinel: Option<Sentin
     let reports = sentinel.as_mut().map(Sentinel::reports);
     let mut seen: Vec<(i32, i32, Instant)> = Vec::new();
     for info in signals.forever() {
-        if matches!(info.cause, Cause::Kernel) {
-            // The terminal signals the whole foreground group: the child has it.
-            continue;
-        }
-        let sender = info.process.map(|p| p.pid);
+        let arrived = Instant::now();
+        // The kernel's signals carry no sender: PID 0, as the sentinel reports them.
+        let sender = match info.cause {
+            Cause::Kernel => Some(0),
+            _ => info.process.map(|p| p.pid),
+        };
         let reached_group = match (&reports, sender) {
             (Some(rx), Some(sender)) => {
-                let deadline = Instant::now() + GROUP_WINDOW;
-                let matches = |r: &(i32, i32, Instant)| r.0 == info.signal && r.1 == sender;
-                seen.retain(|r| r.2.elapsed() < GROUP_WINDOW * 4);
+                // A report is the same delivery if it came within the window of
+                // this one; older ones were other, earlier signals.
+                let near = |t: Instant| {
+                    t.saturating_duration_since(arrived) < GROUP_WINDOW
+                        && arrived.saturating_duration_since(t) < GROUP_WINDOW
+                };
+                let matches =
+                    |r: &(i32, i32, Instant)| r.0 == info.signal && r.1 == sender && near(r.2);
+                seen.retain(|r| r.2.elapsed() < GROUP_WINDOW * 2);
                 let mut found = seen.iter().any(matches);
+                let deadline = arrived + GROUP_WINDOW;
                 while !found {
                     match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                         Ok(r) => {
@@ -155,7 +166,9 @@ pub fn forward(mut signals: SignalsInfo<WithOrigin>, mut sentinel: Option<Sentin
                 }
                 found
             }
-            _ => false,
+            // No sentinel: the terminal's signals reach the whole foreground
+            // group, so the child has them; anything else is forwarded.
+            _ => matches!(info.cause, Cause::Kernel),
         };
         if reached_group {
             continue;

@@ -757,6 +757,11 @@ fn claim_as(
     let g = Guarded::enter_or_cancel(&worker, true, opts.cancel.as_deref())?;
     let found = g.read()?;
     let mut before = judge(&worker.dir, &worker.lock_path(), &found, probes);
+    if before.state == State::Stale && before.session_alive.is_some() {
+        // Replacing: ask tmux again now that the PID was seen dead.
+        probes.sessions.refresh();
+        before = judge(&worker.dir, &worker.lock_path(), &found, probes);
+    }
     let mut moved_aside = None;
     let mut signal = None;
     let mine = |rec: &LockRecord| holds(rec, &Asker::from(me), Scope::Claim, probes);

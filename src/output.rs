@@ -47,7 +47,12 @@ impl ErrorJson {
         ErrorJson {
             kind: e.kind().into(),
             message: e.to_string(),
-            path: e.path().map(|p| p.to_string_lossy().into_owned()),
+            path: e.path().map(|p| {
+                std::path::absolute(p)
+                    .unwrap_or_else(|_| p.to_path_buf())
+                    .to_string_lossy()
+                    .into_owned()
+            }),
         }
     }
 
@@ -386,10 +391,15 @@ pub fn holder(ins: &Inspection) -> Option<String> {
         parts.push(format!("host {h}"));
     }
     if let Some(t) = rec.acquired_at.as_ref() {
+        let age = age(t, Utc::now());
+        let ago = if age == "in the future" {
+            age
+        } else {
+            format!("{age} ago")
+        };
         parts.push(format!(
-            "since {} ({} ago)",
-            t.format("%Y-%m-%d %H:%M:%S %:z"),
-            age(t, Utc::now())
+            "since {} ({ago})",
+            t.format("%Y-%m-%d %H:%M:%S %:z")
         ));
     }
     Some(parts.join(", "))

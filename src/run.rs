@@ -70,10 +70,22 @@ fn fork_gated(
     let (pid_r_fd, gate_w_fd) = (pid_r.as_raw_fd(), gate_w.as_raw_fd());
     let mut cmd = Command::new(program);
     cmd.args(args);
+    // What the command should start with for each forwarded signal: ignored
+    // if `run` was started with it ignored (a background job), else default.
+    let ignored: Vec<(i32, bool)> = FORWARDED.iter().map(|&s| (s, is_ignored(s))).collect();
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe calls (getpid, close, read, write); it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            // Until exec, a signal must not run the handlers inherited from
+            // `run` (it would be lost): keep them pending.
+            let mut block: nix::libc::sigset_t = std::mem::zeroed();
+            let mut old: nix::libc::sigset_t = std::mem::zeroed();
+            nix::libc::sigemptyset(&mut block);
+            for (s, _) in &ignored {
+                nix::libc::sigaddset(&mut block, *s);
+            }
+            nix::libc::sigprocmask(nix::libc::SIG_BLOCK, &block, &mut old);
             // The parent's ends: closed here, so the child sees EOF on the gate if
             // the parent dies before opening it.
             nix::libc::close(pid_r_fd);
@@ -89,6 +101,17 @@ fn fork_gated(
                     continue;
                 }
                 if n == 1 && b[0] == GO {
+                    // The command's own dispositions, then whatever arrived
+                    // meanwhile is delivered: a Ctrl-C before exec ends it here.
+                    for (s, ign) in &ignored {
+                        let h = if *ign {
+                            nix::libc::SIG_IGN
+                        } else {
+                            nix::libc::SIG_DFL
+                        };
+                        nix::libc::signal(*s, h);
+                    }
+                    nix::libc::sigprocmask(nix::libc::SIG_SETMASK, &old, std::ptr::null_mut());
                     return Ok(());
                 }
                 if n == 0 {
@@ -113,6 +136,17 @@ fn fork_gated(
         .ok()
         .map(|()| i32::from_ne_bytes(pid_bytes));
     Ok((spawner, pid, gate_w))
+}
+
+/// Whether signal `s` is ignored now (`SIG_IGN`), as a shell leaves SIGINT
+/// for a background job.
+fn is_ignored(s: i32) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one.
+    unsafe {
+        let mut old: nix::libc::sigaction = std::mem::zeroed();
+        nix::libc::sigaction(s, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == nix::libc::SIG_IGN
+    }
 }
 
 fn open_gate(gate: OwnedFd, byte: u8) {

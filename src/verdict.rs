@@ -13,8 +13,12 @@ use std::fmt;
 use std::path::Path;
 
 /// Clock slack allowed when comparing a lock's `acquired_at` with a process
-/// start or the boot time (clocks are stepped; start times are in ticks).
-pub const CLOCK_SLACK: chrono::Duration = chrono::Duration::seconds(5);
+/// start or the boot time. The wall clock is stepped (NTP, a resumed VM) and
+/// the boot time is recomputed from it, so a live holder's start can seem
+/// later than its lock by as much as the step. A minute covers common steps;
+/// a PID reused within a minute of its claim is only not *proven* reused
+/// (judged alive: the safe side).
+pub const CLOCK_SLACK: chrono::Duration = chrono::Duration::seconds(60);
 
 /// State of a worker (SPEC §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -430,7 +434,7 @@ mod tests {
         assert_eq!(v.state, State::Stale, "{}", v.reason);
         assert!(v.reason.contains("reused"), "{}", v.reason);
         // Started before the lock (or within the clock slack): the same process.
-        for start in [86_400 * 100 - 100, 86_400 * 100 + 400] {
+        for start in [86_400 * 100 - 100, 86_400 * 100 + 5_900] {
             let v = assess(
                 &r,
                 None,

@@ -258,6 +258,52 @@ fn signals_reach_the_command_exactly_once() {
     // To the whole group (run leads it): the command got it from the kernel.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(-run.pid()), int).unwrap();
     expect_ints(&marker, 2);
+    // To run alone again, soon after: a new signal, forwarded.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.pid()), int).unwrap();
+    expect_ints(&marker, 3);
+}
+
+/// Closing a pane hangs up its terminal: the kernel sends SIGHUP to the
+/// session leader alone (`run`, the pane's command), which passes it on.
+#[test]
+fn a_closed_pane_hangs_up_the_command() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let marker = sb.path().join("hup");
+    let tmux = sb.tmux("s", "keeper");
+    let script = format!(
+        "$SIG{{HUP}} = sub {{ open my $f, q(>>), q({m}); print $f qq(hup\\n); close $f; exit 0 }}; sleep 1 while 1",
+        m = marker.display()
+    );
+    let cmd = format!(
+        "TMUX_TMPDIR='{}' '{}' run '{}' -- perl -e '{}'",
+        sb.tmux_tmpdir.display(),
+        BIN,
+        w.display(),
+        script
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "agent",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &cmd,
+    ]);
+    let lock = lock_path(&w);
+    wait_for("the lock", Duration::from_secs(10), || lock.exists());
+    let perl = record_at(&w).pid;
+    // Should the hangup be lost, the orphaned run and command end with the test.
+    let run_pid: i32 = tmux.query("agent", "#{pane_pid}").parse().unwrap();
+    let _cleanup = KillOnDrop(vec![(perl, start_of(perl)), (run_pid, start_of(run_pid))]);
+    wait_exec(perl, "perl");
+    wait_catches(perl, nix::sys::signal::Signal::SIGHUP as i32);
+    tmux.kill_session("agent");
+    wait_for("the hangup", Duration::from_secs(20), || marker.exists());
+    wait_for("release", Duration::from_secs(20), || !lock.exists());
 }
 
 /// Item 17: `timeout -s INT` signals run and then its whole group: one SIGINT.
@@ -392,4 +438,24 @@ fn ctrl_c_in_a_tmux_pane_reaches_the_command_once() {
     )
     .unwrap();
     wait_for("release", Duration::from_secs(10), || !lock.exists());
+}
+
+/// Processes this test started indirectly (through tmux), SIGKILLed on drop
+/// if still the same processes (PID and start time).
+struct KillOnDrop(Vec<(i32, u64)>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &(pid, start) in &self.0 {
+            let same =
+                agentlock::probe::ProcessProbe::start_time(&agentlock::probe::LiveProcesses, pid)
+                    == Some(start);
+            if same && pid_alive(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
 }

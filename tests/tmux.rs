@@ -443,3 +443,60 @@ fn session_targets_resolve_to_panes_and_typos_warn() {
         ));
     assert_eq!(record_at(&w).session_id.as_deref(), Some("mian"));
 }
+
+/// A target that does not exist yet counts as alive while its session lives;
+/// an existing target is matched exactly, never by prefix.
+#[test]
+fn targets_are_exact_and_unresolved_ones_keep_their_session() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let tmux = sb.tmux("s", "agent-2");
+    let holder = sleeper();
+    let pid = holder.pid().to_string();
+    // "agent" is a prefix of agent-2, not agent-2.
+    sb.cmd()
+        .args(["claim", "--session", "agent:0.0", "--pid", &pid])
+        .arg(&w)
+        .assert()
+        .code(0)
+        .stderr(contains("no tmux pane matches target"));
+    assert_eq!(record_at(&w).session_id.as_deref(), Some("agent:0.0"));
+    // The spawner creates the session after claiming, then exits.
+    tmux.new_session("agent", sb.path());
+    drop(holder);
+    assert_eq!(state_of(&sb, &w, &[]), "held-by-session");
+    tmux.kill_session("agent");
+    assert_eq!(state_of(&sb, &w, &[]), "stale");
+}
+
+/// A recorded socket file deleted (by a temp cleaner) while its server runs
+/// is no proof that the server exited.
+#[test]
+fn a_deleted_socket_of_a_live_server_proves_nothing() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let tmux = sb.tmux("s", "agent");
+    write_lock(
+        &w,
+        &format!(
+            r#"{{"pid":{},"acquired_at":"{}","session_id":"agent","hostname":"{}","tmux_socket":"{}"}}"#,
+            dead_pid(),
+            go_time(),
+            hostname(),
+            tmux.socket.display()
+        ),
+    );
+    assert_eq!(state_of(&sb, &w, &[]), "held-by-session");
+    std::fs::remove_file(&tmux.socket).unwrap();
+    assert_eq!(state_of(&sb, &w, &[]), "unverified");
+    // tmux recreates its socket on SIGUSR1.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tmux.server_pid),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    wait_for("the socket", Duration::from_secs(10), || {
+        tmux.socket.exists()
+    });
+    assert_eq!(state_of(&sb, &w, &[]), "held-by-session");
+}

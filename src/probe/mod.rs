@@ -62,7 +62,10 @@ pub fn own_pid_ns() -> Option<u64> {
     std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
 }
 
-fn boot_time() -> Option<DateTime<Utc>> {
+/// When this host booted. `btime` is shifted back by the reader's time
+/// namespace offset, as start times are shifted forward: undo it, so that
+/// both are the root namespace's.
+fn boot_time(ticks_per_sec: u64) -> Option<DateTime<Utc>> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let secs: i64 = stat
         .lines()
@@ -70,7 +73,8 @@ fn boot_time() -> Option<DateTime<Utc>> {
         .trim()
         .parse()
         .ok()?;
-    DateTime::from_timestamp(secs, 0)
+    let offset = process::own_boottime_offset_ticks() / ticks_per_sec.max(1) as i128;
+    DateTime::from_timestamp(secs.checked_add(i64::try_from(offset).ok()?)?, 0)
 }
 
 impl HostInfo {
@@ -92,7 +96,7 @@ impl HostInfo {
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty()),
             pid_ns: own_pid_ns(),
-            boot_time: boot_time(),
+            boot_time: boot_time(ticks),
             ticks_per_sec: ticks,
         }
     }

@@ -63,7 +63,10 @@ impl ProcessProbe for LiveProcesses {
 
     fn start_time(&self, pid: i32) -> Option<u64> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        parse_stat(&stat).map(|s| s.start_time)
+        let seen = parse_stat(&stat)?.start_time as i128;
+        // /proc shows start times shifted by the reader's time namespace
+        // offset: undo it, so every namespace records and compares the same.
+        u64::try_from(seen - own_boottime_offset_ticks()).ok()
     }
 
     fn parent(&self, pid: i32) -> Option<i32> {
@@ -97,6 +100,31 @@ fn other_thread_runs(pid: i32) -> bool {
             Ok(stat) => parse_stat(&stat).is_none_or(|s| !matches!(s.state, 'Z' | 'X')),
             Err(_) => false, // that thread exited meanwhile
         }
+    })
+}
+
+/// This process's time namespace `boottime` offset, in clock ticks
+/// (`/proc/self/timens_offsets`; 0 without time namespaces).
+pub(crate) fn own_boottime_offset_ticks() -> i128 {
+    static OFFSET: std::sync::OnceLock<i128> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        let Ok(text) = std::fs::read_to_string("/proc/self/timens_offsets") else {
+            return 0;
+        };
+        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .filter(|t| *t > 0)
+            .map_or(100, |t| t as i128);
+        text.lines()
+            .find_map(|l| {
+                let mut f = l.split_whitespace();
+                (f.next()? == "boottime").then_some(())?;
+                let secs: i128 = f.next()?.parse().ok()?;
+                let nanos: i128 = f.next()?.parse().ok()?;
+                Some(secs * ticks + nanos * ticks / 1_000_000_000)
+            })
+            .unwrap_or(0)
     })
 }
 
@@ -135,26 +163,69 @@ pub fn parent_of(pid: i32) -> Option<i32> {
     parse_stat(&stat).map(|s| s.ppid)
 }
 
-/// Whether `pid` is a transient fork of its parent: the same executable and
-/// the same command line, as a `$(...)` or `( ... )` subshell is.
-fn is_transient_fork(pid: i32, parent: i32) -> bool {
+/// Whether `pid` is a command substitution of its parent: the same
+/// executable and command line (a forked subshell), writing its stdout into a
+/// pipe the parent reads. A `( ... ) &` subshell or a prefork worker has the
+/// same executable and command line but is not read by its parent: it may
+/// live on, and is a holder of its own.
+fn is_command_substitution(pid: i32, parent: i32) -> bool {
     let exe = |p: i32| std::fs::read_link(format!("/proc/{p}/exe")).ok();
     let cmdline = |p: i32| std::fs::read(format!("/proc/{p}/cmdline")).ok();
-    match (exe(pid), exe(parent), cmdline(pid), cmdline(parent)) {
+    let same = match (exe(pid), exe(parent), cmdline(pid), cmdline(parent)) {
         (Some(a), Some(b), Some(c), Some(d)) => a == b && c == d && !c.is_empty(),
         _ => false,
-    }
+    };
+    same && stdout_read_by(pid, parent)
 }
 
-/// The default holder: the process that invoked this one, skipping transient
-/// forks of it, so that `slot=$(agentlock claim ...)` in a script names the
-/// script and not the subshell that exits at once (SPEC §2a).
+/// Whether `pid`'s stdout is a pipe whose read end `reader` holds open.
+fn stdout_read_by(pid: i32, reader: i32) -> bool {
+    let Ok(out) = std::fs::read_link(format!("/proc/{pid}/fd/1")) else {
+        return false;
+    };
+    if !out.to_string_lossy().starts_with("pipe:") {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{reader}/fd")) else {
+        return false;
+    };
+    fds.filter_map(Result::ok).any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|l| l == out)
+            && read_only(reader, &fd.file_name().to_string_lossy())
+    })
+}
+
+/// Whether descriptor `fd` of `pid` is open for reading only (`flags:` of
+/// `/proc/<pid>/fdinfo/<fd>`, octal, access mode `O_RDONLY`).
+fn read_only(pid: i32, fd: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .ok()
+        .and_then(|info| {
+            let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
+            u32::from_str_radix(flags.trim(), 8).ok()
+        })
+        .is_some_and(|f| f & nix::libc::O_ACCMODE as u32 == nix::libc::O_RDONLY as u32)
+}
+
+/// Programs that run a command and wait for it, and are no holder themselves:
+/// `timeout 10 agentlock claim w` in a script names the script.
+const WRAPPERS: &[&str] = &["timeout", "sudo", "doas", "flock", "time", "runuser", "su"];
+
+/// The default holder: the process that invoked this one, skipping `$(...)`
+/// command substitutions and wrappers such as `timeout(1)` (SPEC §2a): so
+/// that `slot=$(timeout 5 agentlock claim ...)` in a script names the script,
+/// not a subshell or wrapper that exits at once.
 pub fn invoking_process() -> i32 {
     let mut pid = nix::unistd::getppid().as_raw();
     for _ in 0..MAX_CHAIN {
-        match parent_of(pid) {
-            Some(parent) if parent > 1 && is_transient_fork(pid, parent) => pid = parent,
-            _ => break,
+        let Some(parent) = parent_of(pid).filter(|p| *p > 1) else {
+            break;
+        };
+        let comm = LiveProcesses.comm(pid).unwrap_or_default();
+        if WRAPPERS.contains(&comm.as_str()) || is_command_substitution(pid, parent) {
+            pid = parent;
+        } else {
+            break;
         }
     }
     pid

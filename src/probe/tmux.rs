@@ -22,6 +22,12 @@ pub trait SessionProbe {
     // The named lifetime is for mockall, which cannot mock `Option<&Path>` without one.
     #[allow(clippy::needless_lifetimes)]
     fn session_status<'a>(&self, id: &str, socket: Option<&'a Path>) -> SessionStatus;
+
+    /// Forgets what tmux said so far: the next question asks again. Called
+    /// before acting on a `stale` verdict, so that the session is looked up
+    /// *after* the PID was seen dead (a spawner may create its session and
+    /// exit between an earlier tmux answer and the PID check).
+    fn refresh(&self) {}
 }
 
 /// One pane of one tmux server.
@@ -122,15 +128,33 @@ pub fn tmux_session_name(requested: &str) -> String {
     out
 }
 
-/// Does `pane` belong to the recorded session string, by kind?
+/// Does `pane` belong to the recorded session string, by kind? A name that
+/// is a tmux target (`main:0.0`, recorded as given when it did not resolve at
+/// claim time) also matches its session part (`main`): the safe side, since
+/// a match only ever keeps a lock alive.
 pub fn pane_matches(pane: &Pane, recorded: &str) -> bool {
+    let named =
+        |name: &str| pane.session_name == name || pane.session_name == tmux_session_name(name);
     match SessionKind::of(recorded) {
         SessionKind::Pane => pane.pane_id == recorded,
         SessionKind::SessionId => pane.session_id == recorded,
         SessionKind::Name => {
-            pane.session_name == recorded || pane.session_name == tmux_session_name(recorded)
+            named(recorded)
+                || target_session(recorded).is_some_and(|s| {
+                    let s = s.strip_prefix('=').unwrap_or(s);
+                    match SessionKind::of(s) {
+                        SessionKind::SessionId => pane.session_id == s,
+                        _ => named(s),
+                    }
+                })
         }
     }
+}
+
+/// The session part of a tmux target `session:window.pane`, if `s` is one.
+pub fn target_session(s: &str) -> Option<&str> {
+    let (session, _) = s.split_once(':')?;
+    (!session.is_empty()).then_some(session)
 }
 
 /// The `-F` format of `list-panes -a`: fixed-shape fields first, the
@@ -280,6 +304,16 @@ mod tests {
         // A session *named* "%7" is not pane %7.
         assert_eq!(st(&s, "%7"), SessionStatus::Gone);
         assert_eq!(st(&s, "$3"), SessionStatus::Gone);
+    }
+
+    #[test]
+    fn an_unresolved_target_matches_its_session() {
+        let s = snap(&[ServerState::Ok], "9\t$1\t%3\t1\tmain\t/w\n");
+        assert_eq!(st(&s, "main:0.0"), SessionStatus::Alive);
+        assert_eq!(st(&s, "=main:1"), SessionStatus::Alive);
+        assert_eq!(st(&s, "$1:0"), SessionStatus::Alive);
+        assert_eq!(st(&s, "other:0.0"), SessionStatus::Gone);
+        assert_eq!(st(&s, ":0.0"), SessionStatus::Gone);
     }
 
     #[test]

@@ -120,6 +120,12 @@ fn precheck(socket: &Path, origin: Origin) -> Option<(ServerState, String)> {
         Ok(md) if md.file_type().is_socket() => None,
         Ok(_) => Some((ServerState::Error, "not a socket".into())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(match origin {
+            // Deleted (say by a temp cleaner) while its server still listens:
+            // the server lives on, and `kill -USR1` recreates the file.
+            Origin::Recorded if still_bound(socket) => (
+                ServerState::Error,
+                "socket file is gone but a server still listens on it (kill -USR1 the tmux server to recreate it)".into(),
+            ),
             Origin::Recorded
                 if socket
                     .parent()
@@ -138,6 +144,27 @@ fn precheck(socket: &Path, origin: Origin) -> Option<(ServerState, String)> {
         }),
         Err(e) => Some((ServerState::Error, format!("cannot stat socket: {e}"))),
     }
+}
+
+/// Whether a listening unix socket is still bound to `path` in this network
+/// namespace (`/proc/net/unix` keeps the path of a socket whose file was
+/// deleted). Unreadable: assumed bound, the safe side.
+fn still_bound(path: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return true;
+    };
+    let want = path.as_os_str().to_string_lossy();
+    table.lines().skip(1).any(|l| {
+        // Num RefCount Protocol Flags Type St Inode Path: the path is the rest.
+        let mut rest = l.trim_start();
+        for _ in 0..7 {
+            rest = match rest.find(char::is_whitespace) {
+                Some(i) => rest[i..].trim_start(),
+                None => return false,
+            };
+        }
+        rest == want
+    })
 }
 
 enum Answer {
@@ -394,14 +421,15 @@ impl Tmux {
             [] => Resolved {
                 session: requested.to_string(),
                 socket: None,
-                warning: Some(format!(
-                    "no tmux {} {requested:?} exists now on the servers asked; recorded as given",
-                    if is_target {
-                        "pane matches target"
-                    } else {
-                        "session or pane"
-                    }
-                )),
+                warning: Some(if is_target {
+                    format!(
+                        "no tmux pane matches target {requested:?} now on the servers asked; recorded as given (it counts as alive while its session exists)"
+                    )
+                } else {
+                    format!(
+                        "no tmux session or pane {requested:?} exists now on the servers asked; recorded as given"
+                    )
+                }),
             },
             many => Resolved {
                 session: requested.to_string(),
@@ -414,8 +442,13 @@ impl Tmux {
         }
     }
 
-    /// `display-message -p -t TARGET '#{pane_id}'` on every server that answered.
+    /// `display-message -p -t TARGET '#{pane_id}'` on every server that
+    /// answered, with the session (and a window given by name) matched
+    /// exactly: tmux would otherwise take a prefix or a pattern (`agent`
+    /// finding `agent-2`).
     fn resolve_target(&self, snap: &TmuxSnapshot, target: &str) -> Vec<(String, PathBuf)> {
+        let target = exact_target(target);
+        let target = target.as_str();
         let Ok(bin) = which::which("tmux") else {
             return Vec::new();
         };
@@ -457,7 +490,41 @@ impl Tmux {
     }
 }
 
+/// A tmux target with its session, and a window given by name, marked for
+/// exact matching (`=name`); a `$N` session id or a window index as given.
+pub fn exact_target(target: &str) -> String {
+    let exact = |part: &str| {
+        if part.is_empty()
+            || part.starts_with('=')
+            || part.starts_with('$')
+            || part.starts_with('@')
+            || part.bytes().all(|b| b.is_ascii_digit())
+        {
+            part.to_string()
+        } else {
+            format!("={part}")
+        }
+    };
+    let Some((session, rest)) = target.split_once(':') else {
+        return exact(target);
+    };
+    let (window, pane) = match rest.split_once('.') {
+        Some((w, p)) => (w, Some(p)),
+        None => (rest, None),
+    };
+    let mut out = format!("{}:{}", exact(session), exact(window));
+    if let Some(p) = pane {
+        out.push('.');
+        out.push_str(p);
+    }
+    out
+}
+
 impl SessionProbe for Tmux {
+    fn refresh(&self) {
+        *self.lock() = (false, TmuxSnapshot::default());
+    }
+
     fn session_status(&self, id: &str, socket: Option<&Path>) -> SessionStatus {
         match socket {
             Some(s) => self.ensure([s]),
@@ -489,9 +556,27 @@ mod tests {
     }
 
     #[test]
+    fn targets_are_made_exact() {
+        assert_eq!(exact_target("main:0.0"), "=main:0.0");
+        assert_eq!(exact_target("agent:editor"), "=agent:=editor");
+        assert_eq!(exact_target("=main:1"), "=main:1");
+        assert_eq!(exact_target("$3:0.1"), "$3:0.1");
+        assert_eq!(exact_target("main:@2.%5"), "=main:@2.%5");
+        assert_eq!(exact_target("main."), "=main.");
+    }
+
+    #[test]
     fn missing_sockets_by_origin() {
         let dir = tempfile::tempdir().unwrap();
         let gone = dir.path().join("gone");
+        let listening = dir.path().join("listening");
+        let l = std::os::unix::net::UnixListener::bind(&listening).unwrap();
+        std::fs::remove_file(&listening).unwrap();
+        assert_eq!(
+            precheck(&listening, Origin::Recorded).unwrap().0,
+            ServerState::Error
+        );
+        drop(l);
         assert_eq!(
             precheck(&gone, Origin::Recorded).unwrap().0,
             ServerState::NoServer
