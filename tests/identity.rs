@@ -129,12 +129,7 @@ fn first_free_never_hands_out_a_worker_the_asker_holds() {
         done.display(),
         go.display()
     );
-    let mut c = std::process::Command::new("sh");
-    c.args(["-c", &script])
-        .env("TMUX_TMPDIR", &sb.tmux_tmpdir)
-        .env_remove("TMUX")
-        .env_remove("TMUX_PANE");
-    let spawner = Group::spawn(c);
+    let spawner = sb.script("sh", &script);
     wait_for("the three claims", Duration::from_secs(30), || {
         done.exists()
     });
@@ -178,16 +173,7 @@ fn command_substitution_names_the_spawner_script() {
         tried.display(),
         go.display()
     );
-    let mut spawners: Vec<Group> = (0..20)
-        .map(|_| {
-            let mut c = std::process::Command::new("bash");
-            c.args(["-c", &script])
-                .env("TMUX_TMPDIR", &sb.tmux_tmpdir)
-                .env_remove("TMUX")
-                .env_remove("TMUX_PANE");
-            Group::spawn(c)
-        })
-        .collect();
+    let mut spawners: Vec<Group> = (0..20).map(|_| sb.script("bash", &script)).collect();
     // Every spawner has tried once its claim command is gone from its children.
     wait_for(
         "every spawner to have tried",
@@ -465,18 +451,7 @@ fn root_leaves_the_guard_and_runtime_to_the_workers_owner() {
         w.display(),
         w.display()
     );
-    let out = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .env("TMUX_TMPDIR", &sb.tmux_tmpdir)
-        .output()
-        .unwrap();
+    let out = sb.as_user(65534, &["sh", "-c", &script]).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -485,18 +460,7 @@ fn root_leaves_the_guard_and_runtime_to_the_workers_owner() {
     // A guard root created 0644 before this fix: still usable, read-only.
     std::fs::remove_file(w.join(".runtime/agent.lock.flock")).unwrap();
     std::fs::write(w.join(".runtime/agent.lock.flock"), "").unwrap();
-    let out = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .env("TMUX_TMPDIR", &sb.tmux_tmpdir)
-        .output()
-        .unwrap();
+    let out = sb.as_user(65534, &["sh", "-c", &script]).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -523,9 +487,7 @@ fn background_subshells_are_separate_holders() {
         tried = tried.display(),
         go = go.display()
     );
-    let mut c = std::process::Command::new("bash");
-    c.args(["-c", &script]).env("TMUX_TMPDIR", &sb.tmux_tmpdir);
-    let mut script = Group::spawn(c);
+    let mut script = sb.script("bash", &script);
     wait_for("three attempts", Duration::from_secs(30), || {
         std::fs::read_to_string(&tried).is_ok_and(|t| t.lines().count() == 3)
     });
@@ -549,9 +511,7 @@ fn a_wrapper_is_not_the_holder() {
         pidfile.display(),
         go.display()
     );
-    let mut c = std::process::Command::new("sh");
-    c.args(["-c", &script]).env("TMUX_TMPDIR", &sb.tmux_tmpdir);
-    let mut script = Group::spawn(c);
+    let mut script = sb.script("sh", &script);
     wait_for("the claim", Duration::from_secs(30), || {
         std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
     });

@@ -211,13 +211,55 @@ fn sigkill_before_the_gate_opens_ends_the_gated_command_quietly() {
     assert!(!lock_path(&w).exists());
 }
 
-/// Perl appends a line per SIGINT delivered (its deferred handlers run once
-/// per signal received; a shell trap would merge two quick ones).
-fn int_counter(marker: &std::path::Path) -> String {
+/// Perl appends a line to `marker` per signal `sig` delivered (its deferred
+/// handlers run once per signal received; a shell trap would merge two quick
+/// ones), and exits after the first if `exit`.
+fn signal_logger(sig: &str, marker: &std::path::Path, exit: bool) -> String {
     format!(
-        "$SIG{{INT}} = sub {{ open my $f, q(>>), q({m}); print $f qq(int\\n); close $f }}; sleep 1 while 1",
-        m = marker.display()
+        "$SIG{{{sig}}} = sub {{ open my $f, q(>>), q({m}); print $f qq({sig}\\n); close $f; {end} }}; sleep 1 while 1",
+        m = marker.display(),
+        end = if exit { "exit 0" } else { "" }
     )
+}
+
+fn int_counter(marker: &std::path::Path) -> String {
+    signal_logger("INT", marker, false)
+}
+
+/// `agentlock run W -- perl -e SCRIPT` as the command of a new pane (session
+/// `agent`); returns the lock once perl runs and catches `sig`.
+fn run_in_pane(
+    sb: &Sandbox,
+    tmux: &Tmux,
+    w: &std::path::Path,
+    script: &str,
+    sig: nix::sys::signal::Signal,
+) -> LockRecord {
+    let cmd = format!(
+        "TMUX_TMPDIR='{}' '{}' run '{}' -- perl -e '{}'",
+        sb.tmux_tmpdir.display(),
+        BIN,
+        w.display(),
+        script
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "agent",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &cmd,
+    ]);
+    wait_for("the lock", Duration::from_secs(10), || {
+        lock_path(w).exists()
+    });
+    let rec = record_at(w);
+    wait_exec(rec.pid, "perl");
+    wait_catches(rec.pid, sig as i32);
+    rec
 }
 
 fn ints(marker: &std::path::Path) -> usize {
@@ -271,36 +313,12 @@ fn a_closed_pane_hangs_up_the_command() {
     let w = sb.worker("w");
     let marker = sb.path().join("hup");
     let tmux = sb.tmux("s", "keeper");
-    let script = format!(
-        "$SIG{{HUP}} = sub {{ open my $f, q(>>), q({m}); print $f qq(hup\\n); close $f; exit 0 }}; sleep 1 while 1",
-        m = marker.display()
-    );
-    let cmd = format!(
-        "TMUX_TMPDIR='{}' '{}' run '{}' -- perl -e '{}'",
-        sb.tmux_tmpdir.display(),
-        BIN,
-        w.display(),
-        script
-    );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "agent",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        &cmd,
-    ]);
+    let hup = nix::sys::signal::Signal::SIGHUP;
+    let perl = run_in_pane(&sb, &tmux, &w, &signal_logger("HUP", &marker, true), hup).pid;
     let lock = lock_path(&w);
-    wait_for("the lock", Duration::from_secs(10), || lock.exists());
-    let perl = record_at(&w).pid;
     // Should the hangup be lost, the orphaned run and command end with the test.
     let run_pid: i32 = tmux.query("agent", "#{pane_pid}").parse().unwrap();
     let _cleanup = KillOnDrop(vec![(perl, start_of(perl)), (run_pid, start_of(run_pid))]);
-    wait_exec(perl, "perl");
-    wait_catches(perl, nix::sys::signal::Signal::SIGHUP as i32);
     tmux.kill_session("agent");
     wait_for("the hangup", Duration::from_secs(20), || marker.exists());
     wait_for("release", Duration::from_secs(20), || !lock.exists());
@@ -389,40 +407,14 @@ fn ctrl_c_in_a_tmux_pane_reaches_the_command_once() {
     let w = sb.worker("w");
     let marker = sb.path().join("ints");
     let tmux = sb.tmux("s", "keeper");
-    // Perl counts every delivery (its deferred handlers run once per signal
-    // received), where a shell trap would merge two quick SIGINTs into one.
-    let script = format!(
-        "$SIG{{INT}} = sub {{ open my $f, q(>>), q({m}); print $f qq(int\\n); close $f }}; sleep 1 while 1",
-        m = marker.display()
-    );
-    let cmd = format!(
-        "TMUX_TMPDIR='{}' '{}' run '{}' -- perl -e '{}'",
-        sb.tmux_tmpdir.display(),
-        BIN,
-        w.display(),
-        script
-    );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "agent",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        &cmd,
-    ]);
+    let int = nix::sys::signal::Signal::SIGINT;
+    let rec = run_in_pane(&sb, &tmux, &w, &int_counter(&marker), int);
     let lock = lock_path(&w);
-    wait_for("the lock", Duration::from_secs(10), || lock.exists());
-    let rec = LockRecord::parse(&std::fs::read(&lock).unwrap()).unwrap();
     assert_eq!(
         rec.session_id.as_deref(),
         Some(tmux.pane_id("agent").as_str()),
         "records $TMUX_PANE"
     );
-    wait_exec(rec.pid, "perl");
-    wait_catches(rec.pid, nix::sys::signal::Signal::SIGINT as i32);
     tmux.run(&["send-keys", "-t", "agent", "C-c"]);
     wait_for("the trap", Duration::from_secs(10), || marker.exists());
     std::thread::sleep(agentlock::forward::GROUP_WINDOW * 3);

@@ -363,15 +363,7 @@ fn another_users_session_keeps_its_lock() {
     }
     let socket = sb.tmux_tmpdir.join("tmux-65534/default");
     let _tmux = sb.tmux_at(&socket, "nob", &w, Some(65534));
-    let nobody = |args: &[&str]| {
-        let mut c = std::process::Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .args(args)
-            .env("TMUX_TMPDIR", &sb.tmux_tmpdir)
-            .env_remove("TMUX")
-            .env_remove("TMUX_PANE");
-        c
-    };
+    let nobody = |args: &[&str]| sb.as_user(65534, args);
     let holder = Proc(nobody(&["sleep", "600"]).spawn().unwrap());
     wait_exec(holder.pid(), "sleep");
     let out = nobody(&[

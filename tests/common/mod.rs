@@ -117,28 +117,34 @@ impl Sandbox {
 
     /// Starts a private tmux server with one session.
     pub fn tmux(&self, socket: &str, session: &str) -> Tmux {
-        std::fs::create_dir_all(self.socket_dir()).unwrap();
-        std::fs::set_permissions(self.socket_dir(), std::fs::Permissions::from_mode(0o700))
-            .unwrap();
-        let mut t = Tmux {
-            socket: self.socket_dir().join(socket),
-            tmux_tmpdir: self.tmux_tmpdir.clone(),
-            server_pid: 0,
-        };
-        t.run(&[
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-s",
-            session,
-            "-x",
-            "80",
-            "-y",
-            "24",
-        ]);
-        t.server_pid = t.query(session, "#{pid}").parse().unwrap();
-        t
+        self.tmux_at(&self.socket_dir().join(socket), session, self.path(), None)
+    }
+
+    /// `ARGS` run as user `uid` (through setpriv) in this sandbox's environment.
+    pub fn as_user(&self, uid: u32, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            format!("--reuid={uid}"),
+            format!("--regid={uid}"),
+            "--clear-groups".into(),
+        ])
+        .args(args)
+        .env("TMUX_TMPDIR", &self.tmux_tmpdir)
+        .env_remove("TMUX")
+        .env_remove("TMUX_PANE");
+        c
+    }
+
+    /// Runs `script` with `shell -c` in this sandbox's environment (private
+    /// TMUX_TMPDIR, no TMUX), in its own process group.
+    pub fn script(&self, shell: &str, script: &str) -> Group {
+        let mut c = std::process::Command::new(shell);
+        c.args(["-c", script])
+            .env("TMUX_TMPDIR", &self.tmux_tmpdir)
+            .env("PATH", self.path_env())
+            .env_remove("TMUX")
+            .env_remove("TMUX_PANE");
+        Group::spawn(c)
     }
 }
 
@@ -150,19 +156,10 @@ impl Sandbox {
         std::fs::create_dir_all(dir).unwrap();
         if let Some(uid) = user {
             std::os::unix::fs::chown(dir, Some(uid), Some(uid)).unwrap();
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         let mut c = match user {
-            Some(uid) => {
-                let mut c = std::process::Command::new("setpriv");
-                c.args([
-                    format!("--reuid={uid}"),
-                    format!("--regid={uid}"),
-                    "--clear-groups".into(),
-                    "tmux".into(),
-                ]);
-                c
-            }
+            Some(uid) => self.as_user(uid, &["tmux"]),
             None => std::process::Command::new("tmux"),
         };
         let out = c
