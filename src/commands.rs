@@ -19,6 +19,7 @@ use agentlock::probe::tmux::env_socket;
 use agentlock::probe::{LiveProbes, TmuxQuery};
 use agentlock::run::RunOutcome;
 use agentlock::scan::{self, Progress, ScanOptions};
+use clap::CommandFactory;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +57,25 @@ pub fn execute(cli: Cli) -> i32 {
         Command::Run(a) => run(&ctx, a, &mut out),
         Command::List(a) => list(&ctx, a, &mut out),
         Command::Doctor(a) => doctor(&ctx, a, &mut out),
+        Command::Completions(a) => {
+            let mut buf = Vec::new();
+            clap_complete::generate(a.shell, &mut Cli::command(), "agentlock", &mut buf);
+            out.raw(String::from_utf8_lossy(&buf));
+            exit_codes::SUCCESS
+        }
+        Command::Man => {
+            let mut buf = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut buf) {
+                Ok(()) => {
+                    out.raw(String::from_utf8_lossy(&buf));
+                    exit_codes::SUCCESS
+                }
+                Err(e) => {
+                    out.error_line(format_args!("cannot render the man page: {e}"));
+                    exit_codes::ERROR
+                }
+            }
+        }
     };
     out.finish(code)
 }

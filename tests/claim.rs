@@ -404,3 +404,36 @@ fn usage_and_path_errors_exit_2_with_one_line() {
     assert!(err.contains("not a directory"), "{err}");
     sb.cmd().args(["frobnicate"]).assert().code(2);
 }
+
+/// `completions SHELL` prints a script the shell accepts; `man` a man page.
+#[test]
+fn completions_and_man_page() {
+    let sb = Sandbox::new();
+    let out = sb.cmd().args(["completions", "bash"]).assert().code(0);
+    let script = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(script.contains("--first-free") && script.contains("doctor"));
+    let file = sb.path().join("agentlock.bash");
+    std::fs::write(&file, &script).unwrap();
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(check.success(), "bash accepts the completion script");
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = sb.cmd().args(["completions", shell]).assert().code(0);
+        assert!(out.get_output().stdout.len() > 500, "{shell}");
+    }
+    sb.cmd().args(["completions", "tcsh"]).assert().code(2);
+    let out = sb.cmd().arg("man").assert().code(0);
+    let page = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH agentlock 1"),
+        "{page}"
+    );
+    assert!(page.contains(".TH agentlock 1"));
+    assert!(
+        page.contains("claim") && page.contains("\\-\\-tmux\\-socket"),
+        "{page}"
+    );
+}
