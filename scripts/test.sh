@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the tests need on a fresh Debian
+# machine (tmux, perl, util-linux's setpriv/unshare/flock, a C compiler, Go)
+# when missing, then runs the whole suite. `.ci/run` calls this.
+#
+#   scripts/test.sh [cargo test arguments...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v tmux >/dev/null 2>&1 || need+=(tmux)
+command -v perl >/dev/null 2>&1 || need+=(perl)
+command -v go >/dev/null 2>&1 || need+=(golang-go)
+for t in setpriv unshare flock; do
+  command -v "$t" >/dev/null 2>&1 || { need+=(util-linux); break; }
+done
+command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" apt-get install -y -qq "${need[@]}"
+fi
+tmux -V
+go version
+
+cargo test "$@"
