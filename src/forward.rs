@@ -133,10 +133,22 @@ impl Drop for Sentinel {
 /// Forwards to `child` every signal `signals` yields that the child's group
 /// has not already received, until the iterator is closed.
 pub fn forward(mut signals: SignalsInfo<WithOrigin>, mut sentinel: Option<Sentinel>, child: Pid) {
+    // A command that moved to a process group of its own (timeout(1),
+    // setsid, a job-control shell) receives nothing sent to run's group:
+    // everything is forwarded to it then.
+    let shares_group = nix::unistd::getpgid(Some(child)).is_ok_and(|g| g == nix::unistd::getpgrp());
     let reports = sentinel.as_mut().map(Sentinel::reports);
     let mut seen: Vec<(i32, i32, Instant)> = Vec::new();
     for info in signals.forever() {
         let arrived = Instant::now();
+        let shares_group = shares_group
+            && nix::unistd::getpgid(Some(child)).is_ok_and(|g| g == nix::unistd::getpgrp());
+        if !shares_group {
+            if let Ok(sig) = Signal::try_from(info.signal) {
+                let _ = kill(child, sig);
+            }
+            continue;
+        }
         // The kernel's signals carry no sender: PID 0, as the sentinel reports them.
         let sender = match info.cause {
             Cause::Kernel => Some(0),
@@ -161,7 +173,16 @@ pub fn forward(mut signals: SignalsInfo<WithOrigin>, mut sentinel: Option<Sentin
                             found = matches(&r);
                             seen.push(r);
                         }
-                        Err(_) => break,
+                        Err(mpsc::RecvTimeoutError::Timeout) => break,
+                        // The sentinel is gone (killed by someone): fall back
+                        // to what the sender tells, the kernel or a sender in
+                        // the group signalled the group.
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            found = sender == 0
+                                || nix::unistd::getpgid(Some(Pid::from_raw(sender)))
+                                    .is_ok_and(|g| g == nix::unistd::getpgrp());
+                            break;
+                        }
                     }
                 }
                 found

@@ -59,6 +59,7 @@ const STOP: u8 = 0;
 fn fork_gated(
     program: &OsString,
     args: &[OsString],
+    ignored: Vec<(i32, bool)>,
 ) -> std::io::Result<(
     std::thread::JoinHandle<std::io::Result<Child>>,
     Option<i32>,
@@ -70,9 +71,10 @@ fn fork_gated(
     let (pid_r_fd, gate_w_fd) = (pid_r.as_raw_fd(), gate_w.as_raw_fd());
     let mut cmd = Command::new(program);
     cmd.args(args);
+    // Called on run's main thread: the mask the command should start with.
+    let mask: nix::libc::sigset_t = *nix::sys::signal::SigSet::thread_get_mask()?.as_ref();
     // What the command should start with for each forwarded signal: ignored
     // if `run` was started with it ignored (a background job), else default.
-    let ignored: Vec<(i32, bool)> = FORWARDED.iter().map(|&s| (s, is_ignored(s))).collect();
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe calls (getpid, close, read, write); it allocates nothing.
     unsafe {
@@ -80,12 +82,11 @@ fn fork_gated(
             // Until exec, a signal must not run the handlers inherited from
             // `run` (it would be lost): keep them pending.
             let mut block: nix::libc::sigset_t = std::mem::zeroed();
-            let mut old: nix::libc::sigset_t = std::mem::zeroed();
             nix::libc::sigemptyset(&mut block);
             for (s, _) in &ignored {
                 nix::libc::sigaddset(&mut block, *s);
             }
-            nix::libc::sigprocmask(nix::libc::SIG_BLOCK, &block, &mut old);
+            nix::libc::sigprocmask(nix::libc::SIG_BLOCK, &block, std::ptr::null_mut());
             // The parent's ends: closed here, so the child sees EOF on the gate if
             // the parent dies before opening it.
             nix::libc::close(pid_r_fd);
@@ -111,7 +112,9 @@ fn fork_gated(
                         };
                         nix::libc::signal(*s, h);
                     }
-                    nix::libc::sigprocmask(nix::libc::SIG_SETMASK, &old, std::ptr::null_mut());
+                    // The mask `run` itself started with, not the spawner
+                    // thread's (which blocks the forwarded signals).
+                    nix::libc::sigprocmask(nix::libc::SIG_SETMASK, &mask, std::ptr::null_mut());
                     return Ok(());
                 }
                 if n == 0 {
@@ -126,6 +129,19 @@ fn fork_gated(
     // spawn() returns only once the child has exec'd (or failed), i.e. after
     // the gate opens: it runs on its own thread while this one claims.
     let spawner = std::thread::spawn(move || {
+        // Blocked on this thread from before the fork, so the child never runs
+        // `run`'s handlers; its pre_exec keeps them blocked until exec.
+        let mut block = nix::sys::signal::SigSet::empty();
+        for s in FORWARDED {
+            if let Ok(sig) = nix::sys::signal::Signal::try_from(s) {
+                block.add(sig);
+            }
+        }
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&block),
+            None,
+        );
         let child = cmd.spawn();
         drop((pid_w, gate_r));
         child
@@ -167,6 +183,10 @@ pub fn run(
         .ok_or_else(|| Error::io(worker, std::io::Error::other("no command given")))?;
     // Resolve the worker first: a bad path is an error before anything is forked.
     lock::Worker::open(worker)?;
+    // What the command should start with: ignored where `run` was started
+    // with a signal ignored (nohup, a background job), read before `run`
+    // installs its own handlers.
+    let ignored: Vec<(i32, bool)> = FORWARDED.iter().map(|&s| (s, is_ignored(s))).collect();
     // Register before forking, so no signal is lost between claim and exec.
     let signals = SignalsInfo::<WithOrigin>::new(FORWARDED).map_err(|e| Error::io(worker, e))?;
     let cancel = Arc::new(AtomicBool::new(false));
@@ -183,7 +203,8 @@ pub fn run(
         .map_err(|e| Error::io(worker, e))?;
     }
     let sentinel = Sentinel::spawn().ok();
-    let (spawner, child_pid, gate) = fork_gated(program, args).map_err(|e| Error::io(worker, e))?;
+    let (spawner, child_pid, gate) =
+        fork_gated(program, args, ignored).map_err(|e| Error::io(worker, e))?;
     let Some(child_pid) = child_pid else {
         // The fork itself failed: spawner holds the error.
         let e = spawner

@@ -602,3 +602,49 @@ fn fix_and_claim_ask_tmux_again_before_removing() {
         ClaimOutcome::Done(c) => panic!("took a live session's worker: {:?}", c.action),
     }
 }
+
+/// Review: `<(...)` subshells whose output the script reads (like `$(...)`)
+/// but which run on as agents are holders of their own: one of two wins.
+#[test]
+fn process_substitutions_are_separate_holders() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let (out, go) = (sb.path().join("out"), sb.path().join("go"));
+    let script = format!(
+        "exec 3< <('{bin}' claim -q '{w}' 2>/dev/null; echo $?; while [ ! -e '{go}' ]; do sleep 0.05; done); read -u 3 a
+exec 4< <('{bin}' claim -q '{w}' 2>/dev/null; echo $?; while [ ! -e '{go}' ]; do sleep 0.05; done); read -u 4 b
+echo \"$a $b\" > '{out}'; wait",
+        bin = BIN,
+        w = w.display(),
+        go = go.display(),
+        out = out.display()
+    );
+    let mut script = sb.script("bash", &script);
+    wait_for("both claims", Duration::from_secs(30), || {
+        std::fs::read_to_string(&out).is_ok_and(|s| s.ends_with('\n'))
+    });
+    assert_eq!(std::fs::read_to_string(&out).unwrap().trim(), "0 1");
+    std::fs::write(&go, "").unwrap();
+    let _ = script.0.wait();
+}
+
+/// Review: a container's entrypoint script is PID 1 of its namespace; a
+/// `$(timeout 5 agentlock claim ...)` in it names the script.
+#[test]
+fn a_pid_1_spawner_is_the_holder() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let script = format!(
+        "slot=$(timeout 5 '{}' claim -q '{}'); exec sleep 600",
+        BIN,
+        w.display()
+    );
+    let mut c = std::process::Command::new("unshare");
+    c.args(["--pid", "--fork", "--mount-proc", "bash", "-c", &script])
+        .env("TMUX_TMPDIR", &sb.tmux_tmpdir);
+    let _ns = Group::spawn(c);
+    wait_for("the claim", Duration::from_secs(30), || {
+        lock_path(&w).exists()
+    });
+    assert_eq!(record_at(&w).pid, 1);
+}

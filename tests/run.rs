@@ -432,8 +432,9 @@ fn ctrl_c_in_a_tmux_pane_reaches_the_command_once() {
     wait_for("release", Duration::from_secs(10), || !lock.exists());
 }
 
-/// Processes this test started indirectly (through tmux), SIGKILLed on drop
-/// if still the same processes (PID and start time).
+/// Processes this test started indirectly (through tmux, or that left run's
+/// group), SIGKILLed on drop (with their group, when they lead one) if still
+/// the same processes (PID and start time).
 struct KillOnDrop(Vec<(i32, u64)>);
 
 impl Drop for KillOnDrop {
@@ -443,11 +444,71 @@ impl Drop for KillOnDrop {
                 agentlock::probe::ProcessProbe::start_time(&agentlock::probe::LiveProcesses, pid)
                     == Some(start);
             if same && pid_alive(pid) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                let p = nix::unistd::Pid::from_raw(pid);
+                // A group leader takes its group (its children) with it.
+                let target = if nix::unistd::getpgid(Some(p)) == Ok(p) {
+                    nix::unistd::Pid::from_raw(-pid)
+                } else {
+                    p
+                };
+                let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
             }
         }
     }
+}
+
+/// Review: a signal ignored when `run` starts (nohup) stays ignored for the command.
+#[test]
+fn ignored_signals_stay_ignored() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let out = sb.path().join("sigign");
+    let script = format!(
+        "trap '' HUP; exec '{}' run '{}' -- sh -c 'grep SigIgn /proc/self/status > \"$0\"' '{}'",
+        BIN,
+        w.display(),
+        out.display()
+    );
+    let status = sb.script("sh", &script).0.wait().unwrap();
+    assert!(status.success());
+    let line = std::fs::read_to_string(&out).unwrap();
+    let mask = u64::from_str_radix(line.trim().trim_start_matches("SigIgn:").trim(), 16).unwrap();
+    assert_eq!(mask & 1, 1, "SIGHUP still ignored: {line}");
+}
+
+/// Review: a command in a process group of its own (timeout(1) makes one)
+/// gets what is sent to run's group, through run.
+#[test]
+fn a_command_in_its_own_group_gets_group_signals_forwarded() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let marker = sb.path().join("ints");
+    let mut cmd = sb.std_cmd();
+    cmd.arg("run")
+        .arg(&w)
+        .args(["--", "timeout", "600", "perl", "-e", &int_counter(&marker)]);
+    let run = Group::spawn(cmd);
+    wait_for("the lock", Duration::from_secs(20), || {
+        lock_path(&w).exists()
+    });
+    let timeout = record_at(&w).pid;
+    wait_exec(timeout, "timeout");
+    // timeout(1) leads a group of its own, which run's group kill misses.
+    let _own_group = KillOnDrop(vec![(timeout, start_of(timeout))]);
+    let perl = {
+        let mut found = None;
+        wait_for("perl", Duration::from_secs(20), || {
+            found = children(timeout).first().copied();
+            found.is_some()
+        });
+        found.unwrap()
+    };
+    wait_exec(perl, "perl");
+    wait_catches(perl, libc_sigint());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(-run.pid()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    expect_ints(&marker, 1);
 }

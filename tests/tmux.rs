@@ -155,12 +155,28 @@ fn tmux_socket_flag_restricts_the_query() {
         state_of(&sb, &w, &["--tmux-socket", "b"]),
         "held-by-session"
     );
-    // Asked only server a, which lacks "beta": gone.
-    assert_eq!(state_of(&sb, &w, &["--tmux-socket", "a"]), "stale");
+    // Asked only server a, which lacks "beta": b was not asked, so nothing
+    // is proven (the lock records no server).
+    assert_eq!(state_of(&sb, &w, &["--tmux-socket", "a"]), "unverified");
     let by_path = sb.socket_dir().join("b");
     assert_eq!(
         state_of(&sb, &w, &["--tmux-socket", by_path.to_str().unwrap()]),
         "held-by-session"
+    );
+    _b.kill_server();
+    let _ = std::fs::remove_file(&by_path);
+    // With no other server left: gone.
+    let out = sb
+        .cmd()
+        .args(["status", "--json", "--tmux-socket", "a"])
+        .arg(&w)
+        .assert()
+        .code(0);
+    assert_eq!(
+        entry(&out.get_output().stdout)["state"],
+        "stale",
+        "{}",
+        String::from_utf8_lossy(&out.get_output().stdout)
     );
 }
 
@@ -491,4 +507,81 @@ fn a_deleted_socket_of_a_live_server_proves_nothing() {
         tmux.socket.exists()
     });
     assert_eq!(state_of(&sb, &w, &[]), "held-by-session");
+}
+
+/// A held-by-session lock with its server recorded (dead spawner, live pane).
+fn lock_on(w: &std::path::Path, tmux: &Tmux, session: &str, record_socket: bool) {
+    let socket = if record_socket {
+        format!(r#","tmux_socket":"{}""#, tmux.socket.display())
+    } else {
+        String::new()
+    };
+    write_lock(
+        w,
+        &format!(
+            r#"{{"pid":{},"acquired_at":"{}","session_id":"{session}","hostname":"{}"{socket}}}"#,
+            dead_pid(),
+            go_time(),
+            hostname()
+        ),
+    );
+}
+
+/// Review: a temp cleaner deletes the socket file and the user starts a new
+/// server on the same path: tmux answers for the new one only.
+#[test]
+fn a_new_server_on_a_deleted_servers_path_proves_nothing() {
+    let sb = Sandbox::new();
+    let root = sb.worker("town");
+    let w = sb.worker("town/w");
+    let old = sb.tmux("default", "agent");
+    lock_on(&w, &old, "agent", true);
+    std::fs::remove_file(&old.socket).unwrap();
+    let _new = sb.tmux("default", "other");
+    assert_eq!(state_of(&sb, &w, &[]), "unverified");
+    sb.cmd()
+        .args(["doctor", "--fix"])
+        .arg(&root)
+        .assert()
+        .code(1);
+    assert!(lock_path(&w).exists());
+}
+
+/// Review: a Go lock (no server recorded) and the only socket file deleted
+/// while its server runs: the server is still looked for, not forgotten.
+#[test]
+fn a_listed_server_whose_file_was_deleted_is_an_error() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let tmux = sb.tmux("default", "agent");
+    lock_on(&w, &tmux, "agent", false);
+    assert_eq!(state_of(&sb, &w, &[]), "held-by-session");
+    std::fs::remove_file(&tmux.socket).unwrap();
+    assert_eq!(state_of(&sb, &w, &[]), "unverified");
+}
+
+/// Review: a server reached through a symlinked directory is recorded by the
+/// path it was bound to, so its deleted file is still recognised.
+#[test]
+fn a_symlinked_socket_path_is_recorded_as_bound() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    std::fs::create_dir_all(sb.path().join("real")).unwrap();
+    std::os::unix::fs::symlink(sb.path().join("real"), sb.path().join("link")).unwrap();
+    let socket = sb.path().join("link/sock");
+    let tmux = sb.tmux_at(&socket, "keeper", sb.path(), None);
+    let cmd = format!(
+        "sh -c \"'{}' claim '{}'; true\"; sleep 600",
+        BIN,
+        w.display()
+    );
+    tmux.run(&["new-session", "-d", "-s", "agent", "sh", "-c", &cmd]);
+    wait_for("the claim", Duration::from_secs(20), || {
+        lock_path(&w).exists()
+    });
+    let rec = record_at(&w);
+    assert_eq!(rec.tmux_socket.as_deref(), Some(socket.to_str().unwrap()));
+    wait_gone(rec.pid, Duration::from_secs(20));
+    std::fs::remove_file(sb.path().join("real/sock")).unwrap();
+    assert_eq!(state_of(&sb, &w, &[]), "unverified");
 }

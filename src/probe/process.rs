@@ -175,23 +175,53 @@ fn is_command_substitution(pid: i32, parent: i32) -> bool {
         (Some(a), Some(b), Some(c), Some(d)) => a == b && c == d && !c.is_empty(),
         _ => false,
     };
-    same && stdout_read_by(pid, parent)
+    same && stdout_read_by(pid, parent).is_some_and(|fd| waits_reading(parent, fd))
 }
 
-/// Whether `pid`'s stdout is a pipe whose read end `reader` holds open.
-fn stdout_read_by(pid: i32, reader: i32) -> bool {
-    let Ok(out) = std::fs::read_link(format!("/proc/{pid}/fd/1")) else {
-        return false;
-    };
-    if !out.to_string_lossy().starts_with("pipe:") {
-        return false;
+/// Whether `pid` is blocked reading descriptor `fd` (`/proc/<pid>/syscall`),
+/// as a shell is while it collects a `$(...)`'s output. A coprocess or a
+/// `<(...)` whose output the shell is not reading now is asynchronous: it
+/// may outlive the shell, and is a holder of its own. Polled briefly, since
+/// the shell reaches its read just after forking.
+fn waits_reading(pid: i32, fd: i32) -> bool {
+    for _ in 0..20 {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/syscall")) else {
+            // Not ours to trace (Yama's ptrace_scope): the kernel function it
+            // sleeps in still says "reading a pipe", if not which one.
+            return std::fs::read_to_string(format!("/proc/{pid}/wchan"))
+                .is_ok_and(|w| w.contains("pipe_read"));
+        };
+        let mut f = text.split_whitespace();
+        let nr = f.next().and_then(|n| n.parse::<i64>().ok());
+        let mut arg = || {
+            f.next()
+                .and_then(|a| i64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+        };
+        let (fd_arg, _buf, count) = (arg(), arg(), arg());
+        // A `$(...)` is read in blocks until EOF; the `read` builtin reads a
+        // pipe one byte at a time (`exec 3< <(...); read -u 3`), and that
+        // subshell runs on.
+        if nr == Some(nix::libc::SYS_read) && fd_arg == Some(fd.into()) {
+            return count.is_some_and(|c| c > 1);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{reader}/fd")) else {
-        return false;
-    };
-    fds.filter_map(Result::ok).any(|fd| {
-        std::fs::read_link(fd.path()).is_ok_and(|l| l == out)
-            && read_only(reader, &fd.file_name().to_string_lossy())
+    false
+}
+
+/// The descriptor by which `reader` holds open, for reading, the pipe that
+/// is `pid`'s stdout.
+fn stdout_read_by(pid: i32, reader: i32) -> Option<i32> {
+    let out = std::fs::read_link(format!("/proc/{pid}/fd/1")).ok()?;
+    if !out.to_string_lossy().starts_with("pipe:") {
+        return None;
+    }
+    let fds = std::fs::read_dir(format!("/proc/{reader}/fd")).ok()?;
+    fds.filter_map(Result::ok).find_map(|fd| {
+        let name = fd.file_name().to_string_lossy().into_owned();
+        (std::fs::read_link(fd.path()).is_ok_and(|l| l == out) && read_only(reader, &name))
+            .then(|| name.parse().ok())
+            .flatten()
     })
 }
 
@@ -218,7 +248,9 @@ const WRAPPERS: &[&str] = &["timeout", "sudo", "doas", "flock", "time", "runuser
 pub fn invoking_process() -> i32 {
     let mut pid = nix::unistd::getppid().as_raw();
     for _ in 0..MAX_CHAIN {
-        let Some(parent) = parent_of(pid).filter(|p| *p > 1) else {
+        // Stepping up to PID 1 is allowed: a container's entrypoint script
+        // is PID 1 of its namespace.
+        let Some(parent) = parent_of(pid).filter(|p| *p >= 1) else {
             break;
         };
         let comm = LiveProcesses.comm(pid).unwrap_or_default();

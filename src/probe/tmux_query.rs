@@ -47,15 +47,11 @@ pub fn socket_dir() -> PathBuf {
     Path::new(&base).join(format!("tmux-{}", nix::unistd::getuid().as_raw()))
 }
 
-/// A socket path in the form it is recorded and compared in: its directory
-/// made canonical (so `/tmp/../tmp/x` and a symlinked `TMUX_TMPDIR` agree).
+/// A socket path in the form it is recorded and compared in: absolute, and
+/// otherwise as tmux bound it (symlinks are not resolved: `/proc/net/unix`
+/// lists a socket by the path it was bound to).
 pub fn normalize_socket(p: &Path) -> PathBuf {
-    match (p.parent(), p.file_name()) {
-        (Some(dir), Some(name)) if !dir.as_os_str().is_empty() => std::fs::canonicalize(dir)
-            .map(|d| d.join(name))
-            .unwrap_or_else(|_| p.to_path_buf()),
-        _ => p.to_path_buf(),
-    }
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 /// The server of the caller's own tmux client: the first field of `$TMUX`
@@ -63,7 +59,11 @@ pub fn normalize_socket(p: &Path) -> PathBuf {
 pub fn env_socket() -> Option<PathBuf> {
     let v = std::env::var("TMUX").ok()?;
     let socket = v.rsplitn(3, ',').last()?;
-    (!socket.is_empty()).then(|| normalize_socket(Path::new(socket)))
+    // A relative `-S` path is relative to the server's directory, not ours:
+    // unusable, so not recorded.
+    Path::new(socket)
+        .is_absolute()
+        .then(|| PathBuf::from(socket))
 }
 
 /// Why a socket is asked: decides what a missing socket file means.
@@ -110,6 +110,21 @@ impl TmuxQuery {
             }));
         }
         out.extend(env_socket().map(|s| Ok((s, Origin::Recorded))));
+        // A server whose socket file was deleted still listens on its path:
+        // it holds sessions nobody can ask about. Say so, never "no sessions".
+        if self.sockets.is_empty() {
+            let canonical = std::fs::canonicalize(&dir).ok();
+            for path in listening_paths() {
+                let under = |d: &Path| path.parent() == Some(d);
+                if (under(&dir) || canonical.as_deref().is_some_and(under)) && !path.exists() {
+                    out.push(Err(ServerReport {
+                        socket: path,
+                        state: ServerState::Error,
+                        detail: DELETED.into(),
+                    }));
+                }
+            }
+        }
         out
     }
 }
@@ -117,15 +132,18 @@ impl TmuxQuery {
 /// What is at a socket path before tmux is run: `None` to go ahead and ask.
 fn precheck(socket: &Path, origin: Origin) -> Option<(ServerState, String)> {
     match std::fs::symlink_metadata(socket) {
+        // Two servers bound to one path: the first lost its file to the
+        // second, and tmux would answer for the second only.
+        Ok(md) if md.file_type().is_socket() && bound_count(socket) > 1 => Some((
+            ServerState::Error,
+            "several tmux servers listen on this path (one lost its socket file); cannot tell which one holds the session".into(),
+        )),
         Ok(md) if md.file_type().is_socket() => None,
         Ok(_) => Some((ServerState::Error, "not a socket".into())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(match origin {
             // Deleted (say by a temp cleaner) while its server still listens:
             // the server lives on, and `kill -USR1` recreates the file.
-            Origin::Recorded if still_bound(socket) => (
-                ServerState::Error,
-                "socket file is gone but a server still listens on it (kill -USR1 the tmux server to recreate it)".into(),
-            ),
+            Origin::Recorded if bound_count(socket) > 0 => (ServerState::Error, DELETED.into()),
             Origin::Recorded
                 if socket
                     .parent()
@@ -146,25 +164,44 @@ fn precheck(socket: &Path, origin: Origin) -> Option<(ServerState, String)> {
     }
 }
 
-/// Whether a listening unix socket is still bound to `path` in this network
-/// namespace (`/proc/net/unix` keeps the path of a socket whose file was
-/// deleted). Unreadable: assumed bound, the safe side.
-fn still_bound(path: &Path) -> bool {
+/// What a server whose socket file was deleted is reported as.
+const DELETED: &str = "socket file is gone but a server still listens on it (kill -USR1 the tmux server to recreate it)";
+
+/// Paths of the listening unix sockets of this network namespace
+/// (`/proc/net/unix` keeps the path of a socket whose file was deleted).
+fn listening_paths() -> Vec<PathBuf> {
     let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
-        return true;
+        return Vec::new();
     };
-    let want = path.as_os_str().to_string_lossy();
-    table.lines().skip(1).any(|l| {
-        // Num RefCount Protocol Flags Type St Inode Path: the path is the rest.
-        let mut rest = l.trim_start();
-        for _ in 0..7 {
-            rest = match rest.find(char::is_whitespace) {
-                Some(i) => rest[i..].trim_start(),
-                None => return false,
-            };
-        }
-        rest == want
-    })
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            // Num RefCount Protocol Flags Type St Inode Path: the path is the rest.
+            let mut rest = l.trim_start();
+            let mut fields = Vec::new();
+            for _ in 0..7 {
+                let i = rest.find(char::is_whitespace)?;
+                fields.push(&rest[..i]);
+                rest = rest[i..].trim_start();
+            }
+            // Flags __SO_ACCEPTCON: a listening socket.
+            let listening = u32::from_str_radix(fields[3], 16).is_ok_and(|f| f & 0x10000 != 0);
+            (listening && rest.starts_with('/')).then(|| PathBuf::from(rest))
+        })
+        .collect()
+}
+
+/// How many listening sockets are bound to `path`. Unreadable table: 1 (a
+/// server may listen), the safe side.
+fn bound_count(path: &Path) -> usize {
+    if std::fs::metadata("/proc/net/unix").is_err() {
+        return 1;
+    }
+    listening_paths()
+        .iter()
+        .filter(|p| p.as_path() == path)
+        .count()
 }
 
 enum Answer {
@@ -294,11 +331,16 @@ fn ask(targets: Vec<(PathBuf, Origin)>, timeout: Duration) -> TmuxSnapshot {
                     snap.panes.extend(panes);
                     (ServerState::Ok, detail)
                 }
-                // Listed or recorded, then gone before tmux connected: exited.
+                // Listed or recorded, then gone before tmux connected: exited,
+                // unless a server still listens on the path.
                 Answer::Output { stderr, .. }
                     if origin != Origin::Named && stderr.contains("No such file") =>
                 {
-                    (ServerState::NoServer, stderr)
+                    if bound_count(&socket) > 0 {
+                        (ServerState::Error, DELETED.into())
+                    } else {
+                        (ServerState::NoServer, stderr)
+                    }
                 }
                 Answer::Output { stderr, .. } => classify_failure(&stderr),
                 Answer::Failed(why) => (ServerState::Error, why),
@@ -530,7 +572,25 @@ impl SessionProbe for Tmux {
             Some(s) => self.ensure([s]),
             None => self.ensure_default(),
         }
-        self.lock().1.session_status(id, socket)
+        let st = self.lock().1.session_status(id, socket);
+        // Restricted by --tmux-socket, a lock that names no server may live on
+        // a server not asked: absence there proves nothing.
+        if st == SessionStatus::Gone && socket.is_none() && !self.query.sockets.is_empty() {
+            let asked = self.lock().1.servers.clone();
+            let unasked = TmuxQuery::default()
+                .defaults()
+                .into_iter()
+                .filter_map(Result::ok)
+                .map(|(s, _)| s)
+                .find(|s| !asked.iter().any(|r| r.socket == *s));
+            if let Some(other) = unasked {
+                return SessionStatus::Unknown(format!(
+                    "not looked for on tmux server {} (--tmux-socket names others) and the lock records no server",
+                    other.display()
+                ));
+            }
+        }
+        st
     }
 }
 
