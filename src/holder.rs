@@ -114,8 +114,12 @@ pub fn holds(rec: &LockRecord, asker: &Asker, scope: Scope, probes: &Probes) -> 
     let rec_socket = rec.tmux_socket.as_deref().map(Path::new);
     let asker_socket = asker.tmux_socket.as_deref();
     if let Some(pid) = asker.pid {
+        // With ActFor, this very process counts too: a script whose last
+        // command is `agentlock release` exec's into it, keeping its PID.
         let process = same_process(rec, pid, probes)
-            || (scope == Scope::ActFor && is_ancestor_of(rec, pid, probes));
+            || (scope == Scope::ActFor
+                && (is_ancestor_of(rec, pid, probes)
+                    || same_process(rec, asker.this_process, probes)));
         let session = match (recorded, asker.session.as_deref()) {
             (Some(r), Some(a)) => same_session(r, rec_socket, a, asker_socket),
             _ => true,

@@ -648,3 +648,19 @@ fn a_pid_1_spawner_is_the_holder() {
     });
     assert_eq!(record_at(&w).pid, 1);
 }
+
+/// A script that claims and then `exec`s into `agentlock release` (its last
+/// command, or an exit hook) releases its own lock: agentlock is the holder
+/// process itself then, with the same PID and start time.
+#[test]
+fn a_holder_that_execs_into_release_releases() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let script = format!(
+        "'{BIN}' claim -q '{w}' && exec '{BIN}' release -q '{w}'",
+        w = w.display()
+    );
+    let status = sb.script("sh", &script).0.wait().unwrap();
+    assert!(status.success());
+    assert!(!lock_path(&w).exists());
+}

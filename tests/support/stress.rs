@@ -459,7 +459,7 @@ n=$(ls \"$d\" | wc -l); [ \"$n\" -gt 1 ] && echo \"$(ls \"$d\")\" >> '{o}'
 sleep 0.003
 grep -q \"\\\"pid\\\": $$,\" \"$slot/.runtime/agent.lock\" || echo \"$slot\" >> '{lost}'
 rm -f \"$m\"
-'{bin}' release -q \"$slot\"",
+'{bin}' release -q \"$slot\" || exit 3",
         bin = ctx.cfg.bin.display(),
         ws = workers.join(" "),
         markers = ctx.markers.display(),
