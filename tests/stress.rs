@@ -26,6 +26,12 @@ fn mixed_racing_with_crash_injection_keeps_every_invariant() {
     assert!(figures.rounds.load(Relaxed) >= 1500, "ran its rounds");
     assert!(figures.sigkills.load(Relaxed) >= 150, "injected its kills");
     assert!(figures.wins.load(Relaxed) > 100, "claims were actually won");
-    assert!(figures.pane_wins.load(Relaxed) > 0, "shared-pane holders won rounds");
-    assert!(figures.spawner_wins.load(Relaxed) > 0, "$(...) spawners won slots");
+    assert!(
+        figures.pane_wins.load(Relaxed) > 0,
+        "shared-pane holders won rounds"
+    );
+    assert!(
+        figures.spawner_wins.load(Relaxed) > 0,
+        "$(...) spawners won slots"
+    );
 }

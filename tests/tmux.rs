@@ -266,17 +266,7 @@ fn a_lock_made_inside_an_s_server_is_judged_on_that_server() {
     let w = sb.worker("town/w");
     let socket = sb.path().join("elsewhere/sock");
     let tmux = sb.tmux_at(&socket, "keeper", sb.path(), None);
-    // In a pane of that server: a shell claims, then exits; the pane lives on.
-    let cmd = format!(
-        "sh -c \"'{}' claim '{}'; true\"; sleep 600",
-        BIN,
-        w.display()
-    );
-    tmux.run(&["new-session", "-d", "-s", "agent", "sh", "-c", &cmd]);
-    wait_for("the claim", Duration::from_secs(20), || {
-        lock_path(&w).exists()
-    });
-    let rec = record_at(&w);
+    let rec = claim_from_a_pane(&tmux, &w);
     assert_eq!(rec.tmux_socket.as_deref(), Some(socket.to_str().unwrap()));
     assert_eq!(
         rec.session_id.as_deref(),
@@ -570,6 +560,16 @@ fn a_symlinked_socket_path_is_recorded_as_bound() {
     std::os::unix::fs::symlink(sb.path().join("real"), sb.path().join("link")).unwrap();
     let socket = sb.path().join("link/sock");
     let tmux = sb.tmux_at(&socket, "keeper", sb.path(), None);
+    let rec = claim_from_a_pane(&tmux, &w);
+    assert_eq!(rec.tmux_socket.as_deref(), Some(socket.to_str().unwrap()));
+    wait_gone(rec.pid, Duration::from_secs(20));
+    std::fs::remove_file(sb.path().join("real/sock")).unwrap();
+    assert_eq!(state_of(&sb, &w, &[]), "unverified");
+}
+
+/// In a new pane (session `agent`) of `tmux`: a shell claims `w` and exits;
+/// the pane lives on. Returns the lock, naming the shell that exited.
+fn claim_from_a_pane(tmux: &Tmux, w: &std::path::Path) -> agentlock::record::LockRecord {
     let cmd = format!(
         "sh -c \"'{}' claim '{}'; true\"; sleep 600",
         BIN,
@@ -577,11 +577,7 @@ fn a_symlinked_socket_path_is_recorded_as_bound() {
     );
     tmux.run(&["new-session", "-d", "-s", "agent", "sh", "-c", &cmd]);
     wait_for("the claim", Duration::from_secs(20), || {
-        lock_path(&w).exists()
+        lock_path(w).exists()
     });
-    let rec = record_at(&w);
-    assert_eq!(rec.tmux_socket.as_deref(), Some(socket.to_str().unwrap()));
-    wait_gone(rec.pid, Duration::from_secs(20));
-    std::fs::remove_file(sb.path().join("real/sock")).unwrap();
-    assert_eq!(state_of(&sb, &w, &[]), "unverified");
+    record_at(w)
 }
