@@ -7,6 +7,7 @@
 pub mod process;
 pub mod tmux;
 pub mod tmux_query;
+pub mod tmux_sockets;
 
 pub use process::{LiveProcesses, ProcessProbe};
 pub use tmux::{SessionProbe, TmuxQuery};

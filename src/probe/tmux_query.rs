@@ -1,208 +1,22 @@
 //! Running tmux: one `list-panes -a` per server per run, never one per lock.
 //!
-//! The servers asked by default are every socket in
-//! `${TMUX_TMPDIR:-/tmp}/tmux-<uid>/` (or only the `--tmux-socket` ones), plus
-//! the server of `$TMUX` when set; the servers recorded in the locks being
-//! judged are added on first need. [`Tmux`] remembers every answer, so a run
-//! asks each server at most once. A named socket that does not exist is an
-//! `error`, not proof; a recorded socket whose file is gone while its
-//! directory remains is a server that exited (`no-server`).
+//! [`Tmux`] asks the default servers (see [`super::tmux_sockets`]) on first
+//! need, and each server a judged lock records the first time one does, in
+//! parallel, and remembers every answer; it also resolves `--session`
+//! targets to pane ids.
 
 use super::SessionStatus;
 use super::tmux::{FORMAT, ServerReport, ServerState, SessionKind, SessionProbe, TmuxSnapshot};
+pub use super::tmux_sockets::{
+    DEFAULT_TIMEOUT, TmuxQuery, env_socket, normalize_socket, socket_dir,
+};
+use super::tmux_sockets::{DELETED, Origin, bound_count, precheck};
 use std::collections::BTreeSet;
 use std::io::Read;
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
-
-/// How long one server may take to answer.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Which servers to ask by default, and how.
-#[derive(Debug, Clone)]
-pub struct TmuxQuery {
-    /// `--tmux-socket` values; empty means every server of the user.
-    pub sockets: Vec<String>,
-    /// Per-server time limit.
-    pub timeout: Duration,
-}
-
-impl Default for TmuxQuery {
-    fn default() -> Self {
-        TmuxQuery {
-            sockets: Vec::new(),
-            timeout: DEFAULT_TIMEOUT,
-        }
-    }
-}
-
-/// `${TMUX_TMPDIR:-/tmp}/tmux-<uid>`, as tmux computes it.
-pub fn socket_dir() -> PathBuf {
-    let base = std::env::var_os("TMUX_TMPDIR")
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "/tmp".into());
-    Path::new(&base).join(format!("tmux-{}", nix::unistd::getuid().as_raw()))
-}
-
-/// A socket path in the form it is recorded and compared in: absolute, and
-/// otherwise as tmux bound it (symlinks are not resolved: `/proc/net/unix`
-/// lists a socket by the path it was bound to).
-pub fn normalize_socket(p: &Path) -> PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
-}
-
-/// The server of the caller's own tmux client: the first field of `$TMUX`
-/// (`socket,server pid,session index`).
-pub fn env_socket() -> Option<PathBuf> {
-    let v = std::env::var("TMUX").ok()?;
-    let socket = v.rsplitn(3, ',').last()?;
-    // A relative `-S` path is relative to the server's directory, not ours:
-    // unusable, so not recorded.
-    Path::new(socket)
-        .is_absolute()
-        .then(|| PathBuf::from(socket))
-}
-
-/// Why a socket is asked: decides what a missing socket file means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Origin {
-    /// Listed in the socket directory just now.
-    Listed,
-    /// Named by `--tmux-socket`: missing is an error.
-    Named,
-    /// Recorded in a lock, or `$TMUX`: missing with its directory present is
-    /// a server that exited.
-    Recorded,
-}
-
-impl TmuxQuery {
-    /// The default servers: listed (or named) ones plus `$TMUX`'s; or an error
-    /// report for a socket directory that exists but cannot be listed.
-    fn defaults(&self) -> Vec<Result<(PathBuf, Origin), ServerReport>> {
-        let dir = socket_dir();
-        let mut out = Vec::new();
-        if self.sockets.is_empty() {
-            match std::fs::read_dir(&dir) {
-                Ok(entries) => out.extend(
-                    entries
-                        .filter_map(Result::ok)
-                        .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
-                        .map(|e| Ok((normalize_socket(&e.path()), Origin::Listed))),
-                ),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => out.push(Err(ServerReport {
-                    socket: dir.clone(),
-                    state: ServerState::Error,
-                    detail: format!("cannot list socket directory: {e}"),
-                })),
-            }
-        } else {
-            out.extend(self.sockets.iter().map(|s| {
-                let p = if s.contains('/') {
-                    PathBuf::from(s)
-                } else {
-                    dir.join(s)
-                };
-                Ok((normalize_socket(&p), Origin::Named))
-            }));
-        }
-        out.extend(env_socket().map(|s| Ok((s, Origin::Recorded))));
-        // A server whose socket file was deleted still listens on its path:
-        // it holds sessions nobody can ask about. Say so, never "no sessions".
-        if self.sockets.is_empty() {
-            let canonical = std::fs::canonicalize(&dir).ok();
-            for path in listening_paths() {
-                let under = |d: &Path| path.parent() == Some(d);
-                if (under(&dir) || canonical.as_deref().is_some_and(under)) && !path.exists() {
-                    out.push(Err(ServerReport {
-                        socket: path,
-                        state: ServerState::Error,
-                        detail: DELETED.into(),
-                    }));
-                }
-            }
-        }
-        out
-    }
-}
-
-/// What is at a socket path before tmux is run: `None` to go ahead and ask.
-fn precheck(socket: &Path, origin: Origin) -> Option<(ServerState, String)> {
-    match std::fs::symlink_metadata(socket) {
-        // Two servers bound to one path: the first lost its file to the
-        // second, and tmux would answer for the second only.
-        Ok(md) if md.file_type().is_socket() && bound_count(socket) > 1 => Some((
-            ServerState::Error,
-            "several tmux servers listen on this path (one lost its socket file); cannot tell which one holds the session".into(),
-        )),
-        Ok(md) if md.file_type().is_socket() => None,
-        Ok(_) => Some((ServerState::Error, "not a socket".into())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(match origin {
-            // Deleted (say by a temp cleaner) while its server still listens:
-            // the server lives on, and `kill -USR1` recreates the file.
-            Origin::Recorded if bound_count(socket) > 0 => (ServerState::Error, DELETED.into()),
-            Origin::Recorded
-                if socket
-                    .parent()
-                    .is_some_and(|d| std::fs::metadata(d).is_ok_and(|m| m.is_dir())) =>
-            {
-                (
-                    ServerState::NoServer,
-                    "socket file is gone: the server exited".into(),
-                )
-            }
-            Origin::Recorded => (
-                ServerState::Error,
-                "socket directory does not exist here; cannot tell whether that server runs".into(),
-            ),
-            _ => (ServerState::Error, "no such tmux socket".into()),
-        }),
-        Err(e) => Some((ServerState::Error, format!("cannot stat socket: {e}"))),
-    }
-}
-
-/// What a server whose socket file was deleted is reported as.
-const DELETED: &str = "socket file is gone but a server still listens on it (kill -USR1 the tmux server to recreate it)";
-
-/// Paths of the listening unix sockets of this network namespace
-/// (`/proc/net/unix` keeps the path of a socket whose file was deleted).
-fn listening_paths() -> Vec<PathBuf> {
-    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
-        return Vec::new();
-    };
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            // Num RefCount Protocol Flags Type St Inode Path: the path is the rest.
-            let mut rest = l.trim_start();
-            let mut fields = Vec::new();
-            for _ in 0..7 {
-                let i = rest.find(char::is_whitespace)?;
-                fields.push(&rest[..i]);
-                rest = rest[i..].trim_start();
-            }
-            // Flags __SO_ACCEPTCON: a listening socket.
-            let listening = u32::from_str_radix(fields[3], 16).is_ok_and(|f| f & 0x10000 != 0);
-            (listening && rest.starts_with('/')).then(|| PathBuf::from(rest))
-        })
-        .collect()
-}
-
-/// How many listening sockets are bound to `path`. Unreadable table: 1 (a
-/// server may listen), the safe side.
-fn bound_count(path: &Path) -> usize {
-    if std::fs::metadata("/proc/net/unix").is_err() {
-        return 1;
-    }
-    listening_paths()
-        .iter()
-        .filter(|p| p.as_path() == path)
-        .count()
-}
 
 enum Answer {
     Output {
@@ -623,38 +437,5 @@ mod tests {
         assert_eq!(exact_target("$3:0.1"), "$3:0.1");
         assert_eq!(exact_target("main:@2.%5"), "=main:@2.%5");
         assert_eq!(exact_target("main."), "=main.");
-    }
-
-    #[test]
-    fn missing_sockets_by_origin() {
-        let dir = tempfile::tempdir().unwrap();
-        let gone = dir.path().join("gone");
-        let listening = dir.path().join("listening");
-        let l = std::os::unix::net::UnixListener::bind(&listening).unwrap();
-        std::fs::remove_file(&listening).unwrap();
-        assert_eq!(
-            precheck(&listening, Origin::Recorded).unwrap().0,
-            ServerState::Error
-        );
-        drop(l);
-        assert_eq!(
-            precheck(&gone, Origin::Recorded).unwrap().0,
-            ServerState::NoServer
-        );
-        assert_eq!(
-            precheck(&gone, Origin::Named).unwrap().0,
-            ServerState::Error
-        );
-        let no_dir = dir.path().join("nodir/sock");
-        assert_eq!(
-            precheck(&no_dir, Origin::Recorded).unwrap().0,
-            ServerState::Error
-        );
-        let file = dir.path().join("file");
-        std::fs::write(&file, "x").unwrap();
-        assert_eq!(
-            precheck(&file, Origin::Recorded).unwrap().0,
-            ServerState::Error
-        );
     }
 }
