@@ -215,11 +215,6 @@ impl TmuxSnapshot {
             .iter()
             .filter(move |p| socket.is_none_or(|s| p.socket == s) && pane_matches(p, id))
     }
-
-    /// PIDs of the servers that answered.
-    pub fn server_pids(&self) -> impl Iterator<Item = i32> + '_ {
-        self.panes.iter().filter_map(|p| p.server_pid)
-    }
 }
 
 fn unknown(bad: &ServerReport) -> SessionStatus {

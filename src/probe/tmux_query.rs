@@ -175,6 +175,9 @@ fn ask(targets: Vec<(PathBuf, Origin)>, timeout: Duration) -> TmuxSnapshot {
 pub struct Tmux {
     query: TmuxQuery,
     state: Mutex<(bool, TmuxSnapshot)>,
+    /// Every server of the user, listed once: what a `--tmux-socket` run
+    /// did not ask.
+    all_servers: std::sync::OnceLock<Vec<PathBuf>>,
 }
 
 /// A session given at claim time, resolved through tmux.
@@ -194,6 +197,7 @@ impl Tmux {
         Tmux {
             query,
             state: Mutex::new((false, TmuxSnapshot::default())),
+            all_servers: std::sync::OnceLock::new(),
         }
     }
 
@@ -339,11 +343,6 @@ impl Tmux {
             )
             .collect()
     }
-
-    /// PIDs of every tmux server that answered.
-    pub fn server_pids(&self) -> Vec<i32> {
-        self.snapshot().server_pids().collect()
-    }
 }
 
 /// A tmux target with its session, and a window given by name, marked for
@@ -390,13 +389,17 @@ impl SessionProbe for Tmux {
         // Restricted by --tmux-socket, a lock that names no server may live on
         // a server not asked: absence there proves nothing.
         if st == SessionStatus::Gone && socket.is_none() && !self.query.sockets.is_empty() {
-            let asked = self.lock().1.servers.clone();
-            let unasked = TmuxQuery::default()
-                .defaults()
-                .into_iter()
-                .filter_map(Result::ok)
-                .map(|(s, _)| s)
-                .find(|s| !asked.iter().any(|r| r.socket == *s));
+            let all = self.all_servers.get_or_init(|| {
+                TmuxQuery::default()
+                    .defaults()
+                    .into_iter()
+                    .filter_map(Result::ok)
+                    .map(|(s, _)| s)
+                    .collect()
+            });
+            let st_now = self.lock();
+            let unasked = all.iter().find(|s| st_now.1.server(s).is_none()).cloned();
+            drop(st_now);
             if let Some(other) = unasked {
                 return SessionStatus::Unknown(format!(
                     "not looked for on tmux server {} (--tmux-socket names others) and the lock records no server",
