@@ -81,11 +81,7 @@ fn boot_time(ticks_per_sec: u64) -> Option<DateTime<Utc>> {
 impl HostInfo {
     /// Reads this host's facts.
     pub fn current() -> HostInfo {
-        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-            .ok()
-            .flatten()
-            .filter(|t| *t > 0)
-            .map_or(100, |t| t as u64);
+        let ticks = process::clock_ticks();
         HostInfo {
             hostname: nix::unistd::gethostname()
                 .ok()

@@ -105,17 +105,22 @@ fn other_thread_runs(pid: i32) -> bool {
 
 /// This process's time namespace `boottime` offset, in clock ticks
 /// (`/proc/self/timens_offsets`; 0 without time namespaces).
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), the unit of start times.
+pub fn clock_ticks() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|t| *t > 0)
+        .map_or(100, |t| t as u64)
+}
+
 pub(crate) fn own_boottime_offset_ticks() -> i128 {
     static OFFSET: std::sync::OnceLock<i128> = std::sync::OnceLock::new();
     *OFFSET.get_or_init(|| {
         let Ok(text) = std::fs::read_to_string("/proc/self/timens_offsets") else {
             return 0;
         };
-        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-            .ok()
-            .flatten()
-            .filter(|t| *t > 0)
-            .map_or(100, |t| t as i128);
+        let ticks = clock_ticks() as i128;
         text.lines()
             .find_map(|l| {
                 let mut f = l.split_whitespace();
