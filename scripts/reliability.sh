@@ -26,7 +26,7 @@ start=$(date +%s)
 status=0
 ./target/release/examples/reliability --bin "$PWD/target/release/agentlock" \
   --rounds "$rounds" --kills "$kills" --minutes "$minutes" "${extra[@]}" > /tmp/agentlock-reliability.$$ || status=1
-corpus=$(cargo test --release --quiet --test bad_corpus -- --nocapture 2>&1 | grep 'bad inputs tried' || true)
+corpus=$(cargo test --release --quiet --test suite bad_corpus -- --nocapture 2>&1 | grep 'bad inputs tried' || true)
 [ -n "$corpus" ] || { corpus="bad inputs tried: FAILED"; status=1; }
 bad=$(echo "$corpus" | sed -n 's/.*bad inputs tried: \([0-9A-Z]*\).*/\1/p')
 panics=$(echo "$corpus" | sed -n 's/.*panics: \([0-9]*\).*/\1/p')

@@ -19,6 +19,9 @@ pub struct TmuxQuery {
     pub sockets: Vec<String>,
     /// Per-server time limit.
     pub timeout: Duration,
+    /// The directory tmux keeps its default sockets under, instead of
+    /// `$TMUX_TMPDIR` (or `/tmp`) from the environment.
+    pub tmpdir: Option<PathBuf>,
 }
 
 impl Default for TmuxQuery {
@@ -26,15 +29,23 @@ impl Default for TmuxQuery {
         TmuxQuery {
             sockets: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
+            tmpdir: None,
         }
     }
 }
 
 /// `${TMUX_TMPDIR:-/tmp}/tmux-<uid>`, as tmux computes it.
 pub fn socket_dir() -> PathBuf {
-    let base = std::env::var_os("TMUX_TMPDIR")
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "/tmp".into());
+    socket_dir_under(None)
+}
+
+/// `<tmpdir>/tmux-<uid>`; `tmpdir` defaults as tmux does it.
+fn socket_dir_under(tmpdir: Option<&Path>) -> PathBuf {
+    let base = tmpdir.map(|d| d.as_os_str().to_owned()).unwrap_or_else(|| {
+        std::env::var_os("TMUX_TMPDIR")
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "/tmp".into())
+    });
     Path::new(&base).join(format!("tmux-{}", nix::unistd::getuid().as_raw()))
 }
 
@@ -73,7 +84,7 @@ impl TmuxQuery {
     /// The default servers: listed (or named) ones plus `$TMUX`'s; or an error
     /// report for a socket directory that exists but cannot be listed.
     pub(crate) fn defaults(&self) -> Vec<Result<(PathBuf, Origin), ServerReport>> {
-        let dir = socket_dir();
+        let dir = socket_dir_under(self.tmpdir.as_deref());
         let mut out = Vec::new();
         if self.sockets.is_empty() {
             match std::fs::read_dir(&dir) {

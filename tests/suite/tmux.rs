@@ -1,8 +1,7 @@
 //! Session liveness against real, private tmux servers. Each test has its own
 //! TMUX_TMPDIR and ends only the servers it started.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use predicates::str::contains;
 use std::time::Duration;

@@ -4,8 +4,7 @@
 //! produce exactly one winner per round. Needs `go` (Debian: golang-go;
 //! `.ci/run` installs it).
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

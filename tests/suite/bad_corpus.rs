@@ -3,8 +3,7 @@
 //! state, reason and exit code, never panics or hangs, and changes nothing
 //! outside the tree.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

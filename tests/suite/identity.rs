@@ -2,8 +2,7 @@
 //! misjudged or signalled by mistake. Real processes, real shells, real
 //! PID namespaces, real other users; each test names the issue item it covers.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use predicates::str::contains;
 use std::process::Stdio;
@@ -245,9 +244,8 @@ fn another_pid_namespace_is_unverified_both_ways() {
     let outer = sb.worker("town/outer");
     // Inside: PID 1 of a new namespace claims, then lives on.
     let script = format!("'{}' claim '{}' && exec sleep 600", BIN, inner.display());
-    let mut c = std::process::Command::new("unshare");
-    c.args(["--pid", "--fork", "--mount-proc", "sh", "-c", &script])
-        .env("TMUX_TMPDIR", &sb.tmux_tmpdir);
+    let mut c = sb.command("unshare");
+    c.args(["--pid", "--fork", "--mount-proc", "sh", "-c", &script]);
     let _ns = Group::spawn(c);
     wait_for("the namespaced claim", Duration::from_secs(30), || {
         lock_path(&inner).exists()
@@ -278,10 +276,10 @@ fn another_pid_namespace_is_unverified_both_ways() {
 
     // Outside's lock, judged from inside another namespace: unverified too.
     sb.claim(&outer, stranger.pid(), &[]).code(0);
-    let out = std::process::Command::new("unshare")
+    let out = sb
+        .command("unshare")
         .args(["--pid", "--fork", "--mount-proc", BIN, "status", "--json"])
         .arg(&outer)
-        .env("TMUX_TMPDIR", &sb.tmux_tmpdir)
         .output()
         .unwrap();
     assert_eq!(entry(&out.stdout)["state"], "unverified");
@@ -389,11 +387,7 @@ fn signal_other_spares_ancestors_init_and_tmux_servers() {
         t = taker.pid(),
         m = marker.display()
     );
-    let status = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .env("TMUX_TMPDIR", &sb.tmux_tmpdir)
-        .status()
-        .unwrap();
+    let status = sb.command("sh").args(["-c", &script]).status().unwrap();
     assert!(status.success());
     assert!(marker.exists(), "the script was not killed");
     let err = std::fs::read_to_string(marker.with_extension("err")).unwrap();
@@ -533,7 +527,7 @@ fn a_holder_in_another_time_namespace_is_alive() {
     let sb = Sandbox::new();
     let w = sb.worker("w");
     let script = format!("'{}' claim -q '{}' && exec sleep 600", BIN, w.display());
-    let mut c = std::process::Command::new("unshare");
+    let mut c = sb.command("unshare");
     c.args([
         "--time",
         "--boottime",
@@ -542,8 +536,7 @@ fn a_holder_in_another_time_namespace_is_alive() {
         "sh",
         "-c",
         &script,
-    ])
-    .env("TMUX_TMPDIR", &sb.tmux_tmpdir);
+    ]);
     let _ns = Group::spawn(c);
     wait_for("the claim", Duration::from_secs(30), || {
         lock_path(&w).exists()
@@ -558,17 +551,14 @@ fn a_holder_in_another_time_namespace_is_alive() {
 #[test]
 fn fix_and_claim_ask_tmux_again_before_removing() {
     use agentlock::lock::{self, ClaimOutcome, Claimant, LiveProbes};
-    use agentlock::probe::TmuxQuery;
     let sb = Sandbox::new();
     let root = sb.worker("town");
     let w = sb.worker("town/w");
     let tmux = sb.tmux("s", "keeper");
-    // SAFETY: set before any thread of this test process reads the environment.
-    unsafe { std::env::set_var("TMUX_TMPDIR", &sb.tmux_tmpdir) };
     let spawner = sleeper();
     sb.claim(&w, spawner.pid(), &["--session", "agentX"])
         .code(0);
-    let live = LiveProbes::new(TmuxQuery::default());
+    let live = LiveProbes::new(sb.tmux_query());
     live.tmux.ensure_default(); // before the session exists
     tmux.new_session("agentX", sb.path());
     let pid = spawner.pid();
@@ -585,7 +575,7 @@ fn fix_and_claim_ask_tmux_again_before_removing() {
     assert!(report.fixed.is_empty(), "{:?}", report.fixed);
     assert!(lock_path(&w).exists(), "the live session's lock was kept");
     // claim, too, asks again before replacing.
-    let live = LiveProbes::new(TmuxQuery::default());
+    let live = LiveProbes::new(sb.tmux_query());
     tmux.kill_session("agentX");
     live.tmux.ensure_default();
     tmux.new_session("agentX", sb.path());
@@ -639,9 +629,8 @@ fn a_pid_1_spawner_is_the_holder() {
         BIN,
         w.display()
     );
-    let mut c = std::process::Command::new("unshare");
-    c.args(["--pid", "--fork", "--mount-proc", "bash", "-c", &script])
-        .env("TMUX_TMPDIR", &sb.tmux_tmpdir);
+    let mut c = sb.command("unshare");
+    c.args(["--pid", "--fork", "--mount-proc", "bash", "-c", &script]);
     let _ns = Group::spawn(c);
     wait_for("the claim", Duration::from_secs(30), || {
         lock_path(&w).exists()

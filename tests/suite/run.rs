@@ -1,8 +1,7 @@
 //! `agentlock run`: the lock is held while the command runs and released
 //! however it ends; the exit status is the command's.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use agentlock::record::LockRecord;
 use predicates::str::contains;
@@ -336,13 +335,10 @@ fn timeout_s_int_delivers_one_sigint() {
         started.display(),
         int_counter(&marker)
     );
-    let mut cmd = std::process::Command::new("timeout");
+    let mut cmd = sb.command("timeout");
     cmd.args(["-k", "30", "-s", "INT", "3", BIN, "run"])
         .arg(&w)
-        .args(["--", "perl", "-e", &script])
-        .env("TMUX_TMPDIR", &sb.tmux_tmpdir)
-        .env_remove("TMUX")
-        .env_remove("TMUX_PANE");
+        .args(["--", "perl", "-e", &script]);
     let _timeout = Group::spawn(cmd);
     wait_for("perl to start", Duration::from_secs(20), || {
         started.exists()

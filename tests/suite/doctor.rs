@@ -2,8 +2,7 @@
 //! exactly the fixable things, collisions from real tmux panes, tmux failing
 //! during a fix, and the scan rules.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -600,16 +599,14 @@ fn missing_root_is_an_error() {
 /// re-read under the guard, see the change, and leave the live lock alone.
 #[test]
 fn fix_skips_a_lock_reclaimed_after_the_scan() {
-    use agentlock::{doctor, lock::LiveProbes, probe::TmuxQuery, scan};
+    use agentlock::{doctor, lock::LiveProbes, scan};
     let sb = Sandbox::new();
     let root = sb.worker("town");
     let w = sb.worker("town/w");
     let v = sb.worker("town/v");
     write_lock(&w, &go_lock(dead_pid(), None));
     write_lock(&v, &go_lock(dead_pid(), None));
-    // SAFETY: set before any thread of this test process reads the environment.
-    unsafe { std::env::set_var("TMUX_TMPDIR", &sb.tmux_tmpdir) };
-    let live = LiveProbes::new(TmuxQuery::default());
+    let live = LiveProbes::new(sb.tmux_query());
     let probes = live.probes();
     let scanned = scan::scan(
         &root,

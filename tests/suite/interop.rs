@@ -2,8 +2,7 @@
 //! the locks agentlock writes keep their meaning for a strict reader of the Go
 //! struct `{PID int; AcquiredAt time.Time; SessionID, Hostname string}`.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use agentlock::record::LockRecord;
 use chrono::{DateTime, Datelike};

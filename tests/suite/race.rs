@@ -2,8 +2,7 @@
 //! every loser exits 1 naming the winner, and no reader ever sees a torn or
 //! empty lock file.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use agentlock::record::LockRecord;
 use std::sync::Arc;

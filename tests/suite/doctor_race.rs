@@ -3,8 +3,7 @@
 //! clean): no live lock is ever removed, no lock file is ever torn.
 //! Runs 30 s by default; AGENTLOCK_RACE_SECS changes that.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use agentlock::record::LockRecord;
 use std::path::PathBuf;

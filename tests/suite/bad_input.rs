@@ -1,8 +1,7 @@
 //! Bad input: a clear reason or one-line error, the documented exit code, no
 //! panic, no hang, and nothing outside the worker touched.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use predicates::str::contains;
 use std::path::Path;

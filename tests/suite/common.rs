@@ -1,7 +1,6 @@
 //! Shared helpers for the behaviour tests: a private sandbox per test (its own
 //! temp dir and its own `TMUX_TMPDIR`), private tmux servers that are ended
 //! by their own socket and PID, and child processes that are killed on drop.
-#![allow(dead_code)]
 
 use assert_cmd::Command;
 use std::os::unix::fs::PermissionsExt;
@@ -60,14 +59,27 @@ impl Sandbox {
         p
     }
 
-    /// `agentlock ARGS` in this sandbox: private TMUX_TMPDIR, no TMUX, no TMUX_PANE.
+    /// `program` in this sandbox's environment: the one place it is set up
+    /// (private TMUX_TMPDIR, no TMUX, no TMUX_PANE, fake tools first on PATH).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+        let mut c = isolated(program, &self.tmux_tmpdir);
+        c.env("PATH", self.path_env());
+        c
+    }
+
+    /// The tmux servers this sandbox's agentlock would ask, for in-process
+    /// library calls.
+    pub fn tmux_query(&self) -> agentlock::probe::TmuxQuery {
+        agentlock::probe::TmuxQuery {
+            tmpdir: Some(self.tmux_tmpdir.clone()),
+            ..Default::default()
+        }
+    }
+
+    /// `agentlock ARGS` in this sandbox, with a 60 s limit.
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(BIN);
-        c.env("TMUX_TMPDIR", &self.tmux_tmpdir)
-            .env("PATH", self.path_env())
-            .env_remove("TMUX")
-            .env_remove("TMUX_PANE")
-            .timeout(Duration::from_secs(60));
+        let mut c = Command::from_std(self.std_cmd());
+        c.timeout(Duration::from_secs(60));
         c
     }
 
@@ -78,13 +90,10 @@ impl Sandbox {
         if !nix::unistd::geteuid().is_root() {
             return self.cmd();
         }
-        let mut c = Command::new("setpriv");
-        c.args(["--bounding-set=-dac_override,-dac_read_search", "--", BIN])
-            .env("TMUX_TMPDIR", &self.tmux_tmpdir)
-            .env("PATH", self.path_env())
-            .env_remove("TMUX")
-            .env_remove("TMUX_PANE")
-            .timeout(Duration::from_secs(60));
+        let mut c = self.command("setpriv");
+        c.args(["--bounding-set=-dac_override,-dac_read_search", "--", BIN]);
+        let mut c = Command::from_std(c);
+        c.timeout(Duration::from_secs(60));
         c
     }
 
@@ -100,12 +109,7 @@ impl Sandbox {
 
     /// The same, as a std Command (for spawning without waiting).
     pub fn std_cmd(&self) -> std::process::Command {
-        let mut c = std::process::Command::new(BIN);
-        c.env("TMUX_TMPDIR", &self.tmux_tmpdir)
-            .env("PATH", self.path_env())
-            .env_remove("TMUX")
-            .env_remove("TMUX_PANE");
-        c
+        self.command(BIN)
     }
 
     /// Puts an executable script named `name` first on agentlock's PATH.
@@ -122,28 +126,21 @@ impl Sandbox {
 
     /// `ARGS` run as user `uid` (through setpriv) in this sandbox's environment.
     pub fn as_user(&self, uid: u32, args: &[&str]) -> std::process::Command {
-        let mut c = std::process::Command::new("setpriv");
+        let mut c = isolated("setpriv", &self.tmux_tmpdir);
         c.args([
             format!("--reuid={uid}"),
             format!("--regid={uid}"),
             "--clear-groups".into(),
         ])
-        .args(args)
-        .env("TMUX_TMPDIR", &self.tmux_tmpdir)
-        .env_remove("TMUX")
-        .env_remove("TMUX_PANE");
+        .args(args);
         c
     }
 
     /// Runs `script` with `shell -c` in this sandbox's environment (private
     /// TMUX_TMPDIR, no TMUX), in its own process group.
     pub fn script(&self, shell: &str, script: &str) -> Group {
-        let mut c = std::process::Command::new(shell);
-        c.args(["-c", script])
-            .env("TMUX_TMPDIR", &self.tmux_tmpdir)
-            .env("PATH", self.path_env())
-            .env_remove("TMUX")
-            .env_remove("TMUX_PANE");
+        let mut c = self.command(shell);
+        c.args(["-c", script]);
         Group::spawn(c)
     }
 }
@@ -160,7 +157,7 @@ impl Sandbox {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         let mut c = match user {
             Some(uid) => self.as_user(uid, &["tmux"]),
-            None => std::process::Command::new("tmux"),
+            None => isolated("tmux", &self.tmux_tmpdir),
         };
         let out = c
             .arg("-S")
@@ -179,9 +176,6 @@ impl Sandbox {
                 "-c",
             ])
             .arg(cwd)
-            .env("TMUX_TMPDIR", &self.tmux_tmpdir)
-            .env_remove("TMUX")
-            .env_remove("TMUX_PANE")
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -200,6 +194,15 @@ impl Sandbox {
     }
 }
 
+/// `program` with a private TMUX_TMPDIR and no TMUX or TMUX_PANE.
+fn isolated(program: impl AsRef<std::ffi::OsStr>, tmux_tmpdir: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(program);
+    c.env("TMUX_TMPDIR", tmux_tmpdir)
+        .env_remove("TMUX")
+        .env_remove("TMUX_PANE");
+    c
+}
+
 /// A private tmux server, killed (by its socket, then by its PID) on drop.
 pub struct Tmux {
     pub socket: PathBuf,
@@ -209,13 +212,8 @@ pub struct Tmux {
 
 impl Tmux {
     pub fn command(&self) -> std::process::Command {
-        let mut c = std::process::Command::new("tmux");
-        c.arg("-S")
-            .arg(&self.socket)
-            .env("TMUX_TMPDIR", &self.tmux_tmpdir)
-            .env_remove("TMUX")
-            .env_remove("TMUX_PANE")
-            .stdin(Stdio::null());
+        let mut c = isolated("tmux", &self.tmux_tmpdir);
+        c.arg("-S").arg(&self.socket).stdin(Stdio::null());
         c
     }
 

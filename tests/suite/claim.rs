@@ -1,7 +1,6 @@
 //! claim / release / check / status against real processes and real files.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use agentlock::record::LockRecord;
 use predicates::str::contains;
@@ -49,13 +48,12 @@ fn default_holder_is_the_invoking_process() {
     let sb = Sandbox::new();
     let w = sb.worker("w");
     // `sh -c 'agentlock claim W; cat lock'`: the shell is the holder.
-    let out = std::process::Command::new("sh")
+    let out = sb
+        .command("sh")
         .arg("-c")
         .arg(r#""$0" claim -q "$1" && echo "$$""#)
         .arg(BIN)
         .arg(&w)
-        .env("TMUX_TMPDIR", &sb.tmux_tmpdir)
-        .env_remove("TMUX_PANE")
         .output()
         .unwrap();
     assert!(

@@ -1,0 +1,19 @@
+//! The behaviour tests, in one binary (each test binary links the whole
+//! crate; one builds faster than a dozen). Every test works in its own
+//! [`common::Sandbox`]: a temp dir, a private `TMUX_TMPDIR`, its own tmux
+//! servers and processes, ended by their own socket or PID.
+
+mod common;
+
+mod bad_corpus;
+mod bad_input;
+mod claim;
+mod doctor;
+mod doctor_race;
+mod go_interop;
+mod identity;
+mod interop;
+mod properties;
+mod race;
+mod run;
+mod tmux;
