@@ -8,7 +8,7 @@ use agentlock::lock::{self, LiveProbes};
 use agentlock::probe::{SessionStatus, TmuxQuery};
 use agentlock::record::LockRecord;
 use agentlock::scan::{self, Progress, ScanOptions};
-use agentlock::verdict::{PidStatus, decide};
+use agentlock::verdict::{PidStatus, judge_statuses};
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::path::Path;
@@ -21,9 +21,9 @@ fn record(c: &mut Criterion) {
     });
     let rec = LockRecord::parse(GO_LOCK).unwrap();
     c.bench_function("record/to_json", |b| b.iter(|| black_box(&rec).to_json()));
-    c.bench_function("verdict/decide", |b| {
+    c.bench_function("verdict/judge_statuses", |b| {
         b.iter(|| {
-            decide(
+            judge_statuses(
                 black_box(7),
                 PidStatus::Dead("pid 7 has exited".into()),
                 Some(("pane %3".into(), SessionStatus::Gone)),
@@ -82,7 +82,7 @@ fn tree(c: &mut Criterion) {
     let probes = live.probes();
     let worker = root.join("rig0/w0");
     c.bench_function("lock/inspect one worker", |b| {
-        b.iter(|| lock::inspect(&worker, &probes).unwrap())
+        b.iter(|| lock::judge(&worker, &probes).unwrap())
     });
 }
 

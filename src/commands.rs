@@ -11,7 +11,7 @@ use agentlock::doctor::{self, FindingKind, Report};
 use agentlock::exit_codes;
 use agentlock::holder::Scope;
 use agentlock::lock::{
-    self, Asker, ClaimOptions, ClaimOutcome, Claimant, Inspection, ReleaseOutcome,
+    self, Asker, ClaimOptions, ClaimOutcome, Claimant, Judgement, ReleaseOutcome,
 };
 use agentlock::output::{self, ErrorJson, LockEntry, Style, WorkerJson};
 use agentlock::probe::process::invoking_process;
@@ -321,13 +321,13 @@ fn release(ctx: &Ctx, a: ReleaseArgs, out: &mut Out) -> i32 {
 }
 
 /// Inspects each worker, asking every tmux server the locks record at once.
-fn inspect_all(ctx: &Ctx, workers: &[PathBuf]) -> Vec<(PathBuf, agentlock::Result<Inspection>)> {
+fn judge_all(ctx: &Ctx, workers: &[PathBuf]) -> Vec<(PathBuf, agentlock::Result<Judgement>)> {
     let probes = ctx.probes.probes();
-    lock::inspect_many(workers, &ctx.probes.tmux, &probes)
+    lock::judge_many(workers, &ctx.probes.tmux, &probes)
 }
 
 /// The JSON entries of inspected workers, failures included.
-fn entries<'a>(found: &'a [(PathBuf, agentlock::Result<Inspection>)]) -> Vec<WorkerJson<'a>> {
+fn entries<'a>(found: &'a [(PathBuf, agentlock::Result<Judgement>)]) -> Vec<WorkerJson<'a>> {
     found
         .iter()
         .map(|(path, r)| match r {
@@ -338,7 +338,7 @@ fn entries<'a>(found: &'a [(PathBuf, agentlock::Result<Inspection>)]) -> Vec<Wor
 }
 
 fn status(ctx: &Ctx, a: StatusArgs, out: &mut Out) -> i32 {
-    let found = inspect_all(ctx, &a.workers);
+    let found = judge_all(ctx, &a.workers);
     let mut errors = 0;
     for (_, r) in &found {
         match r {
@@ -367,7 +367,7 @@ fn check(ctx: &Ctx, a: CheckArgs, out: &mut Out) -> i32 {
         Err(e) => return fail(out, a.json, &ErrorJson::new("usage", e)),
     };
     warn_all(out, &warnings);
-    let found = inspect_all(ctx, &a.workers);
+    let found = judge_all(ctx, &a.workers);
     let probes = ctx.probes.probes();
     let (mut errors, mut held_by_other) = (0, 0);
     for (_, r) in &found {
@@ -480,7 +480,7 @@ fn with_progress<T>(show: bool, progress: &Progress, work: impl FnOnce() -> T) -
 
 /// Scans and judges a tree. tmux's default servers are asked in parallel with
 /// the walk; the servers the locks record, right after it.
-fn examine_tree(ctx: &Ctx, a: &TreeArgs) -> Result<Report, agentlock::Error> {
+fn judge_tree(ctx: &Ctx, a: &TreeArgs) -> Result<Report, agentlock::Error> {
     let root = a.root.clone().unwrap_or_else(|| PathBuf::from("."));
     let opts = ScanOptions {
         max_depth: a.max_depth,
@@ -494,7 +494,7 @@ fn examine_tree(ctx: &Ctx, a: &TreeArgs) -> Result<Report, agentlock::Error> {
         s.spawn(|| ctx.probes.tmux.ensure_default());
         with_progress(show, &progress, || scan::scan(&root, &opts, &progress))
     })?;
-    Ok(doctor::examine_live(&scanned, &ctx.probes))
+    Ok(doctor::judge_live(&scanned, &ctx.probes))
 }
 
 fn tree_failed(out: &mut Out, a: &TreeArgs, e: &agentlock::Error) -> i32 {
@@ -508,7 +508,7 @@ fn tree_failed(out: &mut Out, a: &TreeArgs, e: &agentlock::Error) -> i32 {
 }
 
 fn list(ctx: &Ctx, a: TreeArgs, out: &mut Out) -> i32 {
-    let report = match examine_tree(ctx, &a) {
+    let report = match judge_tree(ctx, &a) {
         Ok(r) => r,
         Err(e) => return tree_failed(out, &a, &e),
     };
@@ -535,7 +535,7 @@ fn list(ctx: &Ctx, a: TreeArgs, out: &mut Out) -> i32 {
 }
 
 fn doctor(ctx: &Ctx, a: DoctorArgs, out: &mut Out) -> i32 {
-    let mut report = match examine_tree(ctx, &a.tree) {
+    let mut report = match judge_tree(ctx, &a.tree) {
         Ok(r) => r,
         Err(e) => return tree_failed(out, &a.tree, &e),
     };

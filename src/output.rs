@@ -2,7 +2,7 @@
 //! Nothing here decides anything; it only formats what the library found.
 
 use crate::doctor::{self, Finding, Fixed, Report};
-use crate::lock::Inspection;
+use crate::lock::Judgement;
 use crate::probe::tmux::{ServerReport, TmuxSnapshot};
 use crate::record::format_time;
 use crate::verdict::{State, describe_session};
@@ -147,7 +147,7 @@ impl WorkerJson<'_> {
 
 impl<'a> LockEntry<'a> {
     /// The entry for an inspection, without an action.
-    pub fn of(ins: &'a Inspection) -> LockEntry<'a> {
+    pub fn of(ins: &'a Judgement) -> LockEntry<'a> {
         let rec = ins.record.as_ref();
         LockEntry {
             worker_dir: &ins.worker_dir,
@@ -381,7 +381,7 @@ pub fn age(since: &DateTime<FixedOffset>, now: DateTime<Utc>) -> String {
 }
 
 /// "pid 4242, pane %3, host build-1, since 2026-01-05 10:00:00 -08:00 (3h 12m ago)".
-pub fn holder(ins: &Inspection) -> Option<String> {
+pub fn holder(ins: &Judgement) -> Option<String> {
     let rec = ins.record.as_ref()?;
     let mut parts = vec![format!("pid {}", rec.pid)];
     if let Some(s) = rec.session_id.as_deref() {
@@ -451,7 +451,7 @@ impl Style {
 }
 
 /// The `status` line(s) of one worker.
-pub fn status_lines(ins: &Inspection, style: Style) -> String {
+pub fn status_lines(ins: &Judgement, style: Style) -> String {
     let mut out = format!(
         "{}: {} ({})",
         ins.worker_dir.display(),
@@ -465,7 +465,7 @@ pub fn status_lines(ins: &Inspection, style: Style) -> String {
 }
 
 /// The way out of a refusal, for the given state.
-fn way_out(ins: &Inspection, command: &str) -> String {
+fn way_out(ins: &Judgement, command: &str) -> String {
     let w = ins.worker_dir.display();
     match ins.state {
         State::HeldBySession => format!(
@@ -484,7 +484,7 @@ fn way_out(ins: &Inspection, command: &str) -> String {
 }
 
 /// The refusal block for `claim` / `release`: what holds it, who, the way out.
-pub fn refusal(ins: &Inspection, command: &str) -> String {
+pub fn refusal(ins: &Judgement, command: &str) -> String {
     let mut out = format!(
         "agentlock: {} is {} ({})",
         ins.worker_dir.display(),

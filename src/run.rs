@@ -16,7 +16,7 @@
 
 use crate::error::{Error, Result};
 use crate::forward::{FORWARDED, Sentinel};
-use crate::lock::{self, ClaimOptions, ClaimOutcome, Claimant, Inspection, Probes};
+use crate::lock::{self, ClaimOptions, ClaimOutcome, Claimant, Judgement, Probes};
 use nix::fcntl::OFlag;
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
@@ -40,7 +40,7 @@ pub enum RunOutcome {
         released: Result<(), String>,
     },
     /// The claim was refused: the command was not started.
-    Refused(Box<Inspection>),
+    Refused(Box<Judgement>),
     /// The command could not be started (126: not executable, 127: not found).
     CannotRun { code: i32, why: String },
     /// A signal arrived before the command started: it was never started,

@@ -20,11 +20,12 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::lock::{self, Found, LOCK_FILE, RUNTIME_DIR, TEMP_PREFIX};
+use crate::lock::fs::{self, Runtime};
+use crate::lock::{Found, LOCK_FILE, RUNTIME_DIR, TEMP_PREFIX};
 use crate::record::CorruptReason;
+use nix::fcntl::AT_FDCWD;
 use nix::libc;
 use std::ffi::OsString;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -133,33 +134,24 @@ struct Acc {
 /// Reads one `.runtime` directory: the lock and any temp files.
 fn visit_runtime(rt_path: &Path, worker_dir: &Path, acc: &Mutex<Acc>, progress: &Progress) {
     let lock_path = rt_path.join(LOCK_FILE);
-    let rt = match nix::fcntl::open(
-        rt_path,
-        nix::fcntl::OFlag::O_RDONLY
-            | nix::fcntl::OFlag::O_DIRECTORY
-            | nix::fcntl::OFlag::O_NOFOLLOW
-            | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    ) {
-        Ok(fd) => File::from(fd),
-        Err(nix::errno::Errno::ENOENT) => return, // vanished: nothing there now
-        Err(e @ (nix::errno::Errno::EACCES | nix::errno::Errno::EPERM)) => {
+    let rt = match fs::open_runtime_in(AT_FDCWD, rt_path, rt_path) {
+        Ok(Runtime::Dir(rt)) => rt,
+        Ok(Runtime::Missing) => return, // vanished: nothing there now
+        Ok(Runtime::Unreadable(why)) => {
             progress.locks.fetch_add(1, Ordering::Relaxed);
             acc.lock().unwrap().locks.push(FoundLock {
                 worker_dir: worker_dir.into(),
                 lock_path,
-                found: Found::Unreadable(format!(
-                    "cannot open {}: {}",
-                    rt_path.display(),
-                    e.desc()
-                )),
+                found: Found::Unreadable(why),
             });
             return;
         }
+        // Swapped for a symlink or a file since the walker saw a directory.
+        Ok(Runtime::Unsafe(why)) => return odd_runtime(rt_path, worker_dir, why, acc, progress),
         Err(e) => {
             acc.lock().unwrap().errors.push(ScanError {
                 path: rt_path.into(),
-                message: e.desc().into(),
+                message: e.to_string(),
             });
             return;
         }
@@ -201,7 +193,7 @@ fn visit_runtime(rt_path: &Path, worker_dir: &Path, acc: &Mutex<Acc>, progress: 
         }
     }
     let found = if has_lock {
-        match lock::read_lock(&rt, &lock_path) {
+        match fs::read_lock(&rt, &lock_path) {
             Ok(Found::Absent) => None,
             Ok(found) => Some(found),
             Err(e) => {
@@ -227,11 +219,12 @@ fn visit_runtime(rt_path: &Path, worker_dir: &Path, acc: &Mutex<Acc>, progress: 
     acc.temps.extend(temps);
 }
 
-/// A `.runtime` that is not a directory: reported as a corrupt lock, never followed.
+/// A `.runtime` that is not a directory (`why` says what it is): reported
+/// as a corrupt lock, never followed.
 fn odd_runtime(
     rt_path: &Path,
     worker_dir: &Path,
-    what: String,
+    why: String,
     acc: &Mutex<Acc>,
     progress: &Progress,
 ) {
@@ -239,12 +232,7 @@ fn odd_runtime(
     acc.lock().unwrap().locks.push(FoundLock {
         worker_dir: worker_dir.into(),
         lock_path: rt_path.join(LOCK_FILE),
-        found: Found::Corrupt(
-            CorruptReason::NotRegular {
-                what: format!("{RUNTIME_DIR} is {what}, not a directory"),
-            },
-            None,
-        ),
+        found: Found::Corrupt(CorruptReason::NotRegular { what: why }, None),
     });
 }
 
@@ -291,17 +279,9 @@ pub fn scan(root: &Path, opts: &ScanOptions, progress: &Progress) -> Result<Scan
                         visit_runtime(entry.path(), worker, acc, progress);
                         return ignore::WalkState::Skip;
                     }
-                    let what = if ft.is_symlink() {
-                        match std::fs::read_link(entry.path()) {
-                            Ok(t) => format!("a symlink to {}", t.display()),
-                            Err(_) => "a symlink".into(),
-                        }
-                    } else if ft.is_file() {
-                        "a regular file".into()
-                    } else {
-                        "not a directory".into()
-                    };
-                    odd_runtime(entry.path(), worker, what, acc, progress);
+                    let what = fs::describe_at(AT_FDCWD, entry.path());
+                    let why = fs::not_a_runtime_dir(&what);
+                    odd_runtime(entry.path(), worker, why, acc, progress);
                     return ignore::WalkState::Continue;
                 }
                 if ft.is_dir() {

@@ -179,7 +179,7 @@ fn session_status(
 
 /// Judges a valid record with the given probes. `file_uid` is the owner of
 /// the lock file, standing in for a `uid` the record lacks.
-pub fn assess(
+pub fn judge(
     rec: &LockRecord,
     file_uid: Option<u32>,
     host: &HostInfo,
@@ -201,11 +201,11 @@ pub fn assess(
             session_status(rec, id, file_uid, host, sessions),
         )
     });
-    decide(rec.pid, pid, session)
+    judge_statuses(rec.pid, pid, session)
 }
 
 /// The decision table of SPEC §2, on probe answers alone.
-pub fn decide(
+pub fn judge_statuses(
     pid: i32,
     pid_status: PidStatus,
     session: Option<(String, SessionStatus)>,
@@ -300,7 +300,7 @@ mod tests {
     }
 
     fn state(r: &LockRecord, e: Existence, start: Option<u64>, s: SessionStatus) -> State {
-        assess(r, None, &host(), &procs(e, start), &sessions(s)).state
+        judge(r, None, &host(), &procs(e, start), &sessions(s)).state
     }
 
     #[test]
@@ -333,10 +333,10 @@ mod tests {
         let r = rec(None);
         let mut s = MockSessionProbe::new();
         s.expect_session_status().never();
-        let v = assess(&r, None, &host(), &procs(Existence::Gone, None), &s);
+        let v = judge(&r, None, &host(), &procs(Existence::Gone, None), &s);
         assert_eq!(v.state, State::Stale);
         assert_eq!(v.reason, "pid 100 has exited and no session was recorded");
-        let v = assess(&r, None, &host(), &procs(Existence::Alive, None), &s);
+        let v = judge(&r, None, &host(), &procs(Existence::Alive, None), &s);
         assert_eq!(v.state, State::Held);
     }
 
@@ -344,7 +344,7 @@ mod tests {
     fn reused_pid_counts_as_dead() {
         let mut r = rec(Some("gt-max"));
         r.pid_start = Some(500);
-        let v = assess(
+        let v = judge(
             &r,
             None,
             &host(),
@@ -355,7 +355,7 @@ mod tests {
         assert!(v.reason.contains("reused"), "{}", v.reason);
         assert_eq!(v.pid_alive, Some(false));
         // Same start time: the same process.
-        let v = assess(
+        let v = judge(
             &r,
             None,
             &host(),
@@ -364,7 +364,7 @@ mod tests {
         );
         assert_eq!(v.state, State::Orphaned);
         // Start time unreadable: cannot prove reuse, so alive (the safe side).
-        let v = assess(
+        let v = judge(
             &r,
             None,
             &host(),
@@ -380,7 +380,7 @@ mod tests {
         r.boot_id = Some("boot-before".into());
         let mut p = MockProcessProbe::new();
         p.expect_existence().never();
-        let v = assess(&r, None, &host(), &p, &sessions(SessionStatus::Gone));
+        let v = judge(&r, None, &host(), &p, &sessions(SessionStatus::Gone));
         assert_eq!(v.state, State::Stale);
         assert!(v.reason.contains("rebooted"));
     }
@@ -393,7 +393,7 @@ mod tests {
         p.expect_existence().never();
         let mut s = MockSessionProbe::new();
         s.expect_session_status().never();
-        let v = assess(&r, None, &host(), &p, &s);
+        let v = judge(&r, None, &host(), &p, &s);
         assert_eq!(v.state, State::Unverified);
         assert!(v.reason.contains("elsewhere"));
     }
@@ -406,7 +406,7 @@ mod tests {
         p.expect_existence().never();
         let mut s = MockSessionProbe::new();
         s.expect_session_status().never();
-        let v = assess(&r, None, &host(), &p, &s);
+        let v = judge(&r, None, &host(), &p, &s);
         assert_eq!(v.state, State::Unverified);
         assert!(v.reason.contains("PID namespace 8"), "{}", v.reason);
         // The same namespace: judged as usual.
@@ -424,7 +424,7 @@ mod tests {
         r.acquired_at = at("2026-11-21T00:00:00Z");
         // The process at that PID started a day after the lock: reused.
         let day = 2 * 86_400 * 100;
-        let v = assess(
+        let v = judge(
             &r,
             None,
             &host(),
@@ -435,7 +435,7 @@ mod tests {
         assert!(v.reason.contains("reused"), "{}", v.reason);
         // Started before the lock (or within the clock slack): the same process.
         for start in [86_400 * 100 - 100, 86_400 * 100 + 5_900] {
-            let v = assess(
+            let v = judge(
                 &r,
                 None,
                 &host(),
@@ -448,7 +448,7 @@ mod tests {
         r.acquired_at = at("2026-11-19T23:00:00Z");
         let mut p = MockProcessProbe::new();
         p.expect_existence().never();
-        let v = assess(&r, None, &host(), &p, &sessions(SessionStatus::Gone));
+        let v = judge(&r, None, &host(), &p, &sessions(SessionStatus::Gone));
         assert_eq!(v.state, State::Stale);
         assert!(v.reason.contains("before this host booted"), "{}", v.reason);
     }
@@ -459,12 +459,12 @@ mod tests {
         r.uid = Some(65534);
         let mut s = MockSessionProbe::new();
         s.expect_session_status().never();
-        let v = assess(&r, None, &host(), &procs(Existence::Gone, None), &s);
+        let v = judge(&r, None, &host(), &procs(Existence::Gone, None), &s);
         assert_eq!(v.state, State::Unverified, "{}", v.reason);
         assert!(v.reason.contains("uid 65534"), "{}", v.reason);
         // The Go tool records no uid: the file's owner stands in.
         r.uid = None;
-        let v = assess(&r, Some(65534), &host(), &procs(Existence::Gone, None), &s);
+        let v = judge(&r, Some(65534), &host(), &procs(Existence::Gone, None), &s);
         assert_eq!(v.state, State::Unverified, "{}", v.reason);
         // With its server recorded, that server alone is asked.
         r.tmux_socket = Some("/tmp/tmux-65534/default".into());
@@ -472,19 +472,19 @@ mod tests {
         s.expect_session_status()
             .withf(|id, sock| id == "%1" && *sock == Some(Path::new("/tmp/tmux-65534/default")))
             .return_const(SessionStatus::Alive);
-        let v = assess(&r, Some(65534), &host(), &procs(Existence::Gone, None), &s);
+        let v = judge(&r, Some(65534), &host(), &procs(Existence::Gone, None), &s);
         assert_eq!(v.state, State::HeldBySession);
     }
 
     #[test]
     fn reasons_name_pane_or_session() {
-        let v = decide(
+        let v = judge_statuses(
             7,
             PidStatus::Dead("pid 7 has exited".into()),
             Some((describe_session("%2"), SessionStatus::Alive)),
         );
         assert_eq!(v.reason, "pid 7 has exited but pane %2 is alive");
-        let v = decide(
+        let v = judge_statuses(
             7,
             PidStatus::Alive,
             Some((describe_session("gt-max"), SessionStatus::Gone)),

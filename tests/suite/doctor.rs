@@ -614,7 +614,7 @@ fn fix_skips_a_lock_reclaimed_after_the_scan() {
         &scan::Progress::default(),
     )
     .unwrap();
-    let mut report = doctor::examine(&scanned, &probes, &live.tmux.snapshot());
+    let mut report = doctor::judge(&scanned, &probes, &live.tmux.snapshot());
     assert_eq!(report.findings.iter().filter(|f| f.fixable).count(), 2);
 
     // After the scan: a live agent claims w (replacing the stale lock), and v's

@@ -565,7 +565,7 @@ fn fix_and_claim_ask_tmux_again_before_removing() {
     drop(spawner);
     wait_gone(pid, Duration::from_secs(10));
     let scanned = agentlock::scan::scan(&root, &Default::default(), &Default::default()).unwrap();
-    let mut report = agentlock::doctor::examine_live(&scanned, &live);
+    let mut report = agentlock::doctor::judge_live(&scanned, &live);
     assert_eq!(
         report.locks[0].state.as_str(),
         "stale",

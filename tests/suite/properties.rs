@@ -4,7 +4,7 @@
 use agentlock::probe::SessionStatus;
 use agentlock::probe::tmux::parse_list_panes;
 use agentlock::record::LockRecord;
-use agentlock::verdict::{PidStatus, State, decide};
+use agentlock::verdict::{PidStatus, State, judge_statuses};
 use chrono::{DateTime, FixedOffset, TimeZone};
 use proptest::prelude::*;
 
@@ -134,7 +134,7 @@ proptest! {
 
     #[test]
     fn stale_only_when_both_probes_proved_death(pid in pid_status(), session in session_status()) {
-        let v = decide(42, pid.clone(), session.clone());
+        let v = judge_statuses(42, pid.clone(), session.clone());
         if v.state == State::Stale {
             prop_assert!(matches!(pid, PidStatus::Dead(_)), "{pid:?}");
             prop_assert!(matches!(session, None | Some((_, SessionStatus::Gone))), "{session:?}");

@@ -1,0 +1,243 @@
+//! Diagnosis of a scanned tree, and the guarded repairs of `doctor --fix`.
+//!
+//! Findings: `stale`, `corrupt`, `leftover-temp`, `orphaned`, `unverified`,
+//! `collision`, `scan-error`. Only the first three are ever fixable, and each
+//! fix re-reads and re-judges under the worker's guard first: a stale lock is
+//! removed only if it is the same file with the same bytes and still stale, a
+//! corrupt one is moved aside (never deleted), a temp file is removed only if
+//! its writer is still dead.
+
+mod collisions;
+mod repair;
+
+pub use repair::{FixOutcome, fix};
+
+use crate::lock::{self, Found, Judgement, Probes, Snapshot};
+use crate::probe::tmux::TmuxSnapshot;
+use crate::probe::{Existence, LiveProbes};
+use crate::scan::{ScanResult, TempFile};
+use crate::verdict::State;
+use collisions::collisions;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// The Go tool's fixed temp name is a leftover once older than this.
+pub const GO_TEMP_GRACE: Duration = Duration::from_secs(60);
+
+/// Kinds of finding, in report order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingKind {
+    Collision,
+    Stale,
+    Corrupt,
+    LeftoverTemp,
+    Orphaned,
+    Unverified,
+    ScanError,
+}
+
+impl FindingKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::Collision => "collision",
+            FindingKind::Stale => "stale",
+            FindingKind::Corrupt => "corrupt",
+            FindingKind::LeftoverTemp => "leftover-temp",
+            FindingKind::Orphaned => "orphaned",
+            FindingKind::Unverified => "unverified",
+            FindingKind::ScanError => "scan-error",
+        }
+    }
+}
+
+/// What `--fix` would do for a finding.
+#[derive(Debug, Clone)]
+enum Repair {
+    RemoveStale(Snapshot),
+    MoveAside(Snapshot),
+    RemoveTemp(TempFile),
+}
+
+/// One finding.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    #[serde(serialize_with = "crate::output::ser_path")]
+    pub worker_dir: PathBuf,
+    /// The reason, and what `--fix` does or why it won't.
+    pub message: String,
+    pub fixable: bool,
+    #[serde(skip)]
+    repair: Option<Repair>,
+}
+
+/// One repair done by `--fix`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fixed {
+    pub kind: FindingKind,
+    #[serde(serialize_with = "crate::output::ser_path")]
+    pub worker_dir: PathBuf,
+    /// `removed` or `moved-aside`.
+    pub action: &'static str,
+    /// The file removed, or where a corrupt file now is.
+    #[serde(serialize_with = "crate::output::ser_path")]
+    pub path: PathBuf,
+}
+
+/// The whole diagnosis.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub root: PathBuf,
+    pub dirs: usize,
+    pub locks: Vec<Judgement>,
+    pub findings: Vec<Finding>,
+    pub fixed: Vec<Fixed>,
+}
+
+fn finding(
+    kind: FindingKind,
+    worker_dir: &Path,
+    message: String,
+    repair: Option<Repair>,
+) -> Finding {
+    Finding {
+        kind,
+        worker_dir: worker_dir.into(),
+        message,
+        fixable: repair.is_some(),
+        repair,
+    }
+}
+
+fn temp_finding(t: &TempFile, probes: &Probes, now: SystemTime) -> Option<Finding> {
+    let name = t.path.file_name()?.to_string_lossy().into_owned();
+    let message = match t.writer_pid {
+        Some(pid) => match probes.procs.existence(pid) {
+            Existence::Gone | Existence::Zombie => {
+                format!("temp file {name} of writer pid {pid}, which has exited; --fix removes it")
+            }
+            _ => return None, // a live writer is mid-publish
+        },
+        None => {
+            let age = now.duration_since(t.modified?).ok()?;
+            if age < GO_TEMP_GRACE {
+                return None;
+            }
+            format!(
+                "temp file {name} of the Go tool, {}s old; --fix removes it",
+                age.as_secs()
+            )
+        }
+    };
+    // Seen mid-publish by the scan, then renamed by its writer before it exited:
+    // not a leftover. A dead writer can no longer rename it, so this check is final.
+    std::fs::symlink_metadata(&t.path).ok()?;
+    Some(finding(
+        FindingKind::LeftoverTemp,
+        &t.worker_dir,
+        message,
+        Some(Repair::RemoveTemp(t.clone())),
+    ))
+}
+
+/// Judges every lock of a scan and lists the findings. `probes.sessions`
+/// should be `tmux` itself (or a lazy query of it), so tmux is asked once.
+pub fn judge(scan: &ScanResult, probes: &Probes, tmux: &TmuxSnapshot) -> Report {
+    let mut locks = Vec::with_capacity(scan.locks.len());
+    let mut findings = Vec::new();
+    for fl in &scan.locks {
+        let ins = lock::judge_found(&fl.worker_dir, &fl.lock_path, &fl.found, probes);
+        let f = match (&fl.found, ins.state) {
+            (Found::Record(_, snap), State::Stale) => Some(finding(
+                FindingKind::Stale,
+                &fl.worker_dir,
+                format!("{}; --fix removes the lock", ins.reason),
+                Some(Repair::RemoveStale(snap.clone())),
+            )),
+            (Found::Corrupt(_, Some(snap)), _) => Some(finding(
+                FindingKind::Corrupt,
+                &fl.worker_dir,
+                format!("{}; --fix moves it aside", ins.reason),
+                Some(Repair::MoveAside(snap.clone())),
+            )),
+            (Found::Corrupt(_, None), _) => Some(finding(
+                FindingKind::Corrupt,
+                &fl.worker_dir,
+                format!(
+                    "{}; not fixed: a symlink is never followed or removed, fix it by hand",
+                    ins.reason
+                ),
+                None,
+            )),
+            (_, State::Orphaned) => Some(finding(
+                FindingKind::Orphaned,
+                &fl.worker_dir,
+                format!("{}; not fixed: the holder process is alive", ins.reason),
+                None,
+            )),
+            (_, State::Unverified) => Some(finding(
+                FindingKind::Unverified,
+                &fl.worker_dir,
+                format!(
+                    "{}; not fixed: nothing is removed unless proven dead",
+                    ins.reason
+                ),
+                None,
+            )),
+            _ => None,
+        };
+        findings.extend(f);
+        locks.push(ins);
+    }
+    let now = SystemTime::now();
+    findings.extend(
+        scan.temps
+            .iter()
+            .filter_map(|t| temp_finding(t, probes, now)),
+    );
+    for e in &scan.errors {
+        findings.push(finding(
+            FindingKind::ScanError,
+            &e.path,
+            format!("cannot scan {}: {}; not fixed", e.path.display(), e.message),
+            None,
+        ));
+    }
+    findings.extend(collisions(&locks, tmux));
+    findings.sort_by(|a, b| (a.kind, &a.worker_dir).cmp(&(b.kind, &b.worker_dir)));
+    Report {
+        root: scan.root.clone(),
+        dirs: scan.dirs,
+        locks,
+        findings,
+        fixed: Vec::new(),
+    }
+}
+
+/// Scans' locks judged with the real probes: the tmux servers the locks
+/// record are asked together (once each) before any lock is judged.
+pub fn judge_live(scan: &ScanResult, live: &LiveProbes) -> Report {
+    live.tmux.ensure_default();
+    let recorded: Vec<&Path> = scan
+        .locks
+        .iter()
+        .filter_map(|l| match &l.found {
+            Found::Record(rec, _) => rec.tmux_socket.as_deref().map(Path::new),
+            _ => None,
+        })
+        .collect();
+    live.tmux.ensure(recorded);
+    judge(scan, &live.probes(), &live.tmux.snapshot())
+}
+
+/// Count of findings per kind, in report order.
+pub fn counts(findings: &[Finding]) -> BTreeMap<FindingKind, usize> {
+    let mut m = BTreeMap::new();
+    for f in findings {
+        *m.entry(f.kind).or_insert(0) += 1;
+    }
+    m
+}

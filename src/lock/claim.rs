@@ -1,0 +1,258 @@
+//! `claim` and `claim --first-free`: judge under the guard, then publish,
+//! refresh, replace or refuse.
+
+use super::fs::{Found, Worker};
+use super::guard::Guarded;
+use super::signal::signal_previous;
+use super::{Judgement, judge_found};
+use crate::error::{Error, Result};
+use crate::holder::{Asker, Claimant, Scope, holds};
+use crate::probe::{Existence, Probes};
+use crate::record::LockRecord;
+use crate::verdict::State;
+use chrono::{DateTime, FixedOffset};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// Options of `claim`.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimOptions {
+    /// Take over a lock held by someone else.
+    pub force: bool,
+    /// With `force`: SIGTERM the previous holder first, when that is safe.
+    pub signal_other: bool,
+    /// Take only a `free`, `stale` or `corrupt` worker: a worker the
+    /// claimant already holds is not free (`--first-free`).
+    pub only_free: bool,
+    /// Give up waiting for the guard once this is set (a signal arrived).
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// What a successful claim did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimAction {
+    /// The worker was free.
+    Claimed,
+    /// The same holder already had it; the lock was rewritten.
+    Refreshed,
+    /// A stale lock was replaced.
+    ReplacedStale,
+    /// A corrupt file was moved aside, then the worker claimed.
+    ReplacedCorrupt,
+    /// `--force`: a lock held by someone else was taken over.
+    TookOver,
+}
+
+impl ClaimAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimAction::Claimed => "claimed",
+            ClaimAction::Refreshed => "refreshed",
+            ClaimAction::ReplacedStale => "replaced-stale",
+            ClaimAction::ReplacedCorrupt => "replaced-corrupt",
+            ClaimAction::TookOver => "took-over",
+        }
+    }
+}
+
+/// A successful claim.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub action: ClaimAction,
+    /// The worker as it was judged under the guard, before the claim.
+    pub before: Judgement,
+    /// The lock now in place.
+    pub after: Judgement,
+    /// Where a corrupt file was moved.
+    pub moved_aside: Option<PathBuf>,
+    /// With `--signal-other`: the one-line outcome.
+    pub signal: Option<String>,
+}
+
+/// The result of a claim.
+#[derive(Debug, Clone)]
+pub enum ClaimOutcome {
+    Done(Box<Claimed>),
+    /// Held by someone else (or cannot be verified): nothing was changed.
+    Refused(Box<Judgement>),
+}
+
+fn now() -> DateTime<FixedOffset> {
+    chrono::Local::now().fixed_offset()
+}
+
+/// Builds the record a claimant writes. A refresh by a claimant that names
+/// no session keeps the session (and server) already recorded.
+fn record_for(
+    me: &Claimant,
+    start: Option<u64>,
+    previous: Option<&LockRecord>,
+    probes: &Probes,
+) -> LockRecord {
+    let host = &probes.host;
+    let (session, socket) = match (&me.session, previous) {
+        (Some(s), _) => (
+            Some(s.clone()),
+            me.tmux_socket
+                .as_deref()
+                .and_then(Path::to_str)
+                .map(str::to_string),
+        ),
+        (None, Some(prev)) => (prev.session_id.clone(), prev.tmux_socket.clone()),
+        (None, None) => (None, None),
+    };
+    LockRecord {
+        pid: me.pid,
+        acquired_at: Some(now()),
+        session_id: session.filter(|s| !s.is_empty()),
+        hostname: Some(host.hostname.clone()).filter(|h| !h.is_empty()),
+        pid_start: start,
+        boot_id: host.boot_id.clone(),
+        uid: Some(probes.procs.owner_uid(me.pid).unwrap_or(host.uid)),
+        tmux_socket: socket,
+        pid_ns: host.pid_ns,
+    }
+}
+
+/// Checks a claimant PID: it must be a live process.
+fn check_claimant(me: &Claimant, probes: &Probes) -> Result<Option<u64>> {
+    if me.pid <= 0 {
+        return Err(Error::BadPid {
+            pid: me.pid.into(),
+            why: "not a positive process id".into(),
+        });
+    }
+    match probes.procs.existence(me.pid) {
+        Existence::Alive => Ok(probes.procs.start_time(me.pid)),
+        _ => Err(Error::BadPid {
+            pid: me.pid.into(),
+            why: "no such running process; a lock must name a live holder".into(),
+        }),
+    }
+}
+
+/// Claims a worker (SPEC §5 `claim`).
+pub fn claim(
+    path: &Path,
+    me: &Claimant,
+    opts: ClaimOptions,
+    probes: &Probes,
+) -> Result<ClaimOutcome> {
+    let my_start = check_claimant(me, probes)?;
+    claim_as(path, me, my_start, &opts, probes)
+}
+
+/// `claim` for a claimant already checked, whose start time is `my_start`.
+fn claim_as(
+    path: &Path,
+    me: &Claimant,
+    my_start: Option<u64>,
+    opts: &ClaimOptions,
+    probes: &Probes,
+) -> Result<ClaimOutcome> {
+    let worker = Worker::open(path)?;
+    let g = Guarded::enter_or_cancel(&worker, true, opts.cancel.as_deref())?;
+    let found = g.read()?;
+    let mut before = judge_found(&worker.dir, &worker.lock_path(), &found, probes);
+    if before.state == State::Stale && before.session_alive.is_some() {
+        // Replacing: ask tmux again now that the PID was seen dead.
+        probes.sessions.refresh();
+        before = judge_found(&worker.dir, &worker.lock_path(), &found, probes);
+    }
+    let mut moved_aside = None;
+    let mut signal = None;
+    let mine = |rec: &LockRecord| holds(rec, &Asker::from(me), Scope::Claim, probes);
+    let action = match &found {
+        Found::Absent => ClaimAction::Claimed,
+        Found::Record(rec, _) if mine(rec) => {
+            if opts.only_free {
+                before.reason = format!("already yours: {}", before.reason);
+                return Ok(ClaimOutcome::Refused(Box::new(before)));
+            }
+            ClaimAction::Refreshed
+        }
+        Found::Corrupt(_, None) => {
+            return Err(Error::UnsafeLock {
+                path: worker.lock_path(),
+                why: format!("{}; not followed, not replaced", before.reason),
+            });
+        }
+        Found::Corrupt(_, Some(snap)) => {
+            moved_aside = g.move_aside(snap)?;
+            if moved_aside.is_none() {
+                // Changed under us by a tool that ignores the guard: judge again.
+                return Err(Error::io(
+                    worker.lock_path(),
+                    std::io::Error::other("lock file changed while being moved aside; try again"),
+                ));
+            }
+            ClaimAction::ReplacedCorrupt
+        }
+        Found::Record(..) if before.state == State::Stale => ClaimAction::ReplacedStale,
+        Found::Record(rec, _) if opts.force => {
+            if opts.signal_other {
+                signal = Some(signal_previous(rec, probes));
+            }
+            ClaimAction::TookOver
+        }
+        Found::Unreadable(_) if opts.force => ClaimAction::TookOver,
+        Found::Record(..) | Found::Unreadable(_) => {
+            return Ok(ClaimOutcome::Refused(Box::new(before)));
+        }
+    };
+    let previous = match (&found, action) {
+        (Found::Record(rec, _), ClaimAction::Refreshed) => Some(rec),
+        _ => None,
+    };
+    let rec = record_for(me, my_start, previous, probes);
+    g.publish(&rec)?;
+    let after = Judgement {
+        record: Some(rec),
+        pid_alive: Some(true),
+        session_alive: None,
+        ..Judgement::new(&worker, State::Held, format!("claimed by pid {}", me.pid))
+    };
+    Ok(ClaimOutcome::Done(Box::new(Claimed {
+        action,
+        before,
+        after,
+        moved_aside,
+        signal,
+    })))
+}
+
+/// The result of `claim --first-free`.
+#[derive(Debug)]
+pub struct FirstFree {
+    /// Index into the given workers and the claim, if one was claimed.
+    pub claimed: Option<(usize, Box<Claimed>)>,
+    /// Each worker tried before it (or all, if none was claimed).
+    pub tried: Vec<(PathBuf, Result<Judgement>)>,
+}
+
+/// Claims the first worker, in order, that is `free`, `stale` or `corrupt`.
+pub fn claim_first_free(paths: &[PathBuf], me: &Claimant, probes: &Probes) -> Result<FirstFree> {
+    let my_start = check_claimant(me, probes)?;
+    let mut tried = Vec::new();
+    let opts = ClaimOptions {
+        only_free: true,
+        ..ClaimOptions::default()
+    };
+    for (i, p) in paths.iter().enumerate() {
+        match claim_as(p, me, my_start, &opts, probes) {
+            Ok(ClaimOutcome::Done(c)) => {
+                return Ok(FirstFree {
+                    claimed: Some((i, c)),
+                    tried,
+                });
+            }
+            Ok(ClaimOutcome::Refused(ins)) => tried.push((p.clone(), Ok(*ins))),
+            Err(e) => tried.push((p.clone(), Err(e))),
+        }
+    }
+    Ok(FirstFree {
+        claimed: None,
+        tried,
+    })
+}

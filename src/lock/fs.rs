@@ -1,0 +1,268 @@
+//! The no-follow file layer of one worker: open the worker and its
+//! `.runtime` through directory descriptors (`O_NOFOLLOW`, never following a
+//! symlink), read `agent.lock` without blocking or reading past the size
+//! limit, snapshot it for compare-and-delete, and describe odd file types.
+
+use super::{LOCK_FILE, RUNTIME_DIR};
+use crate::error::{Error, Result};
+use crate::record::{CorruptReason, LockRecord, MAX_LOCK_BYTES};
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, mkdirat};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+/// A worker directory, resolved to an absolute path and opened.
+#[derive(Debug)]
+pub struct Worker {
+    /// Absolute, canonical worker path.
+    pub dir: PathBuf,
+    fd: File,
+    /// Owner of the worker directory: what root gives the files it creates
+    /// there, so the owner is never locked out of its own worker.
+    owner: Option<u32>,
+}
+
+/// Gives a file root just created in a user's worker to that user.
+pub(crate) fn give_to_owner(worker: &Worker, fd: &impl AsFd, path: &Path) -> Result<()> {
+    match worker.owner {
+        Some(owner) if nix::unistd::geteuid().is_root() && owner != 0 => {
+            nix::unistd::fchown(fd.as_fd(), Some(nix::unistd::Uid::from_raw(owner)), None)
+                .map_err(|e| Error::io(path, e))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Worker {
+    /// Opens a worker directory given on the command line.
+    pub fn open(path: &Path) -> Result<Worker> {
+        let dir = std::fs::canonicalize(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NoSuchWorker { path: path.into() },
+            _ => Error::io(path, e),
+        })?;
+        let fd = openat(
+            nix::fcntl::AT_FDCWD,
+            &dir,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            Errno::ENOTDIR => Error::NotADirectory { path: dir.clone() },
+            e => Error::io(&dir, e),
+        })?;
+        let fd = File::from(fd);
+        let owner = fstat(fd.as_fd()).map(|st| st.st_uid).ok();
+        Ok(Worker { dir, fd, owner })
+    }
+
+    /// `<worker>/.runtime`.
+    pub fn runtime_path(&self) -> PathBuf {
+        self.dir.join(RUNTIME_DIR)
+    }
+
+    /// `<worker>/.runtime/agent.lock`.
+    pub fn lock_path(&self) -> PathBuf {
+        self.runtime_path().join(LOCK_FILE)
+    }
+}
+
+/// Describes a non-regular file type in a few words.
+fn describe_type(at: BorrowedFd<'_>, name: &Path, st: &FileStat) -> String {
+    let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+    match kind {
+        SFlag::S_IFDIR => "a directory".into(),
+        SFlag::S_IFIFO => "a FIFO".into(),
+        SFlag::S_IFSOCK => "a socket".into(),
+        SFlag::S_IFCHR => "a character device".into(),
+        SFlag::S_IFBLK => "a block device".into(),
+        SFlag::S_IFLNK => match nix::fcntl::readlinkat(at, name) {
+            Ok(t) => format!("a symlink to {}", Path::new(&t).display()),
+            Err(_) => "a symlink".into(),
+        },
+        SFlag::S_IFREG => "a regular file".into(),
+        _ => "not a regular file".into(),
+    }
+}
+
+pub(crate) fn is_type(st: &FileStat, t: SFlag) -> bool {
+    st.st_mode & SFlag::S_IFMT.bits() == t.bits()
+}
+
+/// `.runtime`, opened without following a symlink.
+pub(crate) enum Runtime {
+    Missing,
+    Dir(File),
+    /// A symlink, a file, or anything that is not a plain directory.
+    Unsafe(String),
+    /// Could not be opened (e.g. permission denied).
+    Unreadable(String),
+}
+
+pub(crate) fn open_runtime(worker: &Worker, create: bool) -> Result<Runtime> {
+    let mut created = false;
+    if create {
+        match mkdirat(
+            worker.fd.as_fd(),
+            RUNTIME_DIR,
+            Mode::from_bits_truncate(0o755),
+        ) {
+            Ok(()) => created = true,
+            Err(Errno::EEXIST) => {}
+            Err(e) => return Err(Error::io(worker.runtime_path(), e)),
+        }
+    }
+    let rt = open_runtime_in(
+        worker.fd.as_fd(),
+        Path::new(RUNTIME_DIR),
+        &worker.runtime_path(),
+    )?;
+    if let (Runtime::Dir(dir), true) = (&rt, created) {
+        give_to_owner(worker, dir, &worker.runtime_path())?;
+    }
+    Ok(rt)
+}
+
+/// Opens the `.runtime` directory `name` (relative to `at`, or absolute)
+/// without following a symlink; `path` is what messages call it.
+pub(crate) fn open_runtime_in(at: BorrowedFd<'_>, name: &Path, path: &Path) -> Result<Runtime> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    match openat(at, name, flags, Mode::empty()) {
+        Ok(fd) => Ok(Runtime::Dir(File::from(fd))),
+        Err(Errno::ENOENT) => Ok(Runtime::Missing),
+        Err(Errno::ELOOP) | Err(Errno::ENOTDIR) => {
+            Ok(Runtime::Unsafe(not_a_runtime_dir(&describe_at(at, name))))
+        }
+        Err(e @ (Errno::EACCES | Errno::EPERM)) => Ok(Runtime::Unreadable(format!(
+            "cannot open {}: {}",
+            path.display(),
+            e.desc()
+        ))),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Why a `.runtime` that is `what` is not used.
+pub(crate) fn not_a_runtime_dir(what: &str) -> String {
+    format!("{RUNTIME_DIR} is {what}, not a directory")
+}
+
+/// Describes what is at `name` (relative to `at`) without following it.
+pub(crate) fn describe_at(at: BorrowedFd<'_>, name: &Path) -> String {
+    match fstatat(at, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => describe_type(at, name, &st),
+        Err(e) => e.desc().to_string(),
+    }
+}
+
+/// The identity and content of `agent.lock` at one moment: what
+/// compare-and-delete compares against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    dev: u64,
+    ino: u64,
+    size: i64,
+    mtime: (i64, i64),
+    /// Owner of the file.
+    pub(crate) uid: u32,
+    /// Contents, when it is a regular file within the size limit.
+    bytes: Option<Vec<u8>>,
+}
+
+/// What is at `agent.lock`.
+#[derive(Debug, Clone)]
+pub enum Found {
+    Absent,
+    Record(LockRecord, Snapshot),
+    /// Not a valid record. The snapshot is `None` for a symlink (never touched).
+    Corrupt(CorruptReason, Option<Snapshot>),
+    /// Exists but cannot be read: permission denied and the like.
+    Unreadable(String),
+}
+
+pub(crate) fn snapshot_of(st: &FileStat, bytes: Option<Vec<u8>>) -> Snapshot {
+    Snapshot {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        size: st.st_size,
+        mtime: (st.st_mtime, st.st_mtime_nsec),
+        uid: st.st_uid,
+        bytes,
+    }
+}
+
+/// Reads `agent.lock` in an open `.runtime` without following symlinks,
+/// without blocking on a FIFO, and without reading more than the size limit.
+pub(crate) fn read_lock(rt: &File, lock_path: &Path) -> Result<Found> {
+    let flags = OFlag::O_RDONLY
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NONBLOCK
+        | OFlag::O_CLOEXEC
+        | OFlag::O_NOCTTY;
+    let fd = match openat(rt.as_fd(), LOCK_FILE, flags, Mode::empty()) {
+        Ok(fd) => File::from(fd),
+        Err(Errno::ENOENT) => return Ok(Found::Absent),
+        Err(e @ (Errno::EACCES | Errno::EPERM)) => {
+            return Ok(Found::Unreadable(format!(
+                "cannot read {}: {}",
+                lock_path.display(),
+                e.desc()
+            )));
+        }
+        // ELOOP: a symlink. ENXIO: a socket. Describe without following.
+        Err(Errno::ELOOP | Errno::ENXIO | Errno::EOPNOTSUPP) => {
+            let st = fstatat(
+                rt.as_fd(),
+                LOCK_FILE,
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| Error::io(lock_path, e))?;
+            let what = describe_type(rt.as_fd(), Path::new(LOCK_FILE), &st);
+            let snap = (!is_type(&st, SFlag::S_IFLNK)).then(|| snapshot_of(&st, None));
+            return Ok(Found::Corrupt(
+                CorruptReason::NotRegular {
+                    what: format!("{LOCK_FILE} is {what}"),
+                },
+                snap,
+            ));
+        }
+        Err(e) => return Err(Error::io(lock_path, e)),
+    };
+    let st = fstat(fd.as_fd()).map_err(|e| Error::io(lock_path, e))?;
+    if !is_type(&st, SFlag::S_IFREG) {
+        let what = describe_type(rt.as_fd(), Path::new(LOCK_FILE), &st);
+        return Ok(Found::Corrupt(
+            CorruptReason::NotRegular {
+                what: format!("{LOCK_FILE} is {what}"),
+            },
+            Some(snapshot_of(&st, None)),
+        ));
+    }
+    if st.st_size as u64 > MAX_LOCK_BYTES {
+        return Ok(Found::Corrupt(
+            CorruptReason::TooLarge {
+                size: st.st_size as u64,
+            },
+            Some(snapshot_of(&st, None)),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(st.st_size as usize);
+    match (&fd).take(MAX_LOCK_BYTES + 1).read_to_end(&mut bytes) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Ok(Found::Unreadable(format!(
+                "cannot read {}: {e}",
+                lock_path.display()
+            )));
+        }
+        Err(e) => return Err(Error::io(lock_path, e)),
+    }
+    let parsed = LockRecord::parse(&bytes);
+    let snap = snapshot_of(&st, Some(bytes));
+    Ok(match parsed {
+        Ok(rec) => Found::Record(rec, snap),
+        Err(reason) => Found::Corrupt(reason, Some(snap)),
+    })
+}

@@ -1,0 +1,175 @@
+//! Lock operations on one worker: inspect, claim, release, first-free.
+//!
+//! Every mutation holds an exclusive `flock` on
+//! `<worker>/.runtime/agent.lock.flock` (the Go tool's guard file, never
+//! deleted), publishes by writing a unique temp file, `fsync`, `rename` and a
+//! directory `fsync`, and removes only after re-reading the file and finding
+//! it unchanged (compare-and-delete). All file access goes through directory
+//! file descriptors opened with `O_NOFOLLOW`, so a symlinked `.runtime` or
+//! `agent.lock` is never followed.
+//!
+//! ```no_run
+//! use agentlock::lock::{self, Claimant, ClaimOptions, ClaimOutcome, LiveProbes};
+//!
+//! let live = LiveProbes::new(Default::default());
+//! let probes = live.probes();
+//! let me = Claimant::pid(std::process::id() as i32);
+//! match lock::claim("workers/max".as_ref(), &me, ClaimOptions::default(), &probes)? {
+//!     ClaimOutcome::Done(done) => println!("claimed: {:?}", done.action),
+//!     ClaimOutcome::Refused(held) => println!("held: {}", held.reason),
+//! }
+//! # Ok::<(), agentlock::Error>(())
+//! ```
+
+mod claim;
+pub(crate) mod fs;
+mod guard;
+mod release;
+mod signal;
+
+pub use claim::{
+    ClaimAction, ClaimOptions, ClaimOutcome, Claimed, FirstFree, claim, claim_first_free,
+};
+pub use fs::{Found, Snapshot, Worker};
+pub use guard::Guard;
+pub(crate) use guard::Guarded;
+pub use release::{ReleaseAction, ReleaseOutcome, release, release_written};
+
+use crate::error::Result;
+pub use crate::holder::{Asker, Claimant};
+pub use crate::probe::{LiveProbes, Probes};
+use crate::record::LockRecord;
+use crate::verdict::{self, State};
+use fs::{Runtime, open_runtime, read_lock};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `<worker>/.runtime`.
+pub const RUNTIME_DIR: &str = ".runtime";
+/// `<worker>/.runtime/agent.lock`.
+pub const LOCK_FILE: &str = "agent.lock";
+/// The mutation guard, shared with the Go tool.
+pub const GUARD_FILE: &str = "agent.lock.flock";
+/// Prefix of temp files: `agent.lock.tmp.<writer pid>.<random>` (ours) or
+/// exactly `agent.lock.tmp` (the Go tool's).
+pub const TEMP_PREFIX: &str = "agent.lock.tmp";
+/// Prefix of corrupt files moved aside.
+pub const CORRUPT_PREFIX: &str = "agent.lock.corrupt-";
+/// How long a mutation waits for the guard before giving up.
+pub const GUARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One worker, judged: what `status`, `check` and the JSON output report.
+#[derive(Debug, Clone)]
+pub struct Judgement {
+    pub worker_dir: PathBuf,
+    pub lock_path: PathBuf,
+    pub state: State,
+    pub reason: String,
+    pub record: Option<LockRecord>,
+    pub pid_alive: Option<bool>,
+    pub session_alive: Option<bool>,
+}
+
+impl Judgement {
+    fn new(worker: &Worker, state: State, reason: String) -> Judgement {
+        Judgement::at(&worker.dir, &worker.lock_path(), state, reason)
+    }
+
+    /// A judgement of the worker at these paths.
+    pub fn at(worker_dir: &Path, lock_path: &Path, state: State, reason: String) -> Judgement {
+        Judgement {
+            worker_dir: worker_dir.into(),
+            lock_path: lock_path.into(),
+            state,
+            reason,
+            record: None,
+            pid_alive: None,
+            session_alive: None,
+        }
+    }
+}
+
+/// Judges what was found at `lock_path`.
+pub fn judge_found(
+    worker_dir: &Path,
+    lock_path: &Path,
+    found: &Found,
+    probes: &Probes,
+) -> Judgement {
+    let at = |state, reason| Judgement::at(worker_dir, lock_path, state, reason);
+    match found {
+        Found::Absent => at(State::Free, "no lock file".into()),
+        Found::Corrupt(reason, _) => at(State::Corrupt, reason.to_string()),
+        Found::Unreadable(why) => at(State::Unverified, why.clone()),
+        Found::Record(rec, snap) => {
+            let v = verdict::judge(
+                rec,
+                Some(snap.uid),
+                &probes.host,
+                probes.procs,
+                probes.sessions,
+            );
+            Judgement {
+                record: Some(rec.clone()),
+                pid_alive: v.pid_alive,
+                session_alive: v.session_alive,
+                ..at(v.state, v.reason)
+            }
+        }
+    }
+}
+
+/// A worker read but not judged yet: either already decided (no lock, an
+/// odd `.runtime`), or what is at its lock path.
+enum ReadWorker {
+    Decided(Judgement),
+    Found(Worker, Found),
+}
+
+fn read_worker(path: &Path) -> Result<ReadWorker> {
+    let worker = Worker::open(path)?;
+    let decided = |state, why| Ok(ReadWorker::Decided(Judgement::new(&worker, state, why)));
+    match open_runtime(&worker, false)? {
+        Runtime::Missing => decided(State::Free, "no .runtime directory".into()),
+        Runtime::Unsafe(why) => decided(State::Corrupt, why),
+        Runtime::Unreadable(why) => decided(State::Unverified, why),
+        Runtime::Dir(rt) => {
+            let found = read_lock(&rt, &worker.lock_path())?;
+            Ok(ReadWorker::Found(worker, found))
+        }
+    }
+}
+
+fn judge_read(read: ReadWorker, probes: &Probes) -> Judgement {
+    match read {
+        ReadWorker::Decided(ins) => ins,
+        ReadWorker::Found(worker, found) => {
+            judge_found(&worker.dir, &worker.lock_path(), &found, probes)
+        }
+    }
+}
+
+/// Read-only: judges a worker. Creates and changes nothing.
+pub fn judge(path: &Path, probes: &Probes) -> Result<Judgement> {
+    Ok(judge_read(read_worker(path)?, probes))
+}
+
+/// Read-only: judges several workers, asking the tmux servers their locks
+/// record all at once (each server once) before judging any.
+pub fn judge_many(
+    paths: &[PathBuf],
+    tmux: &crate::probe::tmux::Tmux,
+    probes: &Probes,
+) -> Vec<(PathBuf, Result<Judgement>)> {
+    let read: Vec<(PathBuf, Result<ReadWorker>)> =
+        paths.iter().map(|p| (p.clone(), read_worker(p))).collect();
+    tmux.ensure(read.iter().filter_map(|(_, r)| match r {
+        Ok(ReadWorker::Found(_, Found::Record(rec, _))) => {
+            rec.tmux_socket.as_deref().map(Path::new)
+        }
+        _ => None,
+    }));
+    read.into_iter()
+        .map(|(p, r)| (p, r.map(|r| judge_read(r, probes))))
+        .collect()
+}

@@ -1,0 +1,131 @@
+//! `release`: remove a lock the asker holds (or any, with `--force`), by
+//! compare-and-delete under the guard; a corrupt file is moved aside.
+
+use super::fs::{Found, Runtime, Worker, open_runtime};
+use super::guard::Guarded;
+use super::{Judgement, judge_found};
+use crate::error::{Error, Result};
+use crate::holder::{Asker, Scope, holds};
+use crate::probe::Probes;
+use crate::record::LockRecord;
+use crate::verdict::State;
+use std::path::{Path, PathBuf};
+
+/// What `release` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseAction {
+    Released,
+    AlreadyFree,
+    /// `--force` on a corrupt file: moved aside, not deleted.
+    MovedAside,
+}
+
+impl ReleaseAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseAction::Released => "released",
+            ReleaseAction::AlreadyFree => "already-free",
+            ReleaseAction::MovedAside => "moved-aside",
+        }
+    }
+}
+
+/// The result of a release.
+#[derive(Debug, Clone)]
+pub enum ReleaseOutcome {
+    Done {
+        action: ReleaseAction,
+        before: Judgement,
+        moved_to: Option<PathBuf>,
+    },
+    /// Held by someone else (or corrupt, without `--force`): nothing changed.
+    Refused(Judgement),
+}
+
+/// Releases a worker (SPEC §5 `release`).
+pub fn release(path: &Path, who: &Asker, force: bool, probes: &Probes) -> Result<ReleaseOutcome> {
+    release_where(path, force, probes, &|rec| {
+        holds(rec, who, Scope::ActFor, probes)
+    })
+}
+
+/// Releases the very lock `written` that this process published (`run`,
+/// once its command has exited): removed only while the file still holds
+/// exactly that record.
+pub fn release_written(
+    path: &Path,
+    written: &LockRecord,
+    probes: &Probes,
+) -> Result<ReleaseOutcome> {
+    release_where(path, false, probes, &|rec| rec == written)
+}
+
+fn release_where(
+    path: &Path,
+    force: bool,
+    probes: &Probes,
+    is_mine: &dyn Fn(&LockRecord) -> bool,
+) -> Result<ReleaseOutcome> {
+    let worker = Worker::open(path)?;
+    // A worker without .runtime is free: nothing to create, nothing to guard.
+    if let Runtime::Missing = open_runtime(&worker, false)? {
+        return Ok(ReleaseOutcome::Done {
+            action: ReleaseAction::AlreadyFree,
+            before: Judgement::new(&worker, State::Free, "no .runtime directory".into()),
+            moved_to: None,
+        });
+    }
+    let g = Guarded::enter(&worker, false)?;
+    // A tool that ignores the guard may change the file between our read and
+    // our compare; judge again then (bounded).
+    for _ in 0..5 {
+        let found = g.read()?;
+        let before = judge_found(&worker.dir, &worker.lock_path(), &found, probes);
+        match &found {
+            Found::Absent => {
+                return Ok(ReleaseOutcome::Done {
+                    action: ReleaseAction::AlreadyFree,
+                    before,
+                    moved_to: None,
+                });
+            }
+            Found::Unreadable(_) => return Ok(ReleaseOutcome::Refused(before)),
+            Found::Corrupt(_, None) => {
+                return Err(Error::UnsafeLock {
+                    path: worker.lock_path(),
+                    why: format!("{}; not followed, not removed", before.reason),
+                });
+            }
+            Found::Corrupt(_, Some(snap)) => {
+                if !force {
+                    return Ok(ReleaseOutcome::Refused(before));
+                }
+                if let Some(to) = g.move_aside(snap)? {
+                    return Ok(ReleaseOutcome::Done {
+                        action: ReleaseAction::MovedAside,
+                        before,
+                        moved_to: Some(to),
+                    });
+                }
+            }
+            Found::Record(rec, snap) => {
+                if !force && !is_mine(rec) {
+                    return Ok(ReleaseOutcome::Refused(before));
+                }
+                if g.remove_if_unchanged(snap)? {
+                    return Ok(ReleaseOutcome::Done {
+                        action: ReleaseAction::Released,
+                        before,
+                        moved_to: None,
+                    });
+                }
+            }
+        }
+    }
+    Err(Error::io(
+        worker.lock_path(),
+        std::io::Error::other(
+            "lock file keeps changing under the guard; another tool is writing it without the guard",
+        ),
+    ))
+}
