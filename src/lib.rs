@@ -15,16 +15,19 @@
 //! - [`forward`]: which signals `run` passes on to its command.
 //! - [`scan`]: finding every lock under a root, in parallel.
 //! - [`doctor`]: findings of a scanned tree, and the guarded `--fix` repairs.
-//! - [`output`]: human and JSON rendering.
-//! - [`exit_codes`]: the binary's exit codes.
+//! - [`paths`]: how paths are written in JSON (lossily, never a panic).
+//!
+//! The binary (`src/main.rs`) adds what only a command line needs: `cli`
+//! (the clap structs), `commands` (one handler per subcommand), `output`
+//! (human lines and `--json` documents), `out` (writing them without ever
+//! panicking) and `exit_codes`.
 
 pub mod doctor;
 pub mod error;
-pub mod exit_codes;
 pub mod forward;
 pub mod holder;
 pub mod lock;
-pub mod output;
+pub mod paths;
 pub mod probe;
 pub mod record;
 pub mod run;

@@ -2,7 +2,9 @@
 
 mod cli;
 mod commands;
+mod exit_codes;
 mod out;
+mod output;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -12,8 +14,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
-    let code = commands::execute(cli);
-    ExitCode::from(u8::try_from(code).unwrap_or(agentlock::exit_codes::ERROR as u8))
+    commands::execute(cli).into()
 }
 
 /// clap's own message (help and version included); with `--json` on the
@@ -36,12 +37,15 @@ fn usage_error(e: clap::Error) -> ExitCode {
             .unwrap_or(&msg)
             .trim_start_matches("error: ")
             .to_string();
-        out.line(agentlock::output::error_json(
+        out.line(output::error_json(
             None,
-            &agentlock::output::ErrorJson::new("usage", first),
+            &output::ErrorJson::new("usage", first),
         ));
     }
     let _ = e.print();
-    let code = out.finish(e.exit_code());
-    ExitCode::from(u8::try_from(code).unwrap_or(2))
+    let code = match e.exit_code() {
+        0 => exit_codes::ExitCode::Success,
+        _ => exit_codes::ExitCode::Error,
+    };
+    out.finish(code).into()
 }

@@ -6,6 +6,7 @@
 //! one line on stderr saying what was already done, and exit 2. stderr
 //! errors are ignored: there is nowhere left to say them.
 
+use crate::exit_codes::ExitCode;
 use std::fmt::Display;
 use std::io::Write;
 
@@ -50,7 +51,7 @@ impl Out {
 
     /// The exit code, given the command's own: 2 (with one line on stderr)
     /// when stdout could not be written for any reason but a closed pipe.
-    pub fn finish(mut self, code: i32) -> i32 {
+    pub fn finish(mut self, code: ExitCode) -> ExitCode {
         let Some(e) = self.failed.take() else {
             return code;
         };
@@ -59,6 +60,6 @@ impl Out {
             None => String::new(),
         };
         self.error_line(format_args!("cannot write output: {e}{done}"));
-        agentlock::exit_codes::ERROR
+        ExitCode::Error
     }
 }

@@ -41,8 +41,14 @@ pub enum RunOutcome {
     },
     /// The claim was refused: the command was not started.
     Refused(Box<Judgement>),
-    /// The command could not be started (126: not executable, 127: not found).
-    CannotRun { code: i32, why: String },
+    /// The command could not be started: nothing is held.
+    CannotRun {
+        /// True when the program was not found; otherwise it exists but
+        /// cannot be executed.
+        not_found: bool,
+        /// The program and the error.
+        why: String,
+    },
     /// A signal arrived before the command started: it was never started,
     /// and nothing is held. `signal` is the signal number.
     Interrupted { signal: i32 },
@@ -265,13 +271,8 @@ pub fn run(
         Ok(c) => c,
         Err(e) => {
             let _ = release(&claimed);
-            let code = if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
             return Ok(RunOutcome::CannotRun {
-                code,
+                not_found: e.kind() == std::io::ErrorKind::NotFound,
                 why: format!("{}: {e}", Path::new(program).display()),
             });
         }

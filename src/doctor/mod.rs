@@ -15,7 +15,7 @@ pub use repair::{FixOutcome, fix};
 use crate::lock::{self, Found, Judgement, Probes, Snapshot};
 use crate::probe::tmux::TmuxSnapshot;
 use crate::probe::{Existence, LiveProbes};
-use crate::scan::{ScanResult, TempFile};
+use crate::scan::{Progress, ScanOptions, ScanResult, TempFile};
 use crate::verdict::State;
 use collisions::collisions;
 use serde::Serialize;
@@ -65,7 +65,7 @@ enum Repair {
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
     pub kind: FindingKind,
-    #[serde(serialize_with = "crate::output::ser_path")]
+    #[serde(serialize_with = "crate::paths::ser_path")]
     pub worker_dir: PathBuf,
     /// The reason, and what `--fix` does or why it won't.
     pub message: String,
@@ -78,12 +78,12 @@ pub struct Finding {
 #[derive(Debug, Clone, Serialize)]
 pub struct Fixed {
     pub kind: FindingKind,
-    #[serde(serialize_with = "crate::output::ser_path")]
+    #[serde(serialize_with = "crate::paths::ser_path")]
     pub worker_dir: PathBuf,
     /// `removed` or `moved-aside`.
     pub action: &'static str,
     /// The file removed, or where a corrupt file now is.
-    #[serde(serialize_with = "crate::output::ser_path")]
+    #[serde(serialize_with = "crate::paths::ser_path")]
     pub path: PathBuf,
 }
 
@@ -231,6 +231,22 @@ pub fn judge_live(scan: &ScanResult, live: &LiveProbes) -> Report {
         .collect();
     live.tmux.ensure(recorded);
     judge(scan, &live.probes(), &live.tmux.snapshot())
+}
+
+/// Scans `root` and judges every lock found: tmux's default servers are
+/// asked while the tree is walked, the servers the locks record right after
+/// it (each server once).
+pub fn judge_tree(
+    root: &Path,
+    opts: &ScanOptions,
+    progress: &Progress,
+    live: &LiveProbes,
+) -> crate::Result<Report> {
+    let scanned = std::thread::scope(|s| {
+        s.spawn(|| live.tmux.ensure_default());
+        crate::scan::scan(root, opts, progress)
+    })?;
+    Ok(judge_live(&scanned, live))
 }
 
 /// Count of findings per kind, in report order.

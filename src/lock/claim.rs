@@ -231,6 +231,16 @@ pub struct FirstFree {
     pub tried: Vec<(PathBuf, Result<Judgement>)>,
 }
 
+impl FirstFree {
+    /// True when nothing was claimed because every worker failed with an
+    /// error (none was even judged): an error, not a "no".
+    pub fn all_failed(&self) -> bool {
+        self.claimed.is_none()
+            && !self.tried.is_empty()
+            && self.tried.iter().all(|(_, r)| r.is_err())
+    }
+}
+
 /// Claims the first worker, in order, that is `free`, `stale` or `corrupt`.
 pub fn claim_first_free(paths: &[PathBuf], me: &Claimant, probes: &Probes) -> Result<FirstFree> {
     let my_start = check_claimant(me, probes)?;

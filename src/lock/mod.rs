@@ -70,7 +70,34 @@ pub struct Judgement {
     pub session_alive: Option<bool>,
 }
 
+/// Where an asker stands with a judged worker: what `check` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// The asker holds it (or acts for its holder).
+    Yours,
+    /// Nobody live holds it: `free`, `stale` or `corrupt`.
+    Claimable,
+    /// Someone else holds it, or it cannot be verified.
+    Taken,
+}
+
 impl Judgement {
+    /// Where `asker` stands with this worker, by the one holder predicate
+    /// ([`crate::holder::holds`], acting-for scope).
+    pub fn standing(&self, asker: &Asker, probes: &Probes) -> Standing {
+        let yours = self
+            .record
+            .as_ref()
+            .is_some_and(|r| crate::holder::holds(r, asker, crate::holder::Scope::ActFor, probes));
+        if yours {
+            Standing::Yours
+        } else if self.state.claimable() {
+            Standing::Claimable
+        } else {
+            Standing::Taken
+        }
+    }
+
     fn new(worker: &Worker, state: State, reason: String) -> Judgement {
         Judgement::at(&worker.dir, &worker.lock_path(), state, reason)
     }

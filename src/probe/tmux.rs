@@ -34,7 +34,7 @@ pub trait SessionProbe {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Pane {
     /// The server socket it was listed on.
-    #[serde(serialize_with = "crate::output::ser_path")]
+    #[serde(serialize_with = "crate::paths::ser_path")]
     pub socket: PathBuf,
     /// The server's PID.
     pub server_pid: Option<i32>,
@@ -42,7 +42,7 @@ pub struct Pane {
     pub session_id: String,
     pub pane_id: String,
     pub pane_pid: Option<i32>,
-    #[serde(serialize_with = "crate::output::ser_path")]
+    #[serde(serialize_with = "crate::paths::ser_path")]
     pub current_path: PathBuf,
 }
 
@@ -58,7 +58,7 @@ pub enum ServerState {
 /// One server's answer, as reported in JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServerReport {
-    #[serde(serialize_with = "crate::output::ser_path")]
+    #[serde(serialize_with = "crate::paths::ser_path")]
     pub socket: PathBuf,
     pub state: ServerState,
     pub detail: String,

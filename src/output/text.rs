@@ -1,255 +1,12 @@
-//! Rendering of results: human lines and the `--json` objects of SPEC §5.
-//! Nothing here decides anything; it only formats what the library found.
+//! The human lines: status and refusal blocks, the `list` table, the
+//! `doctor` report. Nothing here decides anything.
 
-use crate::doctor::{self, Finding, Fixed, Report};
-use crate::lock::Judgement;
-use crate::probe::tmux::{ServerReport, TmuxSnapshot};
-use crate::record::format_time;
-use crate::verdict::{State, describe_session};
+use agentlock::doctor::{self, Report};
+use agentlock::lock::{Claimed, Judgement, ReleaseAction, Standing};
+use agentlock::scan::Progress;
+use agentlock::verdict::{State, describe_session};
 use chrono::{DateTime, FixedOffset, Utc};
-use serde::{Serialize, Serializer};
 use std::path::Path;
-
-/// Serializes a path as a string, lossily when it is not UTF-8 (never a
-/// panic); entries holding such a path say so with `"paths_lossy": true`.
-pub fn ser_path<P: AsRef<Path>, S: Serializer>(p: &P, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&p.as_ref().to_string_lossy())
-}
-
-/// [`ser_path`] for an optional path.
-pub fn ser_opt_path<S: Serializer>(p: &Option<&Path>, s: S) -> Result<S::Ok, S::Error> {
-    match p {
-        Some(p) => ser_path(p, s),
-        None => s.serialize_none(),
-    }
-}
-
-/// Whether a path will be written lossily.
-pub fn is_lossy(p: &Path) -> bool {
-    p.to_str().is_none()
-}
-
-/// An error as printed in JSON: `{"kind", "message", "path"}`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ErrorJson {
-    /// Stable name of the kind of error (`no-such-worker`, `io`, `usage`, ...).
-    pub kind: String,
-    /// The one line also printed on stderr.
-    pub message: String,
-    /// The path it is about, when there is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-}
-
-impl ErrorJson {
-    /// The JSON form of a library error.
-    pub fn of(e: &crate::Error) -> ErrorJson {
-        ErrorJson {
-            kind: e.kind().into(),
-            message: e.to_string(),
-            path: e.path().map(|p| {
-                std::path::absolute(p)
-                    .unwrap_or_else(|_| p.to_path_buf())
-                    .to_string_lossy()
-                    .into_owned()
-            }),
-        }
-    }
-
-    /// An error that is not a library error (usage, output).
-    pub fn new(kind: &str, message: impl Into<String>) -> ErrorJson {
-        ErrorJson {
-            kind: kind.into(),
-            message: message.into(),
-            path: None,
-        }
-    }
-}
-
-/// A JSON document, pretty-printed. Everything printed serializes; should a
-/// serializer ever fail, the failure itself is printed as the error object.
-pub fn to_json<T: Serialize>(v: &T) -> String {
-    serde_json::to_string_pretty(v).unwrap_or_else(|e| {
-        let err = ErrorJson::new("internal", format!("cannot encode JSON: {e}"));
-        format!(
-            "{{\n  \"error\": {}\n}}",
-            serde_json::to_string(&err).unwrap_or_default()
-        )
-    })
-}
-
-/// One worker as printed by `status`, `check`, `claim`, `release` (and the
-/// `locks` array of `list`/`doctor`).
-#[derive(Debug, Clone, Serialize)]
-pub struct LockEntry<'a> {
-    #[serde(serialize_with = "ser_path")]
-    pub worker_dir: &'a Path,
-    #[serde(serialize_with = "ser_path")]
-    pub lock_path: &'a Path,
-    pub state: State,
-    pub pid: Option<i32>,
-    pub pid_alive: Option<bool>,
-    pub session_id: Option<&'a str>,
-    pub session_alive: Option<bool>,
-    pub hostname: Option<&'a str>,
-    pub acquired_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tmux_socket: Option<&'a str>,
-    pub reason: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub action: Option<&'a str>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "ser_opt_path"
-    )]
-    pub moved_aside: Option<&'a Path>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signal: Option<&'a str>,
-    /// Warnings said on stderr (a session that does not exist now, ...).
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    pub warnings: &'a [String],
-    /// A path of this entry is not UTF-8 and was written lossily.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub paths_lossy: bool,
-}
-
-/// One element of `"workers"`: a judged worker, or a worker that could not
-/// be judged and why.
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub enum WorkerJson<'a> {
-    /// A judged worker.
-    Entry(LockEntry<'a>),
-    /// A worker given on the command line that could not be judged.
-    Failed {
-        /// The worker as given, made absolute.
-        #[serde(serialize_with = "ser_path")]
-        worker_dir: std::path::PathBuf,
-        /// Why.
-        error: ErrorJson,
-        /// The path is not UTF-8 and was written lossily.
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
-        paths_lossy: bool,
-    },
-}
-
-impl WorkerJson<'_> {
-    /// The entry of a worker that failed with `e`.
-    pub fn failed(worker: &Path, e: &crate::Error) -> WorkerJson<'static> {
-        let worker_dir = std::path::absolute(worker).unwrap_or_else(|_| worker.to_path_buf());
-        WorkerJson::Failed {
-            paths_lossy: is_lossy(&worker_dir),
-            worker_dir,
-            error: ErrorJson::of(e),
-        }
-    }
-}
-
-impl<'a> LockEntry<'a> {
-    /// The entry for an inspection, without an action.
-    pub fn of(ins: &'a Judgement) -> LockEntry<'a> {
-        let rec = ins.record.as_ref();
-        LockEntry {
-            worker_dir: &ins.worker_dir,
-            lock_path: &ins.lock_path,
-            state: ins.state,
-            pid: rec.map(|r| r.pid),
-            pid_alive: ins.pid_alive,
-            session_id: rec.and_then(|r| r.session_id.as_deref()),
-            session_alive: ins.session_alive,
-            hostname: rec.and_then(|r| r.hostname.as_deref()),
-            acquired_at: rec.and_then(|r| r.acquired_at.as_ref()).map(format_time),
-            tmux_socket: rec.and_then(|r| r.tmux_socket.as_deref()),
-            reason: &ins.reason,
-            action: None,
-            moved_aside: None,
-            signal: None,
-            warnings: &[],
-            paths_lossy: is_lossy(&ins.worker_dir),
-        }
-    }
-
-    /// Adds the action taken.
-    pub fn with_action(mut self, action: &'a str) -> LockEntry<'a> {
-        self.action = Some(action);
-        self
-    }
-}
-
-/// `{ "workers": [ ... ] }`, with `"error"` beside them when the command failed.
-pub fn workers_json(entries: &[WorkerJson], error: Option<&ErrorJson>) -> String {
-    #[derive(Serialize)]
-    struct Workers<'a> {
-        workers: &'a [WorkerJson<'a>],
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<&'a ErrorJson>,
-    }
-    to_json(&Workers {
-        workers: entries,
-        error,
-    })
-}
-
-/// `{ "error": {...} }` (plus `"root"` for a tree command) when a command
-/// failed before it had any result.
-pub fn error_json(root: Option<&Path>, error: &ErrorJson) -> String {
-    #[derive(Serialize)]
-    struct Failed<'a> {
-        #[serde(
-            skip_serializing_if = "Option::is_none",
-            serialize_with = "ser_opt_path"
-        )]
-        root: Option<&'a Path>,
-        error: &'a ErrorJson,
-    }
-    to_json(&Failed { root, error })
-}
-
-/// The one object `list --json` and `doctor --json` print.
-pub fn report_json(report: &Report, tmux: &TmuxSnapshot) -> String {
-    #[derive(Serialize)]
-    struct Scanned {
-        dirs: usize,
-        locks: usize,
-    }
-    #[derive(Serialize)]
-    struct Tmux<'a> {
-        state: &'static str,
-        servers: &'a [ServerReport],
-    }
-    #[derive(Serialize)]
-    struct Tree<'a> {
-        #[serde(serialize_with = "ser_path")]
-        root: &'a Path,
-        scanned: Scanned,
-        tmux: Tmux<'a>,
-        locks: Vec<LockEntry<'a>>,
-        findings: &'a [Finding],
-        fixed: &'a [Fixed],
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
-        paths_lossy: bool,
-    }
-    let paths_lossy = is_lossy(&report.root)
-        || report.locks.iter().any(|l| is_lossy(&l.worker_dir))
-        || report.findings.iter().any(|f| is_lossy(&f.worker_dir))
-        || report.fixed.iter().any(|f| is_lossy(&f.path));
-    let tree = Tree {
-        paths_lossy,
-        root: &report.root,
-        scanned: Scanned {
-            dirs: report.dirs,
-            locks: report.locks.len(),
-        },
-        tmux: Tmux {
-            state: if tmux.is_known() { "known" } else { "unknown" },
-            servers: &tmux.servers,
-        },
-        locks: report.locks.iter().map(LockEntry::of).collect(),
-        findings: &report.findings,
-        fixed: &report.fixed,
-    };
-    to_json(&tree)
-}
 
 /// A worker path relative to the scan root (`.` for the root itself).
 pub fn relative<'a>(path: &'a Path, root: &Path) -> std::borrow::Cow<'a, str> {
@@ -406,7 +163,7 @@ pub fn holder(ins: &Judgement) -> Option<String> {
 }
 
 /// What `claim` prints on success: the moved-aside file, and the claim.
-pub fn claimed_lines(c: &crate::lock::Claimed) -> String {
+pub fn claimed_lines(c: &Claimed) -> String {
     let mut out = String::new();
     if let Some(to) = &c.moved_aside {
         out.push_str(&format!(
@@ -505,6 +262,80 @@ pub fn refusal(ins: &Judgement, command: &str) -> String {
     out.push('\n');
     out.push_str(&out_cmd);
     out
+}
+
+/// A warning line (after `agentlock: `).
+pub fn warning(w: &str) -> String {
+    format!("warning: {w}")
+}
+
+/// What a successful claim did, said if its output then fails.
+pub fn claim_done(c: &Claimed) -> String {
+    format!(
+        "{} {} (the lock stays held)",
+        c.action.as_str(),
+        c.after.worker_dir.display()
+    )
+}
+
+/// `--first-free`: a worker skipped because of an error.
+pub fn skipped(path: &Path, e: &agentlock::Error) -> String {
+    format!("skipped {}: {e}", path.display())
+}
+
+/// `--first-free`: a worker that was not claimable.
+pub fn not_free(ins: &Judgement) -> String {
+    format!(
+        "{} is {} ({})",
+        ins.worker_dir.display(),
+        ins.state,
+        ins.reason
+    )
+}
+
+/// What `release` did, said if its output then fails.
+pub fn release_done(action: ReleaseAction, before: &Judgement) -> String {
+    format!("{} {}", action.as_str(), before.worker_dir.display())
+}
+
+/// The line `release` prints.
+pub fn released(action: ReleaseAction, before: &Judgement, moved_to: Option<&Path>) -> String {
+    match moved_to {
+        Some(to) => format!("moved corrupt lock aside to {}", to.display()),
+        None => release_done(action, before),
+    }
+}
+
+/// The line `check` prints for one worker.
+pub fn check_line(ins: &Judgement, standing: Standing, style: Style) -> String {
+    let verdict = match standing {
+        Standing::Yours => "held by you".to_string(),
+        _ => style.state(ins.state),
+    };
+    format!("{}: {verdict} ({})", ins.worker_dir.display(), ins.reason)
+}
+
+/// `run`: a signal arrived before the command started.
+pub fn interrupted(worker: &Path, signal: i32) -> String {
+    format!(
+        "{}: interrupted by signal {signal} before the command started; it was not started and nothing is held",
+        worker.display()
+    )
+}
+
+/// The progress line of a scan.
+pub fn progress(p: &Progress) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    format!(
+        "scanning: {} dirs, {} locks",
+        p.dirs.load(Relaxed),
+        p.locks.load(Relaxed)
+    )
+}
+
+/// What `doctor --fix` did, said if its output then fails.
+pub fn fixes_done(report: &Report) -> String {
+    format!("doctor --fix applied {} fixes", report.fixed.len())
 }
 
 #[cfg(test)]

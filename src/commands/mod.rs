@@ -1,0 +1,198 @@
+//! The commands: resolve the parsed arguments, call the library, print what
+//! it found. Every decision is the library's; a handler only maps outcomes to
+//! lines, JSON and an [`ExitCode`]. A command that fails before it has a
+//! result returns a [`Failure`], printed in one place ([`execute`]).
+
+mod run;
+mod tree;
+mod worker;
+
+use crate::cli::{AskerArgs, Cli, ColorWhen, Command};
+use crate::exit_codes::ExitCode;
+use crate::out::Out;
+use crate::output::{self, ErrorJson, Style};
+use agentlock::lock::Asker;
+use agentlock::probe::process::invoking_process;
+use agentlock::probe::tmux::env_socket;
+use agentlock::probe::{LiveProbes, TmuxQuery};
+use clap::CommandFactory;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// What every handler needs: output style and the probes (tmux asked once).
+struct Ctx {
+    quiet: bool,
+    style: Style,
+    probes: LiveProbes,
+}
+
+/// A command that failed before it had a result: one line on stderr and,
+/// under `--json`, one document on stdout.
+#[derive(Debug)]
+pub struct Failure(ErrorJson);
+
+impl From<agentlock::Error> for Failure {
+    fn from(e: agentlock::Error) -> Failure {
+        Failure(ErrorJson::of(&e))
+    }
+}
+
+impl Failure {
+    /// Bad usage the parser could not catch.
+    fn usage(message: impl Into<String>) -> Failure {
+        Failure(ErrorJson::new("usage", message))
+    }
+}
+
+/// How a failure is printed under `--json`.
+enum JsonShape {
+    /// Plain text only.
+    None,
+    /// `{"workers": [], "error": ...}`.
+    Workers,
+    /// `{"root": ..., "error": ...}` for `list` and `doctor`.
+    Tree(PathBuf),
+}
+
+fn json_shape(command: &Command) -> JsonShape {
+    let tree = |a: &crate::cli::TreeArgs| {
+        if a.json {
+            JsonShape::Tree(tree::root_of(a))
+        } else {
+            JsonShape::None
+        }
+    };
+    let workers = |json: bool| {
+        if json {
+            JsonShape::Workers
+        } else {
+            JsonShape::None
+        }
+    };
+    match command {
+        Command::Claim(a) => workers(a.json),
+        Command::Release(a) => workers(a.json),
+        Command::Check(a) => workers(a.json),
+        Command::Status(a) => workers(a.json),
+        Command::List(a) => tree(a),
+        Command::Doctor(a) => tree(&a.tree),
+        Command::Run(_) | Command::Completions(_) | Command::Man => JsonShape::None,
+    }
+}
+
+/// Runs a parsed command line; returns the exit code.
+pub fn execute(cli: Cli) -> ExitCode {
+    let color = match cli.color {
+        ColorWhen::Always => true,
+        ColorWhen::Never => false,
+        ColorWhen::Auto => {
+            std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+        }
+    };
+    let ctx = Ctx {
+        quiet: cli.quiet,
+        style: Style { color },
+        probes: LiveProbes::new(TmuxQuery {
+            sockets: cli.tmux_socket,
+            ..TmuxQuery::default()
+        }),
+    };
+    let mut out = Out::default();
+    let shape = json_shape(&cli.command);
+    let result = match cli.command {
+        Command::Claim(a) => worker::claim(&ctx, a, &mut out),
+        Command::Release(a) => worker::release(&ctx, a, &mut out),
+        Command::Check(a) => worker::check(&ctx, a, &mut out),
+        Command::Status(a) => worker::status(&ctx, a, &mut out),
+        Command::Run(a) => run::run(&ctx, a, &mut out),
+        Command::List(a) => tree::list(&ctx, a, &mut out),
+        Command::Doctor(a) => tree::doctor(&ctx, a, &mut out),
+        Command::Completions(a) => {
+            let mut buf = Vec::new();
+            clap_complete::generate(a.shell, &mut Cli::command(), "agentlock", &mut buf);
+            out.raw(String::from_utf8_lossy(&buf));
+            Ok(ExitCode::Success)
+        }
+        Command::Man => man(&mut out),
+    };
+    let code = match result {
+        Ok(code) => code,
+        Err(Failure(e)) => {
+            out.error_line(&e.message);
+            match shape {
+                JsonShape::None => {}
+                JsonShape::Workers => out.line(output::workers_json(&[], Some(&e))),
+                JsonShape::Tree(root) => out.line(output::error_json(Some(&root), &e)),
+            }
+            ExitCode::Error
+        }
+    };
+    out.finish(code)
+}
+
+fn man(out: &mut Out) -> Result<ExitCode, Failure> {
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut buf)
+        .map_err(|e| {
+            Failure(ErrorJson::new(
+                "io",
+                format!("cannot render the man page: {e}"),
+            ))
+        })?;
+    out.raw(String::from_utf8_lossy(&buf));
+    Ok(ExitCode::Success)
+}
+
+/// A PID from the command line: positive and within the range of pid_t.
+fn parse_pid(pid: i64) -> Result<i32, Failure> {
+    match i32::try_from(pid) {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(Failure::usage(format!(
+            "--pid {pid}: not a valid process id (must be 1..={})",
+            i32::MAX
+        ))),
+    }
+}
+
+/// The session to record and its server: `--session` resolved through tmux
+/// (with a warning when it does not exist now), else `$TMUX_PANE` on the
+/// server of `$TMUX`.
+fn session_of(
+    ctx: &Ctx,
+    given: Option<String>,
+    warnings: &mut Vec<String>,
+) -> (Option<String>, Option<PathBuf>) {
+    match given {
+        Some(s) => {
+            let r = ctx.probes.tmux.resolve(&s);
+            warnings.extend(r.warning);
+            (Some(r.session), r.socket)
+        }
+        None => match std::env::var("TMUX_PANE").ok().filter(|s| !s.is_empty()) {
+            Some(pane) => (Some(pane), env_socket()),
+            None => (None, None),
+        },
+    }
+}
+
+/// Who asks `release` / `check`.
+fn asker_of(ctx: &Ctx, a: AskerArgs, warnings: &mut Vec<String>) -> Result<Asker, Failure> {
+    Ok(match (a.pid.map(parse_pid).transpose()?, a.session) {
+        (Some(p), _) => Asker::new(Some(p), None, None),
+        (None, Some(s)) => {
+            let (session, socket) = session_of(ctx, Some(s), warnings);
+            Asker::new(None, session, socket)
+        }
+        (None, None) => {
+            let (session, socket) = session_of(ctx, None, warnings);
+            Asker::new(Some(invoking_process()), session, socket)
+        }
+    })
+}
+
+fn warn_all(out: &mut Out, warnings: &[String]) {
+    for w in warnings {
+        out.error_line(output::warning(w));
+    }
+}

@@ -1,0 +1,114 @@
+//! The commands on a whole tree: `list` and `doctor [--fix]`.
+
+use super::{Ctx, Failure};
+use crate::cli::{DoctorArgs, TreeArgs};
+use crate::exit_codes::ExitCode;
+use crate::out::Out;
+use crate::output;
+use agentlock::doctor::{self, FindingKind, Report};
+use agentlock::scan::{Progress, ScanOptions};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// ROOT as given (default: the current directory), made absolute.
+pub(super) fn root_of(a: &TreeArgs) -> PathBuf {
+    let root = a.root.clone().unwrap_or_else(|| PathBuf::from("."));
+    std::path::absolute(&root).unwrap_or(root)
+}
+
+/// A progress line on stderr while a scan runs, on a terminal only; cleared when done.
+fn with_progress<T>(show: bool, progress: &Progress, work: impl FnOnce() -> T) -> T {
+    if !show {
+        return work();
+    }
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use std::io::Write;
+            let mut shown = false;
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if done.load(Ordering::Relaxed) {
+                    break;
+                }
+                let _ = write!(std::io::stderr(), "\r{}", output::progress(progress));
+                shown = true;
+            }
+            if shown {
+                let _ = write!(std::io::stderr(), "\r\x1b[K");
+            }
+        });
+        let out = work();
+        done.store(true, Ordering::Relaxed);
+        out
+    })
+}
+
+/// Scans and judges the tree of `a`.
+fn judge_tree(ctx: &Ctx, a: &TreeArgs) -> agentlock::Result<Report> {
+    let root = a.root.clone().unwrap_or_else(|| PathBuf::from("."));
+    let opts = ScanOptions {
+        max_depth: a.max_depth,
+        skip: a.skip.clone(),
+        default_skips: !a.no_default_skips,
+        threads: 0,
+    };
+    let progress = Progress::default();
+    let show = !a.json && !ctx.quiet && std::io::stderr().is_terminal();
+    with_progress(show, &progress, || {
+        doctor::judge_tree(&root, &opts, &progress, &ctx.probes)
+    })
+}
+
+pub(super) fn list(ctx: &Ctx, a: TreeArgs, out: &mut Out) -> Result<ExitCode, Failure> {
+    let report = judge_tree(ctx, &a)?;
+    let scan_errors: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::ScanError)
+        .collect();
+    if a.json {
+        out.line(output::report_json(&report, &ctx.probes.tmux.snapshot()));
+    } else {
+        if !ctx.quiet {
+            out.raw(output::list_table(&report, ctx.style));
+        }
+        for f in &scan_errors {
+            out.error_line(&f.message);
+        }
+    }
+    Ok(if scan_errors.is_empty() {
+        ExitCode::Success
+    } else {
+        ExitCode::Error
+    })
+}
+
+pub(super) fn doctor(ctx: &Ctx, a: DoctorArgs, out: &mut Out) -> Result<ExitCode, Failure> {
+    let mut report = judge_tree(ctx, &a.tree)?;
+    let errors = if a.fix {
+        doctor::fix(&mut report, &ctx.probes.probes())
+    } else {
+        Vec::new()
+    };
+    if !report.fixed.is_empty() {
+        out.done = Some(output::fixes_done(&report));
+    }
+    if a.tree.json {
+        out.line(output::report_json(&report, &ctx.probes.tmux.snapshot()));
+    } else if !ctx.quiet || !report.findings.is_empty() {
+        out.line(output::doctor_text(&report, a.fix));
+    }
+    for e in &errors {
+        out.error_line(e);
+    }
+    Ok(if !errors.is_empty() {
+        ExitCode::Error
+    } else if !report.findings.is_empty() {
+        ExitCode::No
+    } else {
+        ExitCode::Success
+    })
+}

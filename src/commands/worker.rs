@@ -1,0 +1,213 @@
+//! The commands on named workers: `claim` (and `--first-free`), `release`,
+//! `status`, `check`.
+
+use super::{Ctx, Failure, asker_of, parse_pid, session_of, warn_all};
+use crate::cli::{CheckArgs, ClaimArgs, ReleaseArgs, StatusArgs};
+use crate::exit_codes::ExitCode;
+use crate::out::Out;
+use crate::output::{self, LockEntry, WorkerJson};
+use agentlock::lock::{
+    self, ClaimOptions, ClaimOutcome, Claimant, Judgement, ReleaseOutcome, Standing,
+};
+use agentlock::probe::process::invoking_process;
+use std::path::PathBuf;
+
+pub(super) fn claim(ctx: &Ctx, a: ClaimArgs, out: &mut Out) -> Result<ExitCode, Failure> {
+    let pid = a
+        .holder
+        .pid
+        .map(parse_pid)
+        .transpose()?
+        .unwrap_or_else(invoking_process);
+    let mut warnings = Vec::new();
+    let (session, tmux_socket) = session_of(ctx, a.holder.session, &mut warnings);
+    warn_all(out, &warnings);
+    let me = Claimant {
+        pid,
+        session,
+        tmux_socket,
+    };
+    if a.first_free {
+        return first_free(ctx, &a.workers, &me, a.json, &warnings, out);
+    }
+    let [worker] = &a.workers[..] else {
+        return Err(Failure::usage(
+            "claim takes one WORKER (use --first-free to pick among several)",
+        ));
+    };
+    let opts = ClaimOptions {
+        force: a.force,
+        signal_other: a.signal_other,
+        ..ClaimOptions::default()
+    };
+    match lock::claim(worker, &me, opts, &ctx.probes.probes())? {
+        ClaimOutcome::Refused(ins) => {
+            if a.json {
+                let e = LockEntry::of(&ins).with_action("refused");
+                out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
+            }
+            out.err(output::refusal(&ins, "claim"));
+            Ok(ExitCode::No)
+        }
+        ClaimOutcome::Done(c) => {
+            out.done = Some(output::claim_done(&c));
+            // The --signal-other outcome is always printed: it says what
+            // happened to another process.
+            if let Some(s) = &c.signal {
+                out.error_line(s);
+            }
+            if a.json {
+                let mut e = LockEntry::of(&c.after).with_action(c.action.as_str());
+                e.moved_aside = c.moved_aside.as_deref();
+                e.signal = c.signal.as_deref();
+                e.warnings = &warnings;
+                out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
+            } else if !ctx.quiet {
+                out.raw(output::claimed_lines(&c));
+            }
+            Ok(ExitCode::Success)
+        }
+    }
+}
+
+fn first_free(
+    ctx: &Ctx,
+    workers: &[PathBuf],
+    me: &Claimant,
+    json: bool,
+    warnings: &[String],
+    out: &mut Out,
+) -> Result<ExitCode, Failure> {
+    let ff = lock::claim_first_free(workers, me, &ctx.probes.probes())?;
+    let mut entries: Vec<WorkerJson> = Vec::new();
+    for (path, r) in &ff.tried {
+        match r {
+            Ok(ins) => entries.push(WorkerJson::Entry(LockEntry::of(ins).with_action("refused"))),
+            Err(e) => {
+                out.error_line(output::skipped(path, e));
+                entries.push(WorkerJson::failed(path, e));
+            }
+        }
+    }
+    if let Some((_, c)) = &ff.claimed {
+        out.done = Some(output::claim_done(c));
+        let mut e = LockEntry::of(&c.after).with_action(c.action.as_str());
+        e.warnings = warnings;
+        entries.push(WorkerJson::Entry(e));
+    }
+    if json {
+        out.line(output::workers_json(&entries, None));
+    }
+    if let Some((_, c)) = &ff.claimed {
+        if !json {
+            // The claimed worker alone on stdout: slot=$(agentlock claim --first-free a b c)
+            out.line(c.after.worker_dir.display());
+        }
+        return Ok(ExitCode::Success);
+    }
+    for ins in ff.tried.iter().filter_map(|(_, r)| r.as_ref().ok()) {
+        out.error_line(output::not_free(ins));
+    }
+    if ff.all_failed() {
+        Ok(ExitCode::Error)
+    } else {
+        out.error_line("no free worker");
+        Ok(ExitCode::No)
+    }
+}
+
+pub(super) fn release(ctx: &Ctx, a: ReleaseArgs, out: &mut Out) -> Result<ExitCode, Failure> {
+    let mut warnings = Vec::new();
+    let who = asker_of(ctx, a.asker, &mut warnings)?;
+    warn_all(out, &warnings);
+    match lock::release(&a.worker, &who, a.force, &ctx.probes.probes())? {
+        ReleaseOutcome::Refused(ins) => {
+            if a.json {
+                let e = LockEntry::of(&ins).with_action("refused");
+                out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
+            }
+            out.err(output::refusal(&ins, "release"));
+            Ok(ExitCode::No)
+        }
+        ReleaseOutcome::Done {
+            action,
+            before,
+            moved_to,
+        } => {
+            out.done = Some(output::release_done(action, &before));
+            if a.json {
+                let mut e = LockEntry::of(&before).with_action(action.as_str());
+                e.moved_aside = moved_to.as_deref();
+                out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
+            } else if !ctx.quiet {
+                out.line(output::released(action, &before, moved_to.as_deref()));
+            }
+            Ok(ExitCode::Success)
+        }
+    }
+}
+
+/// Judges each worker, asking every tmux server the locks record at once.
+fn judge_all(ctx: &Ctx, workers: &[PathBuf]) -> Vec<(PathBuf, agentlock::Result<Judgement>)> {
+    lock::judge_many(workers, &ctx.probes.tmux, &ctx.probes.probes())
+}
+
+/// The JSON entries of judged workers, failures included.
+fn entries(found: &[(PathBuf, agentlock::Result<Judgement>)]) -> Vec<WorkerJson<'_>> {
+    found
+        .iter()
+        .map(|(path, r)| match r {
+            Ok(ins) => WorkerJson::Entry(LockEntry::of(ins)),
+            Err(e) => WorkerJson::failed(path, e),
+        })
+        .collect()
+}
+
+pub(super) fn status(ctx: &Ctx, a: StatusArgs, out: &mut Out) -> Result<ExitCode, Failure> {
+    let found = judge_all(ctx, &a.workers);
+    let mut code = ExitCode::Success;
+    for (_, r) in &found {
+        match r {
+            Ok(ins) if !a.json && !ctx.quiet => out.line(output::status_lines(ins, ctx.style)),
+            Ok(_) => {}
+            Err(e) => {
+                code = code.merge(ExitCode::Error);
+                out.error_line(e);
+            }
+        }
+    }
+    if a.json {
+        out.line(output::workers_json(&entries(&found), None));
+    }
+    Ok(code)
+}
+
+pub(super) fn check(ctx: &Ctx, a: CheckArgs, out: &mut Out) -> Result<ExitCode, Failure> {
+    let mut warnings = Vec::new();
+    let asker = asker_of(ctx, a.asker, &mut warnings)?;
+    warn_all(out, &warnings);
+    let found = judge_all(ctx, &a.workers);
+    let probes = ctx.probes.probes();
+    let mut code = ExitCode::Success;
+    for (_, r) in &found {
+        let ins = match r {
+            Ok(ins) => ins,
+            Err(e) => {
+                code = code.merge(ExitCode::Error);
+                out.error_line(e);
+                continue;
+            }
+        };
+        let standing = ins.standing(&asker, &probes);
+        if standing == Standing::Taken {
+            code = code.merge(ExitCode::No);
+        }
+        if !a.json && !ctx.quiet {
+            out.line(output::check_line(ins, standing, ctx.style));
+        }
+    }
+    if a.json {
+        out.line(output::workers_json(&entries(&found), None));
+    }
+    Ok(code)
+}

@@ -1,0 +1,9 @@
+//! Rendering of results: the human lines ([`text`]) and the `--json`
+//! documents ([`json`]). Nothing here decides anything; it only formats what
+//! the library found.
+
+pub mod json;
+pub mod text;
+
+pub use json::*;
+pub use text::*;
