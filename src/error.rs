@@ -9,40 +9,100 @@ use std::path::PathBuf;
 pub enum Error {
     /// The worker directory does not exist.
     #[error("{path}: no such worker directory")]
-    NoSuchWorker { path: PathBuf },
+    NoSuchWorker {
+        /// The path as given.
+        path: PathBuf,
+    },
 
     /// The worker path exists but is not a directory.
     #[error("{path}: not a directory")]
-    NotADirectory { path: PathBuf },
+    NotADirectory {
+        /// The path.
+        path: PathBuf,
+    },
 
     /// `.runtime` is a symlink or not a directory; it is never followed or replaced.
     #[error("{path}: {why}; refusing to follow or replace it")]
-    UnsafeRuntime { path: PathBuf, why: String },
+    UnsafeRuntime {
+        /// The `.runtime` path.
+        path: PathBuf,
+        /// What it is instead.
+        why: String,
+    },
 
     /// `agent.lock` is a symlink, directory, FIFO or other non-regular file that
     /// cannot be moved aside safely.
     #[error("{path}: {why}")]
-    UnsafeLock { path: PathBuf, why: String },
+    UnsafeLock {
+        /// The lock (or guard) path.
+        path: PathBuf,
+        /// What it is, and what was not done.
+        why: String,
+    },
 
     /// An I/O operation on a path failed.
     #[error("{path}: {source}")]
     Io {
+        /// The path the operation was on.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: io::Error,
     },
 
     /// The mutation guard could not be taken in time.
     #[error("{path}: guard is held by another process for more than {secs} s")]
-    GuardTimeout { path: PathBuf, secs: u64 },
+    GuardTimeout {
+        /// The guard file.
+        path: PathBuf,
+        /// How long was waited.
+        secs: u64,
+    },
 
     /// A PID given on the command line is not usable.
     #[error("pid {pid}: {why}")]
-    BadPid { pid: i64, why: String },
+    BadPid {
+        /// The PID given.
+        pid: i64,
+        /// Why it is not usable.
+        why: String,
+    },
+
+    /// The lock file changed under the guard again and again: another tool
+    /// writes it without taking the guard. Nothing was removed.
+    #[error(
+        "{path}: the lock file keeps changing under the guard (another tool writes it without the guard); nothing was removed, try again"
+    )]
+    LockChanging {
+        /// The lock file.
+        path: PathBuf,
+    },
+
+    /// `run` was given no command.
+    #[error("{path}: no command given")]
+    NoCommand {
+        /// The worker.
+        path: PathBuf,
+    },
+
+    /// `run`'s lock was not released when its command ended: it no longer
+    /// holds the record `run` wrote.
+    #[error("{path}: lock was not released: it is now {state} ({reason})")]
+    NotReleased {
+        /// The worker.
+        path: PathBuf,
+        /// What the worker is now.
+        state: crate::verdict::State,
+        /// Why, in words.
+        reason: String,
+    },
 
     /// A signal arrived while waiting for the guard: nothing was changed.
     #[error("{path}: interrupted while waiting for the guard; nothing was changed")]
-    Interrupted { path: PathBuf },
+    Interrupted {
+        /// The guard waited for.
+        path: PathBuf,
+    },
 }
 
 impl Error {
@@ -57,6 +117,9 @@ impl Error {
             Error::GuardTimeout { .. } => "guard-timeout",
             Error::BadPid { .. } => "bad-pid",
             Error::Interrupted { .. } => "interrupted",
+            Error::LockChanging { .. } => "lock-changing",
+            Error::NoCommand { .. } => "no-command",
+            Error::NotReleased { .. } => "not-released",
         }
     }
 
@@ -69,7 +132,10 @@ impl Error {
             | Error::UnsafeLock { path, .. }
             | Error::Io { path, .. }
             | Error::GuardTimeout { path, .. }
-            | Error::Interrupted { path } => Some(path),
+            | Error::Interrupted { path }
+            | Error::LockChanging { path }
+            | Error::NoCommand { path }
+            | Error::NotReleased { path, .. } => Some(path),
             Error::BadPid { .. } => None,
         }
     }

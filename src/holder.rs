@@ -30,6 +30,17 @@ pub struct Claimant {
 }
 
 impl Claimant {
+    /// This process, in the tmux pane it runs in (`$TMUX_PANE` on the server
+    /// of `$TMUX`), if any.
+    pub fn this_process() -> Claimant {
+        let (session, tmux_socket) = env_pane();
+        Claimant {
+            pid: nix::unistd::getpid().as_raw(),
+            session,
+            tmux_socket,
+        }
+    }
+
     /// A claimant with no session.
     pub fn pid(pid: i32) -> Claimant {
         Claimant {
@@ -54,14 +65,27 @@ pub struct Asker {
     pub this_process: i32,
 }
 
+/// `$TMUX_PANE` and the server of `$TMUX`, when set.
+fn env_pane() -> (Option<String>, Option<PathBuf>) {
+    match std::env::var("TMUX_PANE").ok().filter(|s| !s.is_empty()) {
+        Some(pane) => (Some(pane), crate::probe::tmux::env_socket()),
+        None => (None, None),
+    }
+}
+
 impl Asker {
+    /// This process (and its tmux pane, if any) asking for itself.
+    pub fn this_process() -> Asker {
+        Asker::from(&Claimant::this_process())
+    }
+
     /// An asker seen from this process.
     pub fn new(pid: Option<i32>, session: Option<String>, tmux_socket: Option<PathBuf>) -> Asker {
         Asker {
             pid,
             session,
             tmux_socket,
-            this_process: std::process::id() as i32,
+            this_process: nix::unistd::getpid().as_raw(),
         }
     }
 }

@@ -22,9 +22,12 @@
 //! (human lines and `--json` documents), `out` (writing them without ever
 //! panicking) and `exit_codes`.
 
+#![warn(missing_docs)]
+
 pub mod doctor;
 pub mod error;
 pub mod forward;
+mod handle;
 pub mod holder;
 pub mod lock;
 pub mod paths;
@@ -35,3 +38,9 @@ pub mod scan;
 pub mod verdict;
 
 pub use error::{Error, Result};
+pub use handle::Agentlock;
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -92,33 +92,62 @@ pub enum CorruptReason {
     /// Zero bytes.
     Empty,
     /// Bigger than [`MAX_LOCK_BYTES`].
-    TooLarge { size: u64 },
+    TooLarge {
+        /// Its size in bytes.
+        size: u64,
+    },
     /// Not JSON at all, or broken JSON.
     BadJson {
+        /// Line of the error, from 1.
         line: usize,
+        /// Column of the error, from 1.
         column: usize,
+        /// The parser's message.
         msg: String,
     },
     /// Valid JSON, but not an object.
-    NotAnObject { found: &'static str },
+    NotAnObject {
+        /// The JSON type found.
+        found: &'static str,
+    },
     /// No `pid` key (or `null`).
     MissingPid,
     /// `pid` of the wrong JSON type.
-    PidNotInteger { found: String },
+    PidNotInteger {
+        /// What was found instead.
+        found: String,
+    },
     /// `pid` ≤ 0.
-    PidNotPositive { pid: i64 },
+    PidNotPositive {
+        /// The value.
+        pid: i64,
+    },
     /// `pid` beyond what a process id can be.
-    PidOutOfRange { pid: String },
+    PidOutOfRange {
+        /// The value, as written.
+        pid: String,
+    },
     /// `acquired_at` is not an RFC 3339 time.
-    BadTime { value: String, why: String },
+    BadTime {
+        /// The value, as written.
+        value: String,
+        /// The parser's message.
+        why: String,
+    },
     /// A known key has the wrong type.
     BadField {
+        /// The key.
         key: &'static str,
+        /// The JSON type it should have.
         expected: &'static str,
+        /// What was found.
         found: String,
     },
     /// `agent.lock` (or `.runtime`) is not a regular file / directory.
-    NotRegular { what: String },
+    NotRegular {
+        /// What it is, in words.
+        what: String,
+    },
 }
 
 impl fmt::Display for CorruptReason {

@@ -36,8 +36,10 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 pub enum RunOutcome {
     /// The command ran; its exit code (128 + signal when killed by one).
     Exited {
+        /// The command's exit status (128 + N when signal N killed it).
         code: i32,
-        released: Result<(), String>,
+        /// Whether the lock was released afterwards.
+        released: Result<()>,
     },
     /// The claim was refused: the command was not started.
     Refused(Box<Judgement>),
@@ -50,8 +52,11 @@ pub enum RunOutcome {
         why: String,
     },
     /// A signal arrived before the command started: it was never started,
-    /// and nothing is held. `signal` is the signal number.
-    Interrupted { signal: i32 },
+    /// and nothing is held.
+    Interrupted {
+        /// The signal number.
+        signal: i32,
+    },
 }
 
 /// Bytes the parent sends through the gate.
@@ -178,15 +183,16 @@ fn open_gate(gate: OwnedFd, byte: u8) {
 /// Claims `worker` for the command's process, runs it, releases, reports.
 /// `session` and `tmux_socket` are recorded as the command's session.
 pub fn run(
-    worker: &Path,
+    worker: impl AsRef<Path>,
     session: Option<String>,
     tmux_socket: Option<PathBuf>,
     cmd: &[OsString],
     probes: &Probes,
 ) -> Result<RunOutcome> {
-    let (program, args) = cmd
-        .split_first()
-        .ok_or_else(|| Error::io(worker, std::io::Error::other("no command given")))?;
+    let worker = worker.as_ref();
+    let (program, args) = cmd.split_first().ok_or_else(|| Error::NoCommand {
+        path: worker.into(),
+    })?;
     // Resolve the worker first: a bad path is an error before anything is forked.
     lock::Worker::open(worker)?;
     // What the command should start with: ignored where `run` was started
@@ -230,15 +236,17 @@ pub fn run(
         ..ClaimOptions::default()
     };
     let claimed = lock::claim(worker, &me, opts, probes);
-    let release = |c: &lock::Claimed| -> Result<(), String> {
-        let written = c.after.record.as_ref().ok_or("no record was written")?;
-        match lock::release_written(&c.after.worker_dir, written, probes) {
-            Ok(lock::ReleaseOutcome::Done { .. }) => Ok(()),
-            Ok(lock::ReleaseOutcome::Refused(ins)) => Err(format!(
-                "lock was not released: it is now {} ({})",
-                ins.state, ins.reason
-            )),
-            Err(e) => Err(e.to_string()),
+    let release = |c: &lock::Claimed| -> Result<()> {
+        let Some(written) = c.after.record.as_ref() else {
+            return Ok(()); // a claim always writes one
+        };
+        match lock::release_written(&c.after.worker_dir, written, probes)? {
+            lock::ReleaseOutcome::Done { .. } => Ok(()),
+            lock::ReleaseOutcome::Refused(ins) => Err(Error::NotReleased {
+                path: ins.worker_dir,
+                state: ins.state,
+                reason: ins.reason,
+            }),
         }
     };
     let interrupted = first_signal.load(Ordering::SeqCst);

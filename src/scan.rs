@@ -9,14 +9,22 @@
 //! otherwise. Unreadable or vanished directories become [`ScanError`]s, never
 //! silently dropped.
 //!
-//! ```no_run
+//! ```
 //! use agentlock::scan::{scan, Progress, ScanOptions};
 //!
-//! let result = scan("/town".as_ref(), &ScanOptions::default(), &Progress::default())?;
-//! for lock in &result.locks {
-//!     println!("{}", lock.worker_dir.display());
+//! let town = tempfile::tempdir()?;
+//! for name in ["max/.runtime", "ada", "node_modules/x/.runtime"] {
+//!     std::fs::create_dir_all(town.path().join(name))?;
 //! }
-//! # Ok::<(), agentlock::Error>(())
+//! std::fs::write(town.path().join("max/.runtime/agent.lock"), r#"{"pid": 4242}"#)?;
+//! std::fs::write(town.path().join("node_modules/x/.runtime/agent.lock"), "{}")?;
+//!
+//! let result = scan(&town, &ScanOptions::default(), &Progress::default())?;
+//! // One lock: node_modules is skipped by default.
+//! assert_eq!(result.locks.len(), 1);
+//! assert!(result.locks[0].worker_dir.ends_with("max"));
+//! assert!(result.errors.is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use crate::error::{Error, Result};
@@ -71,15 +79,20 @@ impl ScanOptions {
 /// Counters a progress display may read while the scan runs.
 #[derive(Debug, Default)]
 pub struct Progress {
+    /// Directories visited so far.
     pub dirs: AtomicUsize,
+    /// Locks found so far.
     pub locks: AtomicUsize,
 }
 
 /// A lock (or something where a lock should be) found in one worker.
 #[derive(Debug, Clone)]
 pub struct FoundLock {
+    /// The worker directory.
     pub worker_dir: PathBuf,
+    /// Its `.runtime/agent.lock`.
     pub lock_path: PathBuf,
+    /// What is there.
     pub found: Found,
 }
 
@@ -87,17 +100,22 @@ pub struct FoundLock {
 /// or `agent.lock.tmp` (the Go tool's).
 #[derive(Debug, Clone)]
 pub struct TempFile {
+    /// The worker directory.
     pub worker_dir: PathBuf,
+    /// The temp file.
     pub path: PathBuf,
     /// The writer's PID, from our naming scheme; `None` for the Go tool's name.
     pub writer_pid: Option<i32>,
+    /// When it was last written.
     pub modified: Option<SystemTime>,
 }
 
 /// A directory that could not be read, or vanished during the scan.
 #[derive(Debug, Clone)]
 pub struct ScanError {
+    /// The directory.
     pub path: PathBuf,
+    /// What went wrong.
     pub message: String,
 }
 
@@ -108,8 +126,11 @@ pub struct ScanResult {
     pub root: PathBuf,
     /// Directories visited.
     pub dirs: usize,
+    /// Every lock found, sorted by worker path.
     pub locks: Vec<FoundLock>,
+    /// Every lock writer's temp file found, sorted by path.
     pub temps: Vec<TempFile>,
+    /// Every directory that could not be read, sorted by path.
     pub errors: Vec<ScanError>,
 }
 
@@ -237,7 +258,8 @@ fn odd_runtime(
 }
 
 /// Scans `root` for locks.
-pub fn scan(root: &Path, opts: &ScanOptions, progress: &Progress) -> Result<ScanResult> {
+pub fn scan(root: impl AsRef<Path>, opts: &ScanOptions, progress: &Progress) -> Result<ScanResult> {
+    let root = root.as_ref();
     let root = std::fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
     if !root.is_dir() {
         return Err(Error::NotADirectory { path: root });

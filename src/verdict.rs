@@ -24,12 +24,19 @@ pub const CLOCK_SLACK: chrono::Duration = chrono::Duration::seconds(60);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum State {
+    /// No lock: claimable.
     Free,
+    /// The holder process is alive.
     Held,
+    /// The process is gone but its tmux session lives on: the agent lives on.
     HeldBySession,
+    /// The process is alive but its session is gone.
     Orphaned,
+    /// Both process and session are provably gone: claimable.
     Stale,
+    /// Cannot be told (another host, PID namespace or user; tmux unreachable; permission denied): nothing is removed.
     Unverified,
+    /// Not a valid lock: claimable, moved aside first.
     Corrupt,
 }
 
@@ -63,18 +70,24 @@ impl fmt::Display for State {
 /// (`None`: not asked, or could not tell).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
+    /// The state.
     pub state: State,
+    /// Why, in words.
     pub reason: String,
+    /// Whether the process is alive: `None` when not known.
     pub pid_alive: Option<bool>,
+    /// Whether the session is alive: `None` when none is recorded or it cannot be told.
     pub session_alive: Option<bool>,
 }
 
 /// What the process probes say of the recorded PID.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PidStatus {
+    /// The process is alive (and is the one that claimed, as far as can be proven).
     Alive,
     /// Proven dead; the text says how (exited, zombie, reused, reboot).
     Dead(String),
+    /// Cannot be told, and why.
     Unknown(String),
 }
 

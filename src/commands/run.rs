@@ -31,8 +31,8 @@ pub(super) fn run(ctx: &Ctx, a: RunArgs, out: &mut Out) -> Result<ExitCode, Fail
             }
         }
         RunOutcome::Exited { code, released } => {
-            if let Err(why) = released {
-                out.error_line(format_args!("{}: {why}", a.worker.display()));
+            if let Err(e) = released {
+                out.error_line(e);
             }
             ExitCode::Command(code)
         }

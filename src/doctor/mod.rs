@@ -30,16 +30,24 @@ pub const GO_TEMP_GRACE: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FindingKind {
+    /// One pane or session holds live locks on several workers, or a pane works inside a worker whose lock names another.
     Collision,
+    /// A lock whose process and session are both provably gone: `--fix` removes it.
     Stale,
+    /// Not a valid lock: `--fix` moves it aside.
     Corrupt,
+    /// A lock writer's temp file whose writer is gone: `--fix` removes it.
     LeftoverTemp,
+    /// The process is alive but its recorded session is gone.
     Orphaned,
+    /// The holder cannot be verified: nothing is removed.
     Unverified,
+    /// A directory the scan could not read.
     ScanError,
 }
 
 impl FindingKind {
+    /// The kebab-case name used in output.
     pub fn as_str(self) -> &'static str {
         match self {
             FindingKind::Collision => "collision",
@@ -64,11 +72,14 @@ enum Repair {
 /// One finding.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
+    /// What kind of finding.
     pub kind: FindingKind,
     #[serde(serialize_with = "crate::paths::ser_path")]
+    /// The worker (or, for a scan error, the directory) it is about.
     pub worker_dir: PathBuf,
     /// The reason, and what `--fix` does or why it won't.
     pub message: String,
+    /// Whether `--fix` would repair it.
     pub fixable: bool,
     #[serde(skip)]
     repair: Option<Repair>,
@@ -77,8 +88,10 @@ pub struct Finding {
 /// One repair done by `--fix`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Fixed {
+    /// The kind of finding repaired.
     pub kind: FindingKind,
     #[serde(serialize_with = "crate::paths::ser_path")]
+    /// The worker it was in.
     pub worker_dir: PathBuf,
     /// `removed` or `moved-aside`.
     pub action: &'static str,
@@ -90,10 +103,15 @@ pub struct Fixed {
 /// The whole diagnosis.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// The canonical root that was scanned.
     pub root: PathBuf,
+    /// Directories visited.
     pub dirs: usize,
+    /// Every lock found, judged, sorted by worker path.
     pub locks: Vec<Judgement>,
+    /// What is wrong, in report order.
     pub findings: Vec<Finding>,
+    /// What `--fix` repaired.
     pub fixed: Vec<Fixed>,
 }
 
@@ -237,7 +255,7 @@ pub fn judge_live(scan: &ScanResult, live: &LiveProbes) -> Report {
 /// asked while the tree is walked, the servers the locks record right after
 /// it (each server once).
 pub fn judge_tree(
-    root: &Path,
+    root: impl AsRef<Path>,
     opts: &ScanOptions,
     progress: &Progress,
     live: &LiveProbes,

@@ -45,6 +45,7 @@ pub enum ClaimAction {
 }
 
 impl ClaimAction {
+    /// The kebab-case name used in output.
     pub fn as_str(self) -> &'static str {
         match self {
             ClaimAction::Claimed => "claimed",
@@ -59,6 +60,7 @@ impl ClaimAction {
 /// A successful claim.
 #[derive(Debug, Clone)]
 pub struct Claimed {
+    /// What was done.
     pub action: ClaimAction,
     /// The worker as it was judged under the guard, before the claim.
     pub before: Judgement,
@@ -73,6 +75,7 @@ pub struct Claimed {
 /// The result of a claim.
 #[derive(Debug, Clone)]
 pub enum ClaimOutcome {
+    /// Claimed: what was done, before and after.
     Done(Box<Claimed>),
     /// Held by someone else (or cannot be verified): nothing was changed.
     Refused(Box<Judgement>),
@@ -134,11 +137,12 @@ fn check_claimant(me: &Claimant, probes: &Probes) -> Result<Option<u64>> {
 
 /// Claims a worker (SPEC §5 `claim`).
 pub fn claim(
-    path: &Path,
+    path: impl AsRef<Path>,
     me: &Claimant,
     opts: ClaimOptions,
     probes: &Probes,
 ) -> Result<ClaimOutcome> {
+    let path = path.as_ref();
     let my_start = check_claimant(me, probes)?;
     claim_as(path, me, my_start, &opts, probes)
 }
@@ -182,10 +186,9 @@ fn claim_as(
             moved_aside = g.move_aside(snap)?;
             if moved_aside.is_none() {
                 // Changed under us by a tool that ignores the guard: judge again.
-                return Err(Error::io(
-                    worker.lock_path(),
-                    std::io::Error::other("lock file changed while being moved aside; try again"),
-                ));
+                return Err(Error::LockChanging {
+                    path: worker.lock_path(),
+                });
             }
             ClaimAction::ReplacedCorrupt
         }
@@ -242,7 +245,11 @@ impl FirstFree {
 }
 
 /// Claims the first worker, in order, that is `free`, `stale` or `corrupt`.
-pub fn claim_first_free(paths: &[PathBuf], me: &Claimant, probes: &Probes) -> Result<FirstFree> {
+pub fn claim_first_free<P: AsRef<Path>>(
+    paths: &[P],
+    me: &Claimant,
+    probes: &Probes,
+) -> Result<FirstFree> {
     let my_start = check_claimant(me, probes)?;
     let mut tried = Vec::new();
     let opts = ClaimOptions {
@@ -250,6 +257,7 @@ pub fn claim_first_free(paths: &[PathBuf], me: &Claimant, probes: &Probes) -> Re
         ..ClaimOptions::default()
     };
     for (i, p) in paths.iter().enumerate() {
+        let p = p.as_ref();
         match claim_as(p, me, my_start, &opts, probes) {
             Ok(ClaimOutcome::Done(c)) => {
                 return Ok(FirstFree {
@@ -257,8 +265,8 @@ pub fn claim_first_free(paths: &[PathBuf], me: &Claimant, probes: &Probes) -> Re
                     tried,
                 });
             }
-            Ok(ClaimOutcome::Refused(ins)) => tried.push((p.clone(), Ok(*ins))),
-            Err(e) => tried.push((p.clone(), Err(e))),
+            Ok(ClaimOutcome::Refused(ins)) => tried.push((p.into(), Ok(*ins))),
+            Err(e) => tried.push((p.into(), Err(e))),
         }
     }
     Ok(FirstFree {

@@ -174,7 +174,9 @@ pub struct Snapshot {
 /// What is at `agent.lock`.
 #[derive(Debug, Clone)]
 pub enum Found {
+    /// No `agent.lock`.
     Absent,
+    /// A valid lock record, and the snapshot it was read in.
     Record(LockRecord, Snapshot),
     /// Not a valid record. The snapshot is `None` for a symlink (never touched).
     Corrupt(CorruptReason, Option<Snapshot>),

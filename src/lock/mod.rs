@@ -8,17 +8,32 @@
 //! file descriptors opened with `O_NOFOLLOW`, so a symlinked `.runtime` or
 //! `agent.lock` is never followed.
 //!
-//! ```no_run
-//! use agentlock::lock::{self, Claimant, ClaimOptions, ClaimOutcome, LiveProbes};
+//! ```
+//! use agentlock::lock::{self, Asker, ClaimAction, ClaimOptions, ClaimOutcome, Claimant};
+//! use agentlock::lock::{LiveProbes, ReleaseAction, ReleaseOutcome};
+//! use agentlock::verdict::State;
 //!
+//! let worker = tempfile::tempdir()?;
 //! let live = LiveProbes::new(Default::default());
 //! let probes = live.probes();
-//! let me = Claimant::pid(std::process::id() as i32);
-//! match lock::claim("workers/max".as_ref(), &me, ClaimOptions::default(), &probes)? {
-//!     ClaimOutcome::Done(done) => println!("claimed: {:?}", done.action),
-//!     ClaimOutcome::Refused(held) => println!("held: {}", held.reason),
+//!
+//! // Claim for this process: the lock names it, and it is held.
+//! let me = Claimant::this_process();
+//! match lock::claim(&worker, &me, ClaimOptions::default(), &probes)? {
+//!     ClaimOutcome::Done(done) => assert_eq!(done.action, ClaimAction::Claimed),
+//!     ClaimOutcome::Refused(held) => panic!("held: {}", held.reason),
 //! }
-//! # Ok::<(), agentlock::Error>(())
+//! let judged = lock::judge(&worker, &probes)?;
+//! assert_eq!(judged.state, State::Held);
+//! assert_eq!(judged.record.unwrap().pid, me.pid);
+//!
+//! // Release it as the same holder: the worker is free again.
+//! match lock::release(&worker, &Asker::this_process(), false, &probes)? {
+//!     ReleaseOutcome::Done { action, .. } => assert_eq!(action, ReleaseAction::Released),
+//!     ReleaseOutcome::Refused(held) => panic!("refused: {}", held.reason),
+//! }
+//! assert_eq!(lock::judge(&worker, &probes)?.state, State::Free);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod claim;
@@ -61,12 +76,19 @@ pub const GUARD_TIMEOUT: Duration = Duration::from_secs(30);
 /// One worker, judged: what `status`, `check` and the JSON output report.
 #[derive(Debug, Clone)]
 pub struct Judgement {
+    /// The worker directory, canonical.
     pub worker_dir: PathBuf,
+    /// Its `.runtime/agent.lock`.
     pub lock_path: PathBuf,
+    /// The verdict.
     pub state: State,
+    /// Why, in words (the same as printed).
     pub reason: String,
+    /// The lock, when it is a valid record.
     pub record: Option<LockRecord>,
+    /// Whether the holder process is alive: `None` when not known or not asked.
     pub pid_alive: Option<bool>,
+    /// Whether the recorded session is alive: `None` when none is recorded or it cannot be told.
     pub session_alive: Option<bool>,
 }
 
@@ -177,19 +199,21 @@ fn judge_read(read: ReadWorker, probes: &Probes) -> Judgement {
 }
 
 /// Read-only: judges a worker. Creates and changes nothing.
-pub fn judge(path: &Path, probes: &Probes) -> Result<Judgement> {
-    Ok(judge_read(read_worker(path)?, probes))
+pub fn judge(path: impl AsRef<Path>, probes: &Probes) -> Result<Judgement> {
+    Ok(judge_read(read_worker(path.as_ref())?, probes))
 }
 
 /// Read-only: judges several workers, asking the tmux servers their locks
 /// record all at once (each server once) before judging any.
-pub fn judge_many(
-    paths: &[PathBuf],
+pub fn judge_many<P: AsRef<Path>>(
+    paths: &[P],
     tmux: &crate::probe::tmux::Tmux,
     probes: &Probes,
 ) -> Vec<(PathBuf, Result<Judgement>)> {
-    let read: Vec<(PathBuf, Result<ReadWorker>)> =
-        paths.iter().map(|p| (p.clone(), read_worker(p))).collect();
+    let read: Vec<(PathBuf, Result<ReadWorker>)> = paths
+        .iter()
+        .map(|p| (p.as_ref().to_path_buf(), read_worker(p.as_ref())))
+        .collect();
     tmux.ensure(read.iter().filter_map(|(_, r)| match r {
         Ok(ReadWorker::Found(_, Found::Record(rec, _))) => {
             rec.tmux_socket.as_deref().map(Path::new)

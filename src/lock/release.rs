@@ -14,13 +14,16 @@ use std::path::{Path, PathBuf};
 /// What `release` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReleaseAction {
+    /// The asker's (or, with force, anyone's) lock was removed.
     Released,
+    /// There was no lock.
     AlreadyFree,
     /// `--force` on a corrupt file: moved aside, not deleted.
     MovedAside,
 }
 
 impl ReleaseAction {
+    /// The kebab-case name used in output.
     pub fn as_str(self) -> &'static str {
         match self {
             ReleaseAction::Released => "released",
@@ -33,9 +36,13 @@ impl ReleaseAction {
 /// The result of a release.
 #[derive(Debug, Clone)]
 pub enum ReleaseOutcome {
+    /// Done.
     Done {
+        /// What was done.
         action: ReleaseAction,
+        /// The worker as judged under the guard, before.
         before: Judgement,
+        /// Where a corrupt file was moved.
         moved_to: Option<PathBuf>,
     },
     /// Held by someone else (or corrupt, without `--force`): nothing changed.
@@ -43,8 +50,13 @@ pub enum ReleaseOutcome {
 }
 
 /// Releases a worker (SPEC §5 `release`).
-pub fn release(path: &Path, who: &Asker, force: bool, probes: &Probes) -> Result<ReleaseOutcome> {
-    release_where(path, force, probes, &|rec| {
+pub fn release(
+    path: impl AsRef<Path>,
+    who: &Asker,
+    force: bool,
+    probes: &Probes,
+) -> Result<ReleaseOutcome> {
+    release_where(path.as_ref(), force, probes, &|rec| {
         holds(rec, who, Scope::ActFor, probes)
     })
 }
@@ -53,11 +65,11 @@ pub fn release(path: &Path, who: &Asker, force: bool, probes: &Probes) -> Result
 /// once its command has exited): removed only while the file still holds
 /// exactly that record.
 pub fn release_written(
-    path: &Path,
+    path: impl AsRef<Path>,
     written: &LockRecord,
     probes: &Probes,
 ) -> Result<ReleaseOutcome> {
-    release_where(path, false, probes, &|rec| rec == written)
+    release_where(path.as_ref(), false, probes, &|rec| rec == written)
 }
 
 fn release_where(
@@ -122,10 +134,7 @@ fn release_where(
             }
         }
     }
-    Err(Error::io(
-        worker.lock_path(),
-        std::io::Error::other(
-            "lock file keeps changing under the guard; another tool is writing it without the guard",
-        ),
-    ))
+    Err(Error::LockChanging {
+        path: worker.lock_path(),
+    })
 }

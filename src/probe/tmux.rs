@@ -38,11 +38,16 @@ pub struct Pane {
     pub socket: PathBuf,
     /// The server's PID.
     pub server_pid: Option<i32>,
+    /// The session's name.
     pub session_name: String,
+    /// The session's `$N` id.
     pub session_id: String,
+    /// The pane's `%N` id.
     pub pane_id: String,
+    /// The process the pane runs.
     pub pane_pid: Option<i32>,
     #[serde(serialize_with = "crate::paths::ser_path")]
+    /// The pane's working directory.
     pub current_path: PathBuf,
 }
 
@@ -50,8 +55,11 @@ pub struct Pane {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ServerState {
+    /// The server answered.
     Ok,
+    /// No server listens on the socket: it holds no sessions.
     NoServer,
+    /// The server could not be asked: what it holds is unknown.
     Error,
 }
 
@@ -59,15 +67,20 @@ pub enum ServerState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServerReport {
     #[serde(serialize_with = "crate::paths::ser_path")]
+    /// The server's socket.
     pub socket: PathBuf,
+    /// How asking it went.
     pub state: ServerState,
+    /// The details, in words.
     pub detail: String,
 }
 
 /// Everything one run learned from tmux.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TmuxSnapshot {
+    /// Every server asked, and how it went.
     pub servers: Vec<ServerReport>,
+    /// Every pane of the servers that answered.
     pub panes: Vec<Pane>,
 }
 
