@@ -268,3 +268,126 @@ pub(crate) fn read_lock(rt: &File, lock_path: &Path) -> Result<Found> {
         Err(reason) => Found::Corrupt(reason, Some(snap)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn worker() -> (tempfile::TempDir, Worker) {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Worker::open(dir.path()).unwrap();
+        (dir, w)
+    }
+
+    fn runtime(w: &Worker) -> File {
+        match open_runtime(w, true).unwrap() {
+            Runtime::Dir(rt) => rt,
+            _ => panic!("no runtime"),
+        }
+    }
+
+    fn corrupt_what(found: Found) -> (String, bool) {
+        match found {
+            Found::Corrupt(CorruptReason::NotRegular { what }, snap) => (what, snap.is_some()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_worker_is_its_own_error() {
+        let e = Worker::open(Path::new("/nonexistent/agentlock-w")).unwrap_err();
+        assert!(matches!(e, Error::NoSuchWorker { .. }), "{e}");
+    }
+
+    #[test]
+    fn absent_valid_and_corrupt_locks() {
+        let (_d, w) = worker();
+        let rt = runtime(&w);
+        assert!(matches!(
+            read_lock(&rt, &w.lock_path()).unwrap(),
+            Found::Absent
+        ));
+        std::fs::write(w.lock_path(), r#"{"pid": 42}"#).unwrap();
+        match read_lock(&rt, &w.lock_path()).unwrap() {
+            Found::Record(rec, snap) => {
+                assert_eq!(rec.pid, 42);
+                assert_eq!(snap.bytes.as_deref(), Some(&br#"{"pid": 42}"#[..]));
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(w.lock_path(), "{").unwrap();
+        assert!(matches!(
+            read_lock(&rt, &w.lock_path()).unwrap(),
+            Found::Corrupt(CorruptReason::BadJson { .. }, Some(_))
+        ));
+    }
+
+    #[test]
+    fn a_symlinked_lock_is_described_and_never_followed() {
+        let (d, w) = worker();
+        let rt = runtime(&w);
+        let target = d.path().join("elsewhere");
+        std::fs::write(&target, r#"{"pid": 42}"#).unwrap();
+        symlink(&target, w.lock_path()).unwrap();
+        let (what, snapshot) = corrupt_what(read_lock(&rt, &w.lock_path()).unwrap());
+        assert_eq!(
+            what,
+            format!("agent.lock is a symlink to {}", target.display())
+        );
+        assert!(
+            !snapshot,
+            "a symlink gets no snapshot, so nothing ever moves it"
+        );
+    }
+
+    #[test]
+    fn a_fifo_lock_is_read_without_blocking() {
+        let (_d, w) = worker();
+        let rt = runtime(&w);
+        nix::unistd::mkfifo(&w.lock_path(), Mode::from_bits_truncate(0o644)).unwrap();
+        let (what, snapshot) = corrupt_what(read_lock(&rt, &w.lock_path()).unwrap());
+        assert_eq!(what, "agent.lock is a FIFO");
+        assert!(snapshot);
+    }
+
+    #[test]
+    fn an_oversized_lock_is_not_read() {
+        let (_d, w) = worker();
+        let rt = runtime(&w);
+        let f = File::create(w.lock_path()).unwrap();
+        f.set_len(MAX_LOCK_BYTES + 1).unwrap();
+        match read_lock(&rt, &w.lock_path()).unwrap() {
+            Found::Corrupt(CorruptReason::TooLarge { size }, Some(snap)) => {
+                assert_eq!(size, MAX_LOCK_BYTES + 1);
+                assert!(snap.bytes.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn odd_runtimes_are_described_not_followed() {
+        let (d, w) = worker();
+        assert!(matches!(open_runtime(&w, false).unwrap(), Runtime::Missing));
+        let target = d.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        symlink(&target, w.runtime_path()).unwrap();
+        match open_runtime(&w, true).unwrap() {
+            Runtime::Unsafe(why) => assert_eq!(
+                why,
+                format!(
+                    ".runtime is a symlink to {}, not a directory",
+                    target.display()
+                )
+            ),
+            _ => panic!("followed a symlinked .runtime"),
+        }
+        std::fs::remove_file(w.runtime_path()).unwrap();
+        std::fs::write(w.runtime_path(), "").unwrap();
+        assert!(matches!(
+            open_runtime(&w, true).unwrap(),
+            Runtime::Unsafe(why) if why == ".runtime is a regular file, not a directory"
+        ));
+    }
+}

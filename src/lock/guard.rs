@@ -246,3 +246,102 @@ impl<'w> Guarded<'w> {
         Err(Error::io(self.worker.lock_path(), Errno::EEXIST))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker() -> (tempfile::TempDir, Worker) {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Worker::open(dir.path()).unwrap();
+        (dir, w)
+    }
+
+    fn snapshot(g: &Guarded) -> Snapshot {
+        match g.read().unwrap() {
+            Found::Record(_, s) => s,
+            Found::Corrupt(_, Some(s)) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn entries(w: &Worker) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(w.runtime_path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn publish_is_whole_and_leaves_no_temp_file() {
+        let (_d, w) = worker();
+        let g = Guarded::enter(&w, true).unwrap();
+        let rec = LockRecord {
+            pid: 42,
+            ..LockRecord::default()
+        };
+        g.publish(&rec).unwrap();
+        assert!(matches!(g.read().unwrap(), Found::Record(r, _) if r.pid == rec.pid));
+        assert_eq!(entries(&w), [LOCK_FILE, GUARD_FILE]);
+    }
+
+    #[test]
+    fn compare_and_delete_spares_a_changed_lock() {
+        let (_d, w) = worker();
+        let g = Guarded::enter(&w, true).unwrap();
+        g.publish(&LockRecord {
+            pid: 42,
+            ..LockRecord::default()
+        })
+        .unwrap();
+        let seen = snapshot(&g);
+        // Rewritten by another writer (same size, new bytes) after it was seen.
+        g.publish(&LockRecord {
+            pid: 43,
+            ..LockRecord::default()
+        })
+        .unwrap();
+        assert!(!g.remove_if_unchanged(&seen).unwrap());
+        assert!(w.lock_path().exists());
+        let now = snapshot(&g);
+        assert!(g.remove_if_unchanged(&now).unwrap());
+        assert!(!w.lock_path().exists());
+    }
+
+    #[test]
+    fn move_aside_keeps_the_bytes_and_never_replaces() {
+        let (_d, w) = worker();
+        let g = Guarded::enter(&w, true).unwrap();
+        std::fs::write(w.lock_path(), "{broken").unwrap();
+        let first = g.move_aside(&snapshot(&g)).unwrap().unwrap();
+        std::fs::write(w.lock_path(), "{broken too").unwrap();
+        let second = g.move_aside(&snapshot(&g)).unwrap().unwrap();
+        assert_ne!(first, second);
+        assert_eq!(std::fs::read_to_string(&first).unwrap(), "{broken");
+        assert_eq!(std::fs::read_to_string(&second).unwrap(), "{broken too");
+        assert!(!w.lock_path().exists());
+    }
+
+    #[test]
+    fn a_held_guard_times_out_or_is_cancelled() {
+        let (_d, w) = worker();
+        let g = Guarded::enter(&w, true).unwrap();
+        let rt = match super::super::fs::open_runtime(&w, false).unwrap() {
+            Runtime::Dir(rt) => rt,
+            _ => panic!(),
+        };
+        let e = Guard::take(&w, &rt, Duration::from_millis(20), None)
+            .err()
+            .unwrap();
+        assert!(matches!(e, Error::GuardTimeout { .. }), "{e}");
+        let cancel = AtomicBool::new(true);
+        let e = Guard::take(&w, &rt, Duration::from_secs(30), Some(&cancel))
+            .err()
+            .unwrap();
+        assert!(matches!(e, Error::Interrupted { .. }), "{e}");
+        drop(g);
+        assert!(Guard::take(&w, &rt, Duration::from_millis(20), None).is_ok());
+    }
+}

@@ -224,3 +224,6 @@ pub fn judge_many<P: AsRef<Path>>(
         .map(|(p, r)| (p, r.map(|r| judge_read(r, probes))))
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
