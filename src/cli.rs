@@ -32,22 +32,52 @@ pub enum ColorWhen {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Claim a worker (or, with --first-free, the first claimable of several).
+    #[command(after_help = r#"Examples:
+  agentlock claim workers/max                     # for the invoking shell (and its tmux pane)
+  agentlock claim workers/max --pid "$AGENT_PID" --session agent-max
+  slot=$(agentlock claim --first-free pool/*)     # the first claimable worker, printed alone
+  agentlock claim workers/max --force --signal-other --json"#)]
     Claim(ClaimArgs),
     /// Release a worker held by the given (or invoking) PID or session.
+    #[command(after_help = r#"Examples:
+  agentlock release workers/max                   # as the invoking process (or $TMUX_PANE)
+  agentlock release workers/max --session agent-max
+  agentlock release workers/max --force           # whoever holds it; a corrupt file is moved aside"#)]
     Release(ReleaseArgs),
     /// Exit 0 if the workers are free or held by the asker, 1 if held by another. Read-only.
+    #[command(after_help = r#"Examples:
+  agentlock check workers/max && echo "free or mine"
+  agentlock check workers/* --pid "$AGENT_PID" --json"#)]
     Check(CheckArgs),
     /// Show the state of workers. Read-only.
+    #[command(after_help = r#"Examples:
+  agentlock status workers/max
+  agentlock status workers/* --json | jq -r '.workers[] | "\(.worker_dir) \(.state)"'"#)]
     Status(StatusArgs),
     /// Hold a worker while a command runs; exit with the command's status.
+    #[command(after_help = r#"Examples:
+  agentlock run workers/max -- claude             # held while claude runs; exit 75 if held
+  agentlock run workers/max --session agent-max -- codex --full-auto"#)]
     Run(RunArgs),
     /// List every lock under ROOT, one row per worker. Read-only.
+    #[command(after_help = r#"Examples:
+  agentlock list ~/town
+  agentlock list ~/town --max-depth 3 --skip target --json"#)]
     List(TreeArgs),
     /// Diagnose every lock under ROOT; with --fix, repair what is provably dead.
+    #[command(after_help = r#"Examples:
+  agentlock doctor ~/town                         # exit 1 when anything is found
+  agentlock doctor ~/town --fix                   # remove only what is provably dead
+  agentlock doctor ~/town --json > audit.json     # for cron / CI"#)]
     Doctor(DoctorArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = r#"Examples:
+  agentlock completions bash > ~/.local/share/bash-completion/completions/agentlock
+  agentlock completions zsh > ~/.zfunc/_agentlock"#)]
     Completions(CompletionsArgs),
     /// Print the man page (roff).
+    #[command(after_help = r#"Examples:
+  agentlock man > ~/.local/share/man/man1/agentlock.1"#)]
     Man,
 }
 
