@@ -272,13 +272,8 @@ pub(crate) fn read_lock(rt: &File, lock_path: &Path) -> Result<Found> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lock::tests::temp_worker as worker;
     use std::os::unix::fs::symlink;
-
-    fn worker() -> (tempfile::TempDir, Worker) {
-        let dir = tempfile::tempdir().unwrap();
-        let w = Worker::open(dir.path()).unwrap();
-        (dir, w)
-    }
 
     fn runtime(w: &Worker) -> File {
         match open_runtime(w, true).unwrap() {

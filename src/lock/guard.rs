@@ -250,12 +250,7 @@ impl<'w> Guarded<'w> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn worker() -> (tempfile::TempDir, Worker) {
-        let dir = tempfile::tempdir().unwrap();
-        let w = Worker::open(dir.path()).unwrap();
-        (dir, w)
-    }
+    use crate::lock::tests::temp_worker as worker;
 
     fn snapshot(g: &Guarded) -> Snapshot {
         match g.read().unwrap() {

@@ -71,22 +71,12 @@ pub(super) fn signal_previous(rec: &LockRecord, probes: &Probes) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::HostInfo;
+    use crate::lock::tests::host;
     use crate::probe::process::MockProcessProbe;
     use crate::probe::tmux::MockSessionProbe;
 
     const HOLDER: i32 = 4242;
     const PARENT: i32 = 4000;
-
-    fn host() -> HostInfo {
-        HostInfo {
-            hostname: "here".into(),
-            uid: 1000,
-            pid_ns: Some(7),
-            ticks_per_sec: 100,
-            ..HostInfo::default()
-        }
-    }
 
     fn rec(pid: i32) -> LockRecord {
         LockRecord {

@@ -11,7 +11,8 @@ const ME: i32 = 4242;
 const OTHER: i32 = 5151;
 const DEAD: i32 = 6161;
 
-fn host() -> HostInfo {
+/// This host, as the mocked tests see it.
+pub(super) fn host() -> HostInfo {
     HostInfo {
         hostname: "here".into(),
         uid: 1000,
@@ -19,6 +20,13 @@ fn host() -> HostInfo {
         ticks_per_sec: 100,
         ..HostInfo::default()
     }
+}
+
+/// A temp dir, opened as a worker.
+pub(super) fn temp_worker() -> (tempfile::TempDir, Worker) {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Worker::open(dir.path()).unwrap();
+    (dir, w)
 }
 
 /// ME and OTHER are alive (each with its own start time), DEAD is gone.

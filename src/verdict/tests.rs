@@ -41,6 +41,10 @@ fn sessions(status: SessionStatus) -> MockSessionProbe {
     s
 }
 
+fn verdict_of(r: &LockRecord, e: Existence, start: Option<u64>, s: SessionStatus) -> Verdict {
+    judge(r, None, &host(), &procs(e, start), &sessions(s))
+}
+
 fn state(r: &LockRecord, e: Existence, start: Option<u64>, s: SessionStatus) -> State {
     judge(r, None, &host(), &procs(e, start), &sessions(s)).state
 }
@@ -86,33 +90,15 @@ fn no_session_recorded_never_asks_tmux() {
 fn reused_pid_counts_as_dead() {
     let mut r = rec(Some("gt-max"));
     r.pid_start = Some(500);
-    let v = judge(
-        &r,
-        None,
-        &host(),
-        &procs(Existence::Alive, Some(900)),
-        &sessions(SessionStatus::Gone),
-    );
+    let v = verdict_of(&r, Existence::Alive, Some(900), SessionStatus::Gone);
     assert_eq!(v.state, State::Stale);
     assert!(v.reason.contains("reused"), "{}", v.reason);
     assert_eq!(v.pid_alive, Some(false));
     // Same start time: the same process.
-    let v = judge(
-        &r,
-        None,
-        &host(),
-        &procs(Existence::Alive, Some(500)),
-        &sessions(SessionStatus::Gone),
-    );
+    let v = verdict_of(&r, Existence::Alive, Some(500), SessionStatus::Gone);
     assert_eq!(v.state, State::Orphaned);
     // Start time unreadable: cannot prove reuse, so alive (the safe side).
-    let v = judge(
-        &r,
-        None,
-        &host(),
-        &procs(Existence::Alive, None),
-        &sessions(SessionStatus::Gone),
-    );
+    let v = verdict_of(&r, Existence::Alive, None, SessionStatus::Gone);
     assert_eq!(v.state, State::Orphaned);
 }
 
@@ -166,24 +152,12 @@ fn go_locks_prove_reuse_by_start_time_and_boot() {
     r.acquired_at = at("2026-11-21T00:00:00Z");
     // The process at that PID started a day after the lock: reused.
     let day = 2 * 86_400 * 100;
-    let v = judge(
-        &r,
-        None,
-        &host(),
-        &procs(Existence::Alive, Some(day)),
-        &sessions(SessionStatus::Gone),
-    );
+    let v = verdict_of(&r, Existence::Alive, Some(day), SessionStatus::Gone);
     assert_eq!(v.state, State::Stale, "{}", v.reason);
     assert!(v.reason.contains("reused"), "{}", v.reason);
     // Started before the lock (or within the clock slack): the same process.
     for start in [86_400 * 100 - 100, 86_400 * 100 + 5_900] {
-        let v = judge(
-            &r,
-            None,
-            &host(),
-            &procs(Existence::Alive, Some(start)),
-            &sessions(SessionStatus::Gone),
-        );
+        let v = verdict_of(&r, Existence::Alive, Some(start), SessionStatus::Gone);
         assert_eq!(v.state, State::Orphaned, "start {start}: {}", v.reason);
     }
     // Acquired before this boot: dead, whatever runs at that PID now.
