@@ -41,14 +41,7 @@ pub(super) fn claim(ctx: &Ctx, a: ClaimArgs, out: &mut Out) -> Result<ExitCode, 
         ..ClaimOptions::default()
     };
     match lock::claim(worker, &me, opts, &ctx.probes.probes())? {
-        ClaimOutcome::Refused(ins) => {
-            if a.json {
-                let e = LockEntry::of(&ins).with_action("refused");
-                out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
-            }
-            out.err(output::refusal(&ins, "claim"));
-            Ok(ExitCode::No)
-        }
+        ClaimOutcome::Refused(ins) => Ok(refused(out, a.json, &ins, "claim")),
         ClaimOutcome::Done(c) => {
             out.done = Some(output::claim_done(&c));
             // The --signal-other outcome is always printed: it says what
@@ -68,6 +61,16 @@ pub(super) fn claim(ctx: &Ctx, a: ClaimArgs, out: &mut Out) -> Result<ExitCode, 
             Ok(ExitCode::Success)
         }
     }
+}
+
+/// A refusal: the JSON entry (with `--json`), the refusal block on stderr, exit 1.
+fn refused(out: &mut Out, json: bool, ins: &Judgement, command: &str) -> ExitCode {
+    if json {
+        let e = LockEntry::of(ins).with_action("refused");
+        out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
+    }
+    out.err(output::refusal(ins, command));
+    ExitCode::No
 }
 
 fn first_free(
@@ -121,14 +124,7 @@ pub(super) fn release(ctx: &Ctx, a: ReleaseArgs, out: &mut Out) -> Result<ExitCo
     let who = asker_of(ctx, a.asker, &mut warnings)?;
     warn_all(out, &warnings);
     match lock::release(&a.worker, &who, a.force, &ctx.probes.probes())? {
-        ReleaseOutcome::Refused(ins) => {
-            if a.json {
-                let e = LockEntry::of(&ins).with_action("refused");
-                out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
-            }
-            out.err(output::refusal(&ins, "release"));
-            Ok(ExitCode::No)
-        }
+        ReleaseOutcome::Refused(ins) => Ok(refused(out, a.json, &ins, "release")),
         ReleaseOutcome::Done {
             action,
             before,

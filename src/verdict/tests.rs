@@ -45,6 +45,15 @@ fn verdict_of(r: &LockRecord, e: Existence, start: Option<u64>, s: SessionStatus
     judge(r, None, &host(), &procs(e, start), &sessions(s))
 }
 
+/// Judges `r` with probes that fail the test if asked anything.
+fn judge_unprobed(r: &LockRecord) -> Verdict {
+    let mut p = MockProcessProbe::new();
+    p.expect_existence().never();
+    let mut s = MockSessionProbe::new();
+    s.expect_session_status().never();
+    judge(r, None, &host(), &p, &s)
+}
+
 fn state(r: &LockRecord, e: Existence, start: Option<u64>, s: SessionStatus) -> State {
     judge(r, None, &host(), &procs(e, start), &sessions(s)).state
 }
@@ -117,11 +126,7 @@ fn reboot_counts_as_dead_without_probing_the_pid() {
 fn foreign_host_is_unverified_without_any_probe() {
     let mut r = rec(Some("%1"));
     r.hostname = Some("elsewhere".into());
-    let mut p = MockProcessProbe::new();
-    p.expect_existence().never();
-    let mut s = MockSessionProbe::new();
-    s.expect_session_status().never();
-    let v = judge(&r, None, &host(), &p, &s);
+    let v = judge_unprobed(&r);
     assert_eq!(v.state, State::Unverified);
     assert!(v.reason.contains("elsewhere"));
 }
@@ -130,11 +135,7 @@ fn foreign_host_is_unverified_without_any_probe() {
 fn another_pid_namespace_is_unverified_without_any_probe() {
     let mut r = rec(Some("%1"));
     r.pid_ns = Some(8);
-    let mut p = MockProcessProbe::new();
-    p.expect_existence().never();
-    let mut s = MockSessionProbe::new();
-    s.expect_session_status().never();
-    let v = judge(&r, None, &host(), &p, &s);
+    let v = judge_unprobed(&r);
     assert_eq!(v.state, State::Unverified);
     assert!(v.reason.contains("PID namespace 8"), "{}", v.reason);
     // The same namespace: judged as usual.
