@@ -16,4 +16,5 @@ mod interop;
 mod properties;
 mod race;
 mod run;
+mod snapshots;
 mod tmux;
