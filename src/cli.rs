@@ -10,13 +10,24 @@ use std::path::PathBuf;
 #[command(name = "agentlock", version, about, max_term_width = 100)]
 pub struct Cli {
     /// Ask only this tmux server (a socket name under $TMUX_TMPDIR/tmux-UID, or a path). Repeatable.
-    #[arg(long = "tmux-socket", value_name = "NAME_OR_PATH", global = true)]
+    #[arg(
+        long = "tmux-socket",
+        value_name = "NAME_OR_PATH",
+        global = true,
+        help_heading = "Global options"
+    )]
     pub tmux_socket: Vec<String>,
     /// Print only errors and refusals.
-    #[arg(long, short, global = true)]
+    #[arg(long, short, global = true, help_heading = "Global options")]
     pub quiet: bool,
     /// When to colour output.
-    #[arg(long, value_enum, default_value_t = ColorWhen::Auto, global = true)]
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = ColorWhen::Auto,
+        global = true,
+        help_heading = "Global options"
+    )]
     pub color: ColorWhen,
     #[command(subcommand)]
     pub command: Command,

@@ -194,12 +194,14 @@ impl Sandbox {
     }
 }
 
-/// `program` with a private TMUX_TMPDIR and no TMUX or TMUX_PANE.
+/// `program` with a private TMUX_TMPDIR and no TMUX, TMUX_PANE or COLUMNS.
 fn isolated(program: impl AsRef<std::ffi::OsStr>, tmux_tmpdir: &Path) -> std::process::Command {
     let mut c = std::process::Command::new(program);
     c.env("TMUX_TMPDIR", tmux_tmpdir)
         .env_remove("TMUX")
-        .env_remove("TMUX_PANE");
+        .env_remove("TMUX_PANE")
+        // Help is wrapped to $COLUMNS when set: the same width everywhere.
+        .env_remove("COLUMNS");
     c
 }
 

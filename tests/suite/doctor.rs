@@ -44,12 +44,14 @@ fn kinds(report: &Value, key: &str) -> Vec<(String, String)> {
     pairs(report, key, "kind", "worker_dir")
 }
 
+/// Fields drop in order: the tmux server and the processes end before the
+/// sandbox (and the socket in it) is deleted.
 struct Town {
+    _tmux: Tmux,
+    _procs: Vec<Proc>,
     sb: Sandbox,
     root: PathBuf,
     outside: tempfile::TempDir,
-    _tmux: Tmux,
-    _procs: Vec<Proc>,
 }
 
 impl Town {
