@@ -185,7 +185,7 @@ pub fn judge(scan: &ScanResult, probes: &Probes, tmux: &TmuxSnapshot) -> Report 
                 FindingKind::Corrupt,
                 &fl.worker_dir,
                 format!(
-                    "{}; not fixed: a symlink is never followed or removed, fix it by hand",
+                    "{}; not fixed: it is never followed, moved or removed; fix it by hand",
                     ins.reason
                 ),
                 None,
