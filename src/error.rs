@@ -68,10 +68,11 @@ pub enum Error {
         why: String,
     },
 
-    /// The lock file changed under the guard again and again: another tool
-    /// writes it without taking the guard. Nothing was removed.
+    /// The lock file changed under the guard while it was being replaced,
+    /// moved aside or removed: another tool writes it without taking the
+    /// guard. Nothing was removed.
     #[error(
-        "{path}: the lock file keeps changing under the guard (another tool writes it without the guard); nothing was removed, try again"
+        "{path}: the lock file changed under the guard (another tool writes it without taking the guard); nothing was removed, try again"
     )]
     LockChanging {
         /// The lock file.

@@ -180,6 +180,45 @@ fn open_gate(gate: OwnedFd, byte: u8) {
     let _ = nix::unistd::write(&gate, &[byte]);
 }
 
+/// Flags the first of some signals sets when it arrives, instead of ending
+/// the process: a wait for the guard gives up (see
+/// [`crate::lock::ClaimOptions::cancel`]) and the caller says which signal
+/// ended it.
+#[derive(Debug, Clone)]
+pub struct Interrupt {
+    /// Set once any of the signals arrived.
+    pub cancel: Arc<AtomicBool>,
+    /// The first signal that arrived (0: none yet).
+    pub signal: Arc<AtomicI32>,
+}
+
+impl Interrupt {
+    /// Handles `signals` from now on by setting the flags.
+    pub fn on(signals: &[i32]) -> std::io::Result<Interrupt> {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let first = Arc::new(AtomicI32::new(0));
+        for &s in signals {
+            let (cancel, first) = (cancel.clone(), first.clone());
+            // SAFETY: the action only stores into atomics (async-signal-safe).
+            unsafe {
+                signal_hook::low_level::register(s, move || {
+                    let _ = first.compare_exchange(0, s, Ordering::SeqCst, Ordering::SeqCst);
+                    cancel.store(true, Ordering::SeqCst);
+                })
+            }?;
+        }
+        Ok(Interrupt {
+            cancel,
+            signal: first,
+        })
+    }
+
+    /// The first signal that arrived, if any.
+    pub fn signal(&self) -> Option<i32> {
+        Some(self.signal.load(Ordering::SeqCst)).filter(|&s| s != 0)
+    }
+}
+
 /// Claims `worker` for the command's process, runs it, releases, reports.
 /// `session` and `tmux_socket` are recorded as the command's session.
 pub fn run(
@@ -201,19 +240,10 @@ pub fn run(
     let ignored: Vec<(i32, bool)> = FORWARDED.iter().map(|&s| (s, is_ignored(s))).collect();
     // Register before forking, so no signal is lost between claim and exec.
     let signals = SignalsInfo::<WithOrigin>::new(FORWARDED).map_err(|e| Error::io(worker, e))?;
-    let cancel = Arc::new(AtomicBool::new(false));
-    let first_signal = Arc::new(AtomicI32::new(0));
-    for s in FORWARDED {
-        let (cancel, first) = (cancel.clone(), first_signal.clone());
-        // SAFETY: the action only stores into atomics (async-signal-safe).
-        unsafe {
-            signal_hook::low_level::register(s, move || {
-                let _ = first.compare_exchange(0, s, Ordering::SeqCst, Ordering::SeqCst);
-                cancel.store(true, Ordering::SeqCst);
-            })
-        }
-        .map_err(|e| Error::io(worker, e))?;
-    }
+    let Interrupt {
+        cancel,
+        signal: first_signal,
+    } = Interrupt::on(&FORWARDED).map_err(|e| Error::io(worker, e))?;
     let sentinel = Sentinel::spawn().ok();
     let (spawner, child_pid, gate) =
         fork_gated(program, args, ignored).map_err(|e| Error::io(worker, e))?;

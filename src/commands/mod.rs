@@ -29,18 +29,35 @@ struct Ctx {
 /// A command that failed before it had a result: one line on stderr and,
 /// under `--json`, one document on stdout.
 #[derive(Debug)]
-pub struct Failure(ErrorJson);
+pub struct Failure {
+    error: ErrorJson,
+    code: ExitCode,
+}
 
 impl From<agentlock::Error> for Failure {
     fn from(e: agentlock::Error) -> Failure {
-        Failure(ErrorJson::of(&e))
+        Failure {
+            error: ErrorJson::of(&e),
+            code: ExitCode::Error,
+        }
     }
 }
 
 impl Failure {
     /// Bad usage the parser could not catch.
     fn usage(message: impl Into<String>) -> Failure {
-        Failure(ErrorJson::new("usage", message))
+        Failure {
+            error: ErrorJson::new("usage", message),
+            code: ExitCode::Error,
+        }
+    }
+
+    /// `e`, ended by signal `signal` (exit 128 + N).
+    fn signalled(e: agentlock::Error, signal: i32) -> Failure {
+        Failure {
+            code: ExitCode::Signal(signal),
+            ..Failure::from(e)
+        }
     }
 }
 
@@ -117,14 +134,14 @@ pub fn execute(cli: Cli) -> ExitCode {
     };
     let code = match result {
         Ok(code) => code,
-        Err(Failure(e)) => {
+        Err(Failure { error: e, code }) => {
             out.error_line(&e.message);
             match shape {
                 JsonShape::None => {}
                 JsonShape::Workers => out.line(output::workers_json(&[], Some(&e))),
                 JsonShape::Tree(root) => out.line(output::error_json(Some(&root), &e)),
             }
-            ExitCode::Error
+            code
         }
     };
     out.finish(code)
@@ -134,11 +151,9 @@ fn man(out: &mut Out) -> Result<ExitCode, Failure> {
     let mut buf = Vec::new();
     clap_mangen::Man::new(Cli::command())
         .render(&mut buf)
-        .map_err(|e| {
-            Failure(ErrorJson::new(
-                "io",
-                format!("cannot render the man page: {e}"),
-            ))
+        .map_err(|e| Failure {
+            error: ErrorJson::new("io", format!("cannot render the man page: {e}")),
+            code: ExitCode::Error,
         })?;
     out.raw(String::from_utf8_lossy(&buf));
     Ok(ExitCode::Success)

@@ -31,8 +31,10 @@ pub(super) fn run(ctx: &Ctx, a: RunArgs, out: &mut Out) -> Result<ExitCode, Fail
             }
         }
         RunOutcome::Exited { code, released } => {
-            if let Err(e) = released {
-                out.error_line(e);
+            match released {
+                Ok(()) => {}
+                Err(e @ agentlock::Error::NotReleased { .. }) => out.error_line(e),
+                Err(e) => out.error_line(format_args!("{}: {e}", a.worker.display())),
             }
             ExitCode::Command(code)
         }

@@ -70,7 +70,11 @@ pub(super) fn list(ctx: &Ctx, a: TreeArgs, out: &mut Out) -> Result<ExitCode, Fa
         .filter(|f| f.kind == FindingKind::ScanError)
         .collect();
     if a.json {
-        out.line(output::report_json(&report, &ctx.probes.tmux.snapshot()));
+        out.line(output::report_json(
+            &report,
+            &ctx.probes.tmux.snapshot(),
+            None,
+        ));
     } else {
         if !ctx.quiet {
             out.raw(output::list_table(&report, ctx.style));
@@ -97,7 +101,12 @@ pub(super) fn doctor(ctx: &Ctx, a: DoctorArgs, out: &mut Out) -> Result<ExitCode
         out.done = Some(output::fixes_done(&report));
     }
     if a.tree.json {
-        out.line(output::report_json(&report, &ctx.probes.tmux.snapshot()));
+        let error = output::fix_errors_json(&errors);
+        out.line(output::report_json(
+            &report,
+            &ctx.probes.tmux.snapshot(),
+            error.as_ref(),
+        ));
     } else if !ctx.quiet || !report.findings.is_empty() {
         out.line(output::doctor_text(&report, a.fix));
     }

@@ -6,10 +6,12 @@ use crate::cli::{CheckArgs, ClaimArgs, ReleaseArgs, StatusArgs};
 use crate::exit_codes::ExitCode;
 use crate::out::Out;
 use crate::output::{self, LockEntry, WorkerJson};
+use agentlock::forward::FORWARDED;
 use agentlock::lock::{
     self, ClaimOptions, ClaimOutcome, Claimant, Judgement, ReleaseOutcome, Standing,
 };
 use agentlock::probe::process::invoking_process;
+use agentlock::run::Interrupt;
 use std::path::PathBuf;
 
 pub(super) fn claim(ctx: &Ctx, a: ClaimArgs, out: &mut Out) -> Result<ExitCode, Failure> {
@@ -35,12 +37,23 @@ pub(super) fn claim(ctx: &Ctx, a: ClaimArgs, out: &mut Out) -> Result<ExitCode, 
             "claim takes one WORKER (use --first-free to pick among several)",
         ));
     };
+    // Ctrl-C or SIGTERM while waiting for the guard: give up cleanly (and
+    // still print one JSON document), changing nothing.
+    let interrupt = Interrupt::on(&FORWARDED).ok();
     let opts = ClaimOptions {
         force: a.force,
         signal_other: a.signal_other,
+        cancel: interrupt.as_ref().map(|i| i.cancel.clone()),
         ..ClaimOptions::default()
     };
-    match lock::claim(worker, &me, opts, &ctx.probes.probes())? {
+    let claimed = lock::claim(worker, &me, opts, &ctx.probes.probes());
+    let claimed = match (claimed, interrupt.as_ref().and_then(Interrupt::signal)) {
+        (Err(e @ agentlock::Error::Interrupted { .. }), Some(signal)) => {
+            return Err(Failure::signalled(e, signal));
+        }
+        (r, _) => r?,
+    };
+    match claimed {
         ClaimOutcome::Refused(ins) => Ok(refused(out, a.json, &ins, "claim")),
         ClaimOutcome::Done(c) => {
             out.done = Some(output::claim_done(&c));
@@ -93,7 +106,7 @@ fn first_free(
         }
     }
     if let Some((_, c)) = &ff.claimed {
-        out.done = Some(output::claim_done(c));
+        out.done = Some(output::first_free_done(c));
         let mut e = LockEntry::of(&c.after).with_action(c.action.as_str());
         e.warnings = warnings;
         entries.push(WorkerJson::Entry(e));

@@ -56,7 +56,7 @@ pub(super) fn collisions(locks: &[Judgement], tmux: &TmuxSnapshot) -> Vec<Findin
             FindingKind::Collision,
             &group[0].0.worker_dir,
             format!(
-                "{} holds live locks on {} workers: {}; not fixed: judge_statuses which worker it keeps",
+                "{} holds live locks on {} workers: {}; not fixed: decide which worker it keeps",
                 describe_session(group[0].1),
                 group.len(),
                 names.join(", ")

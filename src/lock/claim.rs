@@ -204,6 +204,19 @@ fn claim_as(
             return Ok(ClaimOutcome::Refused(Box::new(before)));
         }
     };
+    if opts.signal_other && signal.is_none() {
+        // Said every time it was asked for: nobody was signalled, and why.
+        signal = Some(match &found {
+            Found::Record(rec, _) => format!(
+                "did not signal pid {}: the lock was {} ({})",
+                rec.pid, before.state, before.reason
+            ),
+            _ => format!(
+                "did not signal: no holder to signal (the worker was {})",
+                before.state
+            ),
+        });
+    }
     let previous = match (&found, action) {
         (Found::Record(rec, _), ClaimAction::Refreshed) => Some(rec),
         _ => None,

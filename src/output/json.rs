@@ -186,8 +186,20 @@ pub fn error_json(root: Option<&Path>, error: &ErrorJson) -> String {
     to_json(&Failed { root, error })
 }
 
-/// The one object `list --json` and `doctor --json` print.
-pub fn report_json(report: &Report, tmux: &TmuxSnapshot) -> String {
+/// The `"error"` of `doctor --fix --json` when fixes failed: the first
+/// failure, and how many there were.
+pub fn fix_errors_json(errors: &[agentlock::Error]) -> Option<ErrorJson> {
+    let first = errors.first()?;
+    let mut e = ErrorJson::of(first);
+    if errors.len() > 1 {
+        e.message = format!("{} (and {} more fixes failed)", e.message, errors.len() - 1);
+    }
+    Some(e)
+}
+
+/// The one object `list --json` and `doctor --json` print; `error` beside
+/// the results when something failed (a `--fix` that could not be applied).
+pub fn report_json(report: &Report, tmux: &TmuxSnapshot, error: Option<&ErrorJson>) -> String {
     #[derive(Serialize)]
     struct Scanned {
         dirs: usize,
@@ -209,6 +221,8 @@ pub fn report_json(report: &Report, tmux: &TmuxSnapshot) -> String {
         fixed: &'a [Fixed],
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         paths_lossy: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'a ErrorJson>,
     }
     let paths_lossy = is_lossy(&report.root)
         || report.locks.iter().any(|l| is_lossy(&l.worker_dir))
@@ -228,6 +242,7 @@ pub fn report_json(report: &Report, tmux: &TmuxSnapshot) -> String {
         locks: report.locks.iter().map(LockEntry::of).collect(),
         findings: &report.findings,
         fixed: &report.fixed,
+        error,
     };
     to_json(&tree)
 }

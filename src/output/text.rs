@@ -278,6 +278,14 @@ pub fn claim_done(c: &Claimed) -> String {
     )
 }
 
+/// What `--first-free` did, said if its output then fails.
+pub fn first_free_done(c: &Claimed) -> String {
+    format!(
+        "claimed {} (the lock stays held)",
+        c.after.worker_dir.display()
+    )
+}
+
 /// `--first-free`: a worker skipped because of an error.
 pub fn skipped(path: &Path, e: &agentlock::Error) -> String {
     format!("skipped {}: {e}", path.display())

@@ -320,6 +320,28 @@ fn force_with_signal_other_terminates_only_a_provable_holder() {
         .stderr(contains("no start time"));
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert!(pid_alive(bystander.pid()));
+    // Asked for, it always says what it did: nobody to signal on a stale
+    // lock or a free worker.
+    let dead = dead_pid();
+    write_lock(&w, &go_lock(dead, None));
+    sb.claim(&w, taker.pid(), &["--force", "--signal-other"])
+        .code(0)
+        .stderr(contains(format!(
+            "did not signal pid {dead}: the lock was stale"
+        )));
+    let free = sb.worker("free");
+    let out = sb
+        .cmd()
+        .args(["claim", "--force", "--signal-other", "--json", "--pid"])
+        .arg(taker.pid().to_string())
+        .arg(&free)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        entry(&out.stdout)["signal"],
+        "did not signal: no holder to signal (the worker was free)"
+    );
     // --signal-other without --force is bad usage.
     sb.cmd()
         .args(["claim", "--signal-other"])
@@ -434,4 +456,46 @@ fn completions_and_man_page() {
         page.contains("claim") && page.contains("\\-\\-tmux\\-socket"),
         "{page}"
     );
+}
+
+/// SIGTERM while `claim --json` waits for the guard: it gives up at once,
+/// changes nothing, still prints one JSON document, and exits 128 + 15.
+#[test]
+fn a_signal_while_claim_waits_for_the_guard_ends_it_cleanly() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let guard = hold_guard(&w);
+    let holder = sleeper();
+    let mut cmd = sb.std_cmd();
+    cmd.args(["claim", "--json", "--pid"])
+        .arg(holder.pid().to_string())
+        .arg(&w)
+        .stdout(std::process::Stdio::piped());
+    let mut claim = Group::spawn(cmd);
+    // Its handlers are set before it opens the guard: wait for that open.
+    let fd_dir = format!("/proc/{}/fd", claim.pid());
+    wait_for(
+        "claim to open the guard",
+        std::time::Duration::from_secs(20),
+        || {
+            std::fs::read_dir(&fd_dir).is_ok_and(|d| {
+                d.flatten().any(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|t| t.ends_with(".runtime/agent.lock.flock"))
+                })
+            })
+        },
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(claim.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = claim.0.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    let mut stdout = Vec::new();
+    std::io::Read::read_to_end(&mut claim.0.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert_eq!(json(&stdout)["error"]["kind"], "interrupted");
+    drop(guard);
+    assert!(!lock_path(&w).exists(), "nothing was claimed");
 }

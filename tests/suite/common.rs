@@ -549,3 +549,19 @@ pub fn compile_c(sb: &Sandbox, name: &str, source: &str) -> PathBuf {
     );
     bin
 }
+
+/// Holds `w`'s guard with flock(1) until dropped; returns once it is held.
+pub fn hold_guard(w: &Path) -> Group {
+    std::fs::create_dir_all(w.join(".runtime")).unwrap();
+    let guard = w.join(".runtime/agent.lock.flock");
+    let taken = w.join("taken");
+    let mut c = std::process::Command::new("flock");
+    c.arg(&guard)
+        .args(["sh", "-c", "touch \"$1\"; exec sleep 600", "sh"])
+        .arg(&taken);
+    let g = Group::spawn(c);
+    wait_for("flock to hold the guard", Duration::from_secs(20), || {
+        taken.exists()
+    });
+    g
+}

@@ -124,21 +124,6 @@ fn sigkill_to_run_leaves_the_command_holding_until_it_exits() {
 }
 
 /// Holds `w`'s guard with flock(1) until dropped, as another mutation would.
-fn hold_guard(w: &std::path::Path) -> Group {
-    std::fs::create_dir_all(w.join(".runtime")).unwrap();
-    let guard = w.join(".runtime/agent.lock.flock");
-    let taken = w.join("taken");
-    let mut c = std::process::Command::new("flock");
-    c.arg(&guard)
-        .args(["sh", "-c", "touch \"$1\"; exec sleep 600", "sh"])
-        .arg(&taken);
-    let g = Group::spawn(c);
-    wait_for("flock to hold the guard", Duration::from_secs(20), || {
-        taken.exists()
-    });
-    g
-}
-
 /// `run`, its gated command forked, waiting for the guard.
 fn run_waiting_for_the_guard(sb: &Sandbox, w: &std::path::Path, marker: &std::path::Path) -> Group {
     let mut cmd = sb.std_cmd();
