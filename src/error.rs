@@ -98,6 +98,33 @@ pub enum Error {
         reason: String,
     },
 
+    /// `--store` is not a store address agentlock knows.
+    #[error("--store {store}: {why}")]
+    BadStore {
+        /// The address as given.
+        store: String,
+        /// What is wrong with it.
+        why: String,
+    },
+
+    /// A worker outside the fleet root has no name in the fleet store.
+    #[error("{path}: not inside the fleet root {root}")]
+    OutsideFleet {
+        /// The worker.
+        path: PathBuf,
+        /// The fleet root.
+        root: PathBuf,
+    },
+
+    /// The fleet store did not answer (in time).
+    #[error("fleet store {endpoints}: {why}")]
+    Store {
+        /// The endpoints asked.
+        endpoints: String,
+        /// What went wrong.
+        why: String,
+    },
+
     /// A signal arrived while waiting for the guard: nothing was changed.
     #[error("{path}: interrupted while waiting for the guard; nothing was changed")]
     Interrupted {
@@ -119,6 +146,9 @@ impl Error {
             Error::BadPid { .. } => "bad-pid",
             Error::Interrupted { .. } => "interrupted",
             Error::LockChanging { .. } => "lock-changing",
+            Error::BadStore { .. } => "bad-store",
+            Error::OutsideFleet { .. } => "outside-fleet",
+            Error::Store { .. } => "store",
             Error::NoCommand { .. } => "no-command",
             Error::NotReleased { .. } => "not-released",
         }
@@ -136,8 +166,9 @@ impl Error {
             | Error::Interrupted { path }
             | Error::LockChanging { path }
             | Error::NoCommand { path }
-            | Error::NotReleased { path, .. } => Some(path),
-            Error::BadPid { .. } => None,
+            | Error::NotReleased { path, .. }
+            | Error::OutsideFleet { path, .. } => Some(path),
+            Error::BadPid { .. } | Error::BadStore { .. } | Error::Store { .. } => None,
         }
     }
 

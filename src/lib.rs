@@ -26,6 +26,7 @@
 
 pub mod doctor;
 pub mod error;
+pub mod fleet;
 pub mod forward;
 mod handle;
 pub mod holder;

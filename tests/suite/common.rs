@@ -565,3 +565,87 @@ pub fn hold_guard(w: &Path) -> Group {
     });
     g
 }
+
+/// A private etcd member on free loopback ports with a temp data dir,
+/// killed by its PID on drop.
+#[cfg(feature = "etcd")]
+pub struct Etcd {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    _data: tempfile::TempDir,
+}
+
+#[cfg(feature = "etcd")]
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[cfg(feature = "etcd")]
+impl Etcd {
+    /// Starts one member and waits until it answers.
+    pub fn start() -> Etcd {
+        let data = tempfile::Builder::new()
+            .prefix("al-etcd")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = std::process::Command::new("etcd")
+            .args(["--name", "m1", "--data-dir"])
+            .arg(data.path().join("m1"))
+            .args(["--listen-client-urls", &endpoint])
+            .args(["--advertise-client-urls", &endpoint])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("m1={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd (apt-get install etcd-server)");
+        let e = Etcd {
+            child,
+            endpoint,
+            _data: data,
+        };
+        wait_for("etcd to answer", Duration::from_secs(60), || {
+            std::process::Command::new("etcdctl")
+                .args([
+                    "--endpoints",
+                    &e.endpoint,
+                    "--command-timeout=2s",
+                    "get",
+                    "x",
+                ])
+                .env("ETCDCTL_API", "3")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        e
+    }
+
+    /// `etcd://127.0.0.1:PORT/PREFIX`.
+    pub fn store(&self, prefix: &str) -> String {
+        format!("{}/{prefix}", self.endpoint.replace("http://", "etcd://"))
+    }
+
+    /// Stops the member (SIGKILL), leaving its data dir.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(feature = "etcd")]
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

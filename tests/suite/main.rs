@@ -10,6 +10,8 @@ mod bad_input;
 mod claim;
 mod doctor;
 mod doctor_race;
+#[cfg(feature = "etcd")]
+mod fleet;
 mod go_interop;
 mod identity;
 mod interop;

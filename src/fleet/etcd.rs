@@ -1,0 +1,198 @@
+//! The etcd client of the fleet store: every call answers within the time
+//! limit (an unreachable or slow cluster is an [`Error::Store`] naming the
+//! endpoints, never a hang), and every mutation is one transaction guarded by
+//! the revision that was judged (compare-and-swap).
+
+use super::{FleetRecord, StoreSpec};
+use crate::error::{Error, Result};
+use crate::record::LockRecord;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+};
+use std::future::Future;
+use std::time::Duration;
+
+/// How long a fleet store call may take, by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A stored identity and the revision it was read at (what a later
+/// compare-and-swap compares against).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The record and its fence; `Err` with the reason for a value that is
+    /// not a valid record.
+    pub record: std::result::Result<FleetRecord, String>,
+    /// The key's `mod_revision` when read.
+    pub revision: i64,
+}
+
+/// What a create-if-absent transaction found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// The key was absent and now holds the record; its fence.
+    Fence(i64),
+    /// The key exists: what it holds (nothing was written).
+    Exists(Stored),
+}
+
+/// A connection to the fleet's etcd cluster.
+pub struct Fleet {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+    spec: StoreSpec,
+    timeout: Duration,
+}
+
+impl Fleet {
+    /// Connects to `spec`'s endpoints, giving up after `timeout`.
+    pub fn connect(spec: &StoreSpec, timeout: Duration) -> Result<Fleet> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| store_error(spec, e))?;
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_timeout(timeout);
+        let connect = Client::connect(spec.endpoints.clone(), Some(opts));
+        let client = run(&rt, spec, timeout, connect)?;
+        Ok(Fleet {
+            rt,
+            client,
+            spec: spec.clone(),
+            timeout,
+        })
+    }
+
+    /// The store this connects to.
+    pub fn spec(&self) -> &StoreSpec {
+        &self.spec
+    }
+
+    fn call<T, F>(&self, f: impl FnOnce(Client) -> F) -> Result<T>
+    where
+        F: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        run(&self.rt, &self.spec, self.timeout, f(self.client.clone()))
+    }
+
+    /// What `key` holds, if anything.
+    pub fn get(&self, key: &str) -> Result<Option<Stored>> {
+        let resp = self.call(|mut c| async move { c.get(key, None).await })?;
+        Ok(resp.kvs().first().map(|kv| Stored {
+            record: FleetRecord::parse(kv.value(), kv.mod_revision()),
+            revision: kv.mod_revision(),
+        }))
+    }
+
+    /// Every key under the prefix and what it holds, sorted by key.
+    pub fn list(&self) -> Result<Vec<(String, Stored)>> {
+        let prefix = format!("{}/workers/", self.spec.prefix);
+        let resp = self.call(|mut c| async move {
+            c.get(prefix, Some(GetOptions::new().with_prefix())).await
+        })?;
+        let mut out: Vec<(String, Stored)> = resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    Stored {
+                        record: FleetRecord::parse(kv.value(), kv.mod_revision()),
+                        revision: kv.mod_revision(),
+                    },
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Writes `record` under `key` only if the key is absent (one
+    /// transaction); otherwise returns what is there.
+    pub fn create(&self, key: &str, record: &LockRecord, lease: Option<i64>) -> Result<Created> {
+        let value = FleetRecord::value(record, None);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, value, put_options(lease))])
+            .or_else([TxnOp::get(key, None)]);
+        let resp = self.call(|mut c| async move { c.txn(txn).await })?;
+        if resp.succeeded() {
+            return Ok(Created::Fence(resp.header().map_or(0, |h| h.revision())));
+        }
+        let existing = resp.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| Stored {
+                record: FleetRecord::parse(kv.value(), kv.mod_revision()),
+                revision: kv.mod_revision(),
+            }),
+            _ => None,
+        });
+        match existing {
+            Some(s) => Ok(Created::Exists(s)),
+            // Deleted between the compare and the get of the same
+            // transaction cannot happen; a missing answer is the store's fault.
+            None => Err(store_error(
+                &self.spec,
+                "transaction answered without the key",
+            )),
+        }
+    }
+
+    /// Replaces what `key` holds with `record`, only if the key is still at
+    /// `judged` (compare-and-swap). `keep_fence`: a refresh by the same
+    /// holder keeps its fence; a new holder gets the revision of this write.
+    /// Returns the fence, or `None` if the key changed since it was judged.
+    pub fn replace(
+        &self,
+        key: &str,
+        judged: i64,
+        record: &LockRecord,
+        keep_fence: Option<i64>,
+        lease: Option<i64>,
+    ) -> Result<Option<i64>> {
+        let value = FleetRecord::value(record, keep_fence);
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, judged)])
+            .and_then([TxnOp::put(key, value, put_options(lease))]);
+        let resp = self.call(|mut c| async move { c.txn(txn).await })?;
+        Ok(resp
+            .succeeded()
+            .then(|| keep_fence.unwrap_or_else(|| resp.header().map_or(0, |h| h.revision()))))
+    }
+
+    /// Deletes `key` only if it is still at `judged` (compare-and-delete).
+    pub fn delete(&self, key: &str, judged: i64) -> Result<bool> {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, judged)])
+            .and_then([TxnOp::delete(key, None)]);
+        let resp = self.call(|mut c| async move { c.txn(txn).await })?;
+        Ok(resp.succeeded())
+    }
+}
+
+fn put_options(lease: Option<i64>) -> Option<PutOptions> {
+    lease.map(|id| PutOptions::new().with_lease(id))
+}
+
+fn store_error(spec: &StoreSpec, why: impl std::fmt::Display) -> Error {
+    Error::Store {
+        endpoints: spec.endpoints.join(","),
+        why: why.to_string(),
+    }
+}
+
+/// Runs `fut` to completion within `timeout`.
+fn run<T>(
+    rt: &tokio::runtime::Runtime,
+    spec: &StoreSpec,
+    timeout: Duration,
+    fut: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
+) -> Result<T> {
+    match rt.block_on(async { tokio::time::timeout(timeout, fut).await }) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(store_error(spec, e)),
+        Err(_) => Err(store_error(
+            spec,
+            format!("no answer within {} s", timeout.as_secs_f64()),
+        )),
+    }
+}
