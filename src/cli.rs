@@ -29,8 +29,53 @@ pub struct Cli {
         help_heading = "Global options"
     )]
     pub color: ColorWhen,
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The fleet store (SPEC §8); without `--store`, the lock files are the store.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Keep identities in etcd: etcd://HOST:PORT[,HOST:PORT...][/PREFIX] (needs the `etcd` build
+    /// feature).
+    #[arg(
+        long,
+        env = "AGENTLOCK_STORE",
+        value_name = "ADDR",
+        global = true,
+        help_heading = "Fleet store"
+    )]
+    pub store: Option<String>,
+    /// Workers are named by their path relative to this directory [default: the current directory].
+    #[arg(
+        long,
+        env = "AGENTLOCK_FLEET_ROOT",
+        value_name = "DIR",
+        global = true,
+        help_heading = "Fleet store"
+    )]
+    pub fleet_root: Option<PathBuf>,
+    /// How long a fleet store call may take, in seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 5.0,
+        global = true,
+        help_heading = "Fleet store"
+    )]
+    pub store_timeout: f64,
+    /// TTL of this host's lease, in seconds: its workers become free that long after the host dies.
+    #[arg(
+        long,
+        env = "AGENTLOCK_LEASE_TTL",
+        value_name = "SECS",
+        default_value_t = 15,
+        global = true,
+        help_heading = "Fleet store"
+    )]
+    pub lease_ttl: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -86,10 +131,31 @@ pub enum Command {
   agentlock completions bash > ~/.local/share/bash-completion/completions/agentlock
   agentlock completions zsh > ~/.zfunc/_agentlock"#)]
     Completions(CompletionsArgs),
+    /// Keep this host's lease on the fleet store alive and sweep its stale records.
+    #[command(after_help = r#"Examples:
+  agentlock keeper --store etcd://10.0.0.1:2379 --foreground   # under systemd
+  agentlock keeper --store etcd://10.0.0.1:2379                # start one in the background"#)]
+    Keeper(KeeperArgs),
     /// Print the man page (roff).
     #[command(after_help = r#"Examples:
   agentlock man > ~/.local/share/man/man1/agentlock.1"#)]
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct KeeperArgs {
+    /// Run in the foreground until killed (for systemd); otherwise start one in the background
+    /// unless one runs, and print its lease.
+    #[arg(long)]
+    pub foreground: bool,
+    /// How often to sweep this host's stale records, in seconds.
+    #[arg(
+        long,
+        env = "AGENTLOCK_KEEPER_PERIOD",
+        value_name = "SECS",
+        default_value_t = 5.0
+    )]
+    pub period: f64,
 }
 
 #[derive(Debug, Args)]

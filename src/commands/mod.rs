@@ -3,6 +3,7 @@
 //! lines, JSON and an [`ExitCode`]. A command that fails before it has a
 //! result returns a [`Failure`], printed in one place ([`execute`]).
 
+mod fleet;
 mod run;
 mod tree;
 mod worker;
@@ -93,7 +94,9 @@ fn json_shape(command: &Command) -> JsonShape {
         Command::Status(a) => workers(a.json),
         Command::List(a) => tree(a),
         Command::Doctor(a) => tree(&a.tree),
-        Command::Run(_) | Command::Completions(_) | Command::Man => JsonShape::None,
+        Command::Run(_) | Command::Completions(_) | Command::Man | Command::Keeper(_) => {
+            JsonShape::None
+        }
     }
 }
 
@@ -116,21 +119,10 @@ pub fn execute(cli: Cli) -> ExitCode {
     };
     let mut out = Out::default();
     let shape = json_shape(&cli.command);
-    let result = match cli.command {
-        Command::Claim(a) => worker::claim(&ctx, a, &mut out),
-        Command::Release(a) => worker::release(&ctx, a, &mut out),
-        Command::Check(a) => worker::check(&ctx, a, &mut out),
-        Command::Status(a) => worker::status(&ctx, a, &mut out),
-        Command::Run(a) => run::run(&ctx, a, &mut out),
-        Command::List(a) => tree::list(&ctx, a, &mut out),
-        Command::Doctor(a) => tree::doctor(&ctx, a, &mut out),
-        Command::Completions(a) => {
-            let mut buf = Vec::new();
-            clap_complete::generate(a.shell, &mut Cli::command(), "agentlock", &mut buf);
-            out.raw(String::from_utf8_lossy(&buf));
-            Ok(ExitCode::Success)
-        }
-        Command::Man => man(&mut out),
+    let result = match fleet::store_of(&cli.store) {
+        Err(f) => Err(f),
+        Ok(Some(store)) => fleet::execute(&ctx, &store, cli.command, &mut out),
+        Ok(None) => local(&ctx, cli.command, &mut out),
     };
     let code = match result {
         Ok(code) => code,
@@ -145,6 +137,29 @@ pub fn execute(cli: Cli) -> ExitCode {
         }
     };
     out.finish(code)
+}
+
+/// Runs `command` on the lock files.
+fn local(ctx: &Ctx, command: Command, out: &mut Out) -> Result<ExitCode, Failure> {
+    match command {
+        Command::Claim(a) => worker::claim(ctx, a, out),
+        Command::Release(a) => worker::release(ctx, a, out),
+        Command::Check(a) => worker::check(ctx, a, out),
+        Command::Status(a) => worker::status(ctx, a, out),
+        Command::Run(a) => run::run(ctx, a, out),
+        Command::List(a) => tree::list(ctx, a, out),
+        Command::Doctor(a) => tree::doctor(ctx, a, out),
+        Command::Completions(a) => {
+            let mut buf = Vec::new();
+            clap_complete::generate(a.shell, &mut Cli::command(), "agentlock", &mut buf);
+            out.raw(String::from_utf8_lossy(&buf));
+            Ok(ExitCode::Success)
+        }
+        Command::Man => man(out),
+        Command::Keeper(_) => Err(Failure::usage(
+            "keeper keeps a lease on a fleet store: give --store (or AGENTLOCK_STORE)",
+        )),
+    }
 }
 
 fn man(out: &mut Out) -> Result<ExitCode, Failure> {

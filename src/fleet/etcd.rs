@@ -169,6 +169,29 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// Grants a lease of `ttl` seconds; returns its id.
+    pub fn grant(&self, ttl: i64) -> Result<i64> {
+        let resp = self.call(|mut c| async move { c.lease_grant(ttl, None).await })?;
+        Ok(resp.id())
+    }
+
+    /// Renews lease `id` once; returns its TTL now (0 or less: it expired).
+    pub fn keep_alive(&self, id: i64) -> Result<i64> {
+        self.call(|mut c| async move {
+            let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
+            keeper.keep_alive().await?;
+            Ok(stream.message().await?.map_or(0, |m| m.ttl()))
+        })
+    }
+
+    /// Seconds lease `id` has left (0 or less: gone).
+    pub fn lease_ttl(&self, id: i64) -> Result<i64> {
+        let resp = self.call(|mut c| async move { c.lease_time_to_live(id, None).await })?;
+        Ok(resp.ttl())
+    }
+}
+
 fn put_options(lease: Option<i64>) -> Option<PutOptions> {
     lease.map(|id| PutOptions::new().with_lease(id))
 }

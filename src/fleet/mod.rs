@@ -7,6 +7,10 @@
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
+#[cfg(feature = "etcd")]
+pub mod keeper;
+#[cfg(feature = "etcd")]
+pub mod ops;
 
 use crate::error::{Error, Result};
 use crate::record::LockRecord;
@@ -97,6 +101,13 @@ pub fn worker_key(spec: &StoreSpec, fleet_root: &Path, worker: &Path) -> Result<
         });
     }
     Ok(format!("{}/workers/{}", spec.prefix, parts.join("/")))
+}
+
+/// `worker` resolved (canonical) and the key it is kept under.
+pub fn locate(spec: &StoreSpec, fleet_root: &Path, worker: &Path) -> Result<(PathBuf, String)> {
+    let key = worker_key(spec, fleet_root, worker)?;
+    let dir = std::fs::canonicalize(worker).map_err(|e| Error::io(worker, e))?;
+    Ok((dir, key))
 }
 
 /// The worker path of `key` under `fleet_root` (the inverse of [`worker_key`]).

@@ -86,6 +86,12 @@ pub struct LockEntry<'a> {
     pub moved_aside: Option<&'a Path>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signal: Option<&'a str>,
+    /// Fleet store: the holder's fence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fence: Option<i64>,
+    /// Fleet store: where the record is kept (the store address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<&'a str>,
     /// Warnings said on stderr (a session that does not exist now, ...).
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     pub warnings: &'a [String],
@@ -145,6 +151,8 @@ impl<'a> LockEntry<'a> {
             action: None,
             moved_aside: None,
             signal: None,
+            fence: None,
+            store: None,
             warnings: &[],
             paths_lossy: is_lossy(&ins.worker_dir),
         }

@@ -142,3 +142,202 @@ fn a_stopped_store_answers_with_an_error_not_a_hang() {
     let late = Fleet::connect(&spec, Duration::from_secs(1)).and_then(|f| f.get(key));
     assert!(matches!(late, Err(Error::Store { .. })), "{late:?}");
 }
+
+/// A simulated host: its own hostname (`unshare --uts`), its own state dir
+/// (so its own keeper), its own tmux dir and its own checkout of the fleet.
+struct Host {
+    name: &'static str,
+    root: std::path::PathBuf,
+    xdg: std::path::PathBuf,
+    tmux: std::path::PathBuf,
+    store: String,
+}
+
+impl Host {
+    fn new(sb: &Sandbox, name: &'static str, store: &str) -> Host {
+        let base = sb.path().join(name);
+        let h = Host {
+            name,
+            root: base.join("town"),
+            xdg: base.join("xdg"),
+            tmux: base.join("tmux"),
+            store: store.to_string(),
+        };
+        for d in [&h.root, &h.xdg, &h.tmux] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        h
+    }
+
+    fn worker(&self, rel: &str) -> std::path::PathBuf {
+        let w = self.root.join(rel);
+        std::fs::create_dir_all(&w).unwrap();
+        w
+    }
+
+    /// `agentlock --store S --fleet-root ROOT ARGS` on this host.
+    fn cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new("unshare");
+        c.args([
+            "--uts",
+            "sh",
+            "-c",
+            "hostname \"$1\" && shift && exec \"$@\"",
+            "sh",
+        ])
+        .arg(self.name)
+        .arg(BIN)
+        .args(["--store", &self.store, "--fleet-root"])
+        .arg(&self.root)
+        .args(args)
+        .env("XDG_RUNTIME_DIR", &self.xdg)
+        .env("TMUX_TMPDIR", &self.tmux)
+        .env("AGENTLOCK_LEASE_TTL", "3")
+        .env("AGENTLOCK_KEEPER_PERIOD", "0.2")
+        .env_remove("TMUX")
+        .env_remove("TMUX_PANE")
+        .env_remove("AGENTLOCK_STORE")
+        .env_remove("AGENTLOCK_FLEET_ROOT");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn claim(&self, rel: &str, pid: i32) -> std::process::Output {
+        let w = self.worker(rel);
+        self.run(&[
+            "claim",
+            "--json",
+            "--pid",
+            &pid.to_string(),
+            w.to_str().unwrap(),
+        ])
+    }
+
+    /// The keeper this host started, from the lease file it published.
+    fn keeper(&self) -> Option<i32> {
+        let dir = self.xdg.join("agentlock");
+        std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".lease") {
+                return None;
+            }
+            let s = std::fs::read_to_string(e.path()).ok()?;
+            s.split_whitespace().nth(1)?.parse().ok()
+        })
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(pid) = self.keeper().filter(|&p| p > 1) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+fn fence_of(out: &std::process::Output) -> i64 {
+    entry(&out.stdout)["fence"].as_i64().unwrap()
+}
+
+/// Host A claims; host B is refused, naming A; A's holder dies, A's keeper
+/// deletes the record, and B claims with a larger fence.
+#[test]
+fn another_hosts_claim_is_held_until_its_keeper_proves_it_stale() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let store = etcd.store("hosts");
+    let (a, b) = (
+        Host::new(&sb, "host-a", &store),
+        Host::new(&sb, "host-b", &store),
+    );
+    let holder = sleeper();
+    let won = a.claim("rig/max", holder.pid());
+    assert_eq!(
+        won.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&won.stderr)
+    );
+    assert!(a.keeper().is_some(), "claim started host A's keeper");
+    let other = sleeper();
+    let lost = b.claim("rig/max", other.pid());
+    assert_eq!(lost.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&lost.stderr).contains("host-a"));
+    assert_eq!(entry(&lost.stdout)["hostname"], "host-a");
+    let w = b.worker("rig/max");
+    let seen = b.run(&["status", "--json", w.to_str().unwrap()]);
+    assert_eq!(entry(&seen.stdout)["state"], "held");
+    assert_eq!(entry(&seen.stdout)["fence"], entry(&won.stdout)["fence"]);
+    // A's holder dies: A's keeper proves it stale and deletes it; then B wins.
+    let dead = holder.pid();
+    drop(holder);
+    wait_gone(dead, Duration::from_secs(10));
+    let mut got = None;
+    wait_for(
+        "B to claim after A's keeper swept",
+        Duration::from_secs(60),
+        || {
+            let out = b.claim("rig/max", other.pid());
+            let ok = out.status.code() == Some(0);
+            got = Some(out);
+            ok
+        },
+    );
+    assert!(fence_of(got.as_ref().unwrap()) > fence_of(&won));
+}
+
+/// Host A's keeper is SIGKILLed (the host died): B's claim succeeds once A's
+/// lease expired, never before two thirds of the TTL (the lease is renewed
+/// every third).
+#[test]
+fn a_dead_hosts_workers_are_free_after_its_lease_expires() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let store = etcd.store("death");
+    let (a, b) = (
+        Host::new(&sb, "host-a", &store),
+        Host::new(&sb, "host-b", &store),
+    );
+    let holder = sleeper();
+    let won = a.claim("max", holder.pid());
+    assert_eq!(won.status.code(), Some(0));
+    let keeper = a.keeper().unwrap();
+    let other = sleeper();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(keeper),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let killed = Instant::now();
+    let mut got = None;
+    wait_for(
+        "B to claim after A's lease expired",
+        Duration::from_secs(60),
+        || {
+            let out = b.claim("max", other.pid());
+            let ok = out.status.code() == Some(0);
+            if !ok {
+                assert_eq!(
+                    out.status.code(),
+                    Some(1),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            got = Some(out);
+            ok
+        },
+    );
+    // TTL 3 s, renewed every 1 s: the lease outlives its keeper by >= 2 s.
+    assert!(
+        killed.elapsed() >= Duration::from_secs(2),
+        "freed before the lease expired"
+    );
+    assert!(fence_of(got.as_ref().unwrap()) > fence_of(&won));
+}

@@ -1,0 +1,309 @@
+//! The commands on the fleet store (`--store`, SPEC §8): `claim`, `release`,
+//! `status`, `check` and `keeper`. The same states, exit codes and JSON as on
+//! lock files, plus `fence` and `store` in each entry.
+
+use super::{Ctx, Failure};
+use crate::cli::{Command, StoreArgs};
+use crate::exit_codes::ExitCode;
+use crate::out::Out;
+use agentlock::fleet::StoreSpec;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `--store` and its settings, resolved.
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+pub(super) struct Store {
+    spec: StoreSpec,
+    raw: String,
+    root: PathBuf,
+    timeout: Duration,
+    ttl: i64,
+}
+
+/// The store of the command line, if one was given.
+pub(super) fn store_of(a: &StoreArgs) -> Result<Option<Store>, Failure> {
+    let Some(raw) = a.store.clone().filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let spec = StoreSpec::parse(&raw)?;
+    if !(a.store_timeout > 0.0 && a.store_timeout.is_finite()) {
+        return Err(Failure::usage(
+            "--store-timeout must be a positive number of seconds",
+        ));
+    }
+    if a.lease_ttl < 2 {
+        return Err(Failure::usage("--lease-ttl must be at least 2 seconds"));
+    }
+    Ok(Some(Store {
+        spec,
+        raw,
+        root: a.fleet_root.clone().unwrap_or_else(|| PathBuf::from(".")),
+        timeout: Duration::from_secs_f64(a.store_timeout),
+        ttl: a.lease_ttl,
+    }))
+}
+
+/// Runs `command` on the store.
+pub(super) fn execute(
+    ctx: &Ctx,
+    store: &Store,
+    command: Command,
+    out: &mut Out,
+) -> Result<ExitCode, Failure> {
+    imp::execute(ctx, store, command, out)
+}
+
+#[cfg(not(feature = "etcd"))]
+mod imp {
+    use super::*;
+
+    pub(super) fn execute(
+        _: &Ctx,
+        _: &Store,
+        _: Command,
+        _: &mut Out,
+    ) -> Result<ExitCode, Failure> {
+        Err(Failure::usage(
+            "--store needs agentlock built with the etcd feature (cargo install --features etcd)",
+        ))
+    }
+}
+
+#[cfg(feature = "etcd")]
+mod imp {
+    use super::*;
+    use crate::cli::KeeperArgs;
+    use crate::output::{self, LockEntry, WorkerJson};
+    use agentlock::fleet::etcd::Fleet;
+    use agentlock::fleet::ops::{self, FleetClaimOutcome, FleetJudgement, FleetReleaseOutcome};
+    use agentlock::fleet::{keeper, locate};
+    use agentlock::lock::{ClaimOptions, Claimant, Standing};
+    use agentlock::probe::process::invoking_process;
+
+    pub(super) fn execute(
+        ctx: &Ctx,
+        store: &Store,
+        command: Command,
+        out: &mut Out,
+    ) -> Result<ExitCode, Failure> {
+        let fleet = Fleet::connect(&store.spec, store.timeout)?;
+        match command {
+            Command::Claim(a) if !a.first_free => claim(ctx, store, &fleet, a, out),
+            Command::Release(a) => release(ctx, store, &fleet, a, out),
+            Command::Status(a) => status(ctx, store, &fleet, &a.workers, a.json, None, out),
+            Command::Check(a) => {
+                let mut warnings = Vec::new();
+                let asker = super::super::asker_of(ctx, a.asker, &mut warnings)?;
+                super::super::warn_all(out, &warnings);
+                status(ctx, store, &fleet, &a.workers, a.json, Some(&asker), out)
+            }
+            Command::Keeper(a) => keep(store, &fleet, a, out),
+            _ => Err(Failure::usage(
+                "with --store, only claim (without --first-free), release, status, check and keeper work so far",
+            )),
+        }
+    }
+
+    fn entry<'a>(store: &'a Store, j: &'a FleetJudgement) -> LockEntry<'a> {
+        let mut e = LockEntry::of(&j.judgement);
+        e.fence = j.fence;
+        e.store = Some(&store.raw);
+        e
+    }
+
+    fn claim(
+        ctx: &Ctx,
+        store: &Store,
+        fleet: &Fleet,
+        a: crate::cli::ClaimArgs,
+        out: &mut Out,
+    ) -> Result<ExitCode, Failure> {
+        let pid = a
+            .holder
+            .pid
+            .map(super::super::parse_pid)
+            .transpose()?
+            .unwrap_or_else(invoking_process);
+        let mut warnings = Vec::new();
+        let (session, tmux_socket) = super::super::session_of(ctx, a.holder.session, &mut warnings);
+        super::super::warn_all(out, &warnings);
+        let me = Claimant {
+            pid,
+            session,
+            tmux_socket,
+        };
+        let [worker] = &a.workers[..] else {
+            return Err(Failure::usage("claim takes one WORKER"));
+        };
+        let (worker, key) = locate(&store.spec, &store.root, worker)?;
+        let worker = &worker;
+        let lease = keeper::ensure(&store.spec, &store.raw, store.ttl, fleet)?;
+        let opts = ClaimOptions {
+            force: a.force,
+            ..ClaimOptions::default()
+        };
+        let probes = ctx.probes.probes();
+        match ops::claim(fleet, worker, &key, &me, opts, Some(lease), &probes)? {
+            FleetClaimOutcome::Refused(j) => {
+                if a.json {
+                    let e = entry(store, &j).with_action("refused");
+                    out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
+                }
+                out.err(output::refusal(&j.judgement, "claim"));
+                Ok(ExitCode::No)
+            }
+            FleetClaimOutcome::Done(c) => {
+                let after = FleetJudgement {
+                    judgement: agentlock::lock::Judgement {
+                        record: Some(c.record.clone()),
+                        pid_alive: Some(true),
+                        ..agentlock::lock::Judgement::at(
+                            &c.before.judgement.worker_dir,
+                            &c.before.judgement.lock_path,
+                            agentlock::verdict::State::Held,
+                            format!("claimed by pid {}", c.record.pid),
+                        )
+                    },
+                    fence: Some(c.fence),
+                    revision: 0,
+                };
+                out.done = Some(format!("{} {key} (the lock stays held)", c.action.as_str()));
+                if a.json {
+                    let e = entry(store, &after).with_action(c.action.as_str());
+                    out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
+                } else if !ctx.quiet {
+                    out.line(format_args!(
+                        "{} {} (pid {}, fence {}, {})",
+                        c.action.as_str(),
+                        worker.display(),
+                        c.record.pid,
+                        c.fence,
+                        key
+                    ));
+                }
+                Ok(ExitCode::Success)
+            }
+        }
+    }
+
+    fn release(
+        ctx: &Ctx,
+        store: &Store,
+        fleet: &Fleet,
+        a: crate::cli::ReleaseArgs,
+        out: &mut Out,
+    ) -> Result<ExitCode, Failure> {
+        let mut warnings = Vec::new();
+        let who = super::super::asker_of(ctx, a.asker, &mut warnings)?;
+        super::super::warn_all(out, &warnings);
+        let (worker, key) = locate(&store.spec, &store.root, &a.worker)?;
+        match ops::release(fleet, &worker, &key, &who, a.force, &ctx.probes.probes())? {
+            FleetReleaseOutcome::Refused(j) => {
+                if a.json {
+                    let e = entry(store, &j).with_action("refused");
+                    out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
+                }
+                out.err(output::refusal(&j.judgement, "release"));
+                Ok(ExitCode::No)
+            }
+            FleetReleaseOutcome::Done(j) => {
+                let action = if j.revision == 0 {
+                    "already-free"
+                } else {
+                    "released"
+                };
+                out.done = Some(format!("{action} {key}"));
+                if a.json {
+                    let e = entry(store, &j).with_action(action);
+                    out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
+                } else if !ctx.quiet {
+                    out.line(format_args!("{action} {}", worker.display()));
+                }
+                Ok(ExitCode::Success)
+            }
+        }
+    }
+
+    /// `status`, or `check` when `asker` is given.
+    fn status(
+        ctx: &Ctx,
+        store: &Store,
+        fleet: &Fleet,
+        workers: &[PathBuf],
+        json: bool,
+        asker: Option<&agentlock::lock::Asker>,
+        out: &mut Out,
+    ) -> Result<ExitCode, Failure> {
+        let probes = ctx.probes.probes();
+        let mut code = ExitCode::Success;
+        let mut judged = Vec::new();
+        let mut failed = Vec::new();
+        for w in workers {
+            let one = locate(&store.spec, &store.root, w)
+                .and_then(|(dir, key)| ops::judge(fleet, &dir, &key, &probes));
+            match one {
+                Ok(j) => judged.push(j),
+                Err(e) => {
+                    out.error_line(&e);
+                    code = code.merge(ExitCode::Error);
+                    failed.push((w.clone(), e));
+                }
+            }
+        }
+        for j in &judged {
+            let standing = asker.map(|a| j.judgement.standing(a, &probes));
+            if standing == Some(Standing::Taken) {
+                code = code.merge(ExitCode::No);
+            }
+            if !json && !ctx.quiet {
+                match standing {
+                    Some(s) => out.line(output::check_line(&j.judgement, s, ctx.style)),
+                    None => out.line(format_args!(
+                        "{}{}",
+                        output::status_lines(&j.judgement, ctx.style),
+                        j.fence
+                            .map(|f| format!("\n  fence: {f}"))
+                            .unwrap_or_default()
+                    )),
+                }
+            }
+        }
+        if json {
+            let mut entries: Vec<WorkerJson> = judged
+                .iter()
+                .map(|j| WorkerJson::Entry(entry(store, j)))
+                .collect();
+            entries.extend(failed.iter().map(|(w, e)| WorkerJson::failed(w, e)));
+            out.line(output::workers_json(&entries, None));
+        }
+        Ok(code)
+    }
+
+    fn keep(
+        store: &Store,
+        fleet: &Fleet,
+        a: KeeperArgs,
+        out: &mut Out,
+    ) -> Result<ExitCode, Failure> {
+        if !(a.period > 0.0 && a.period.is_finite()) {
+            return Err(Failure::usage(
+                "--period must be a positive number of seconds",
+            ));
+        }
+        if a.foreground {
+            keeper::run(
+                &store.spec,
+                store.ttl,
+                Duration::from_secs_f64(a.period),
+                fleet,
+            )?;
+            return Ok(ExitCode::Success);
+        }
+        let lease = keeper::ensure(&store.spec, &store.raw, store.ttl, fleet)?;
+        out.line(format_args!(
+            "keeper running for {} (lease {lease:x})",
+            store.raw
+        ));
+        Ok(ExitCode::Success)
+    }
+}

@@ -1,0 +1,243 @@
+//! claim / release / judge on the fleet store. The etcd key is the
+//! authority; the local `.runtime/agent.lock` is kept too (written on claim,
+//! removed on release), so `gt` and file-based tools on this host see the
+//! worker held. A record of another host is `held` while its key exists (its
+//! keeper keeps it, or its lease expires); one of this host is judged by the
+//! local PID + tmux rules.
+
+use super::etcd::{Created, Fleet, Stored};
+use crate::error::{Error, Result};
+use crate::holder::{Asker, Claimant, Scope, holds};
+use crate::lock::claim::check_claimant;
+use crate::lock::{self, ClaimAction, ClaimOptions, ClaimOutcome, Judgement, Probes};
+use crate::record::LockRecord;
+use crate::verdict::{self, State};
+use std::path::Path;
+
+/// A worker judged on the fleet store.
+#[derive(Debug, Clone)]
+pub struct FleetJudgement {
+    /// The verdict, as for a lock file (`lock_path` is the etcd key).
+    pub judgement: Judgement,
+    /// The holder's fence, when there is a record.
+    pub fence: Option<i64>,
+    /// The revision it was judged at (0: no key).
+    pub revision: i64,
+}
+
+/// Judges what `key` holds: `free` when absent, `held` for another host's
+/// record, the local rules for this host's, `corrupt` for a bad value.
+pub fn judge_stored(
+    worker: &Path,
+    key: &str,
+    stored: Option<&Stored>,
+    probes: &Probes,
+) -> FleetJudgement {
+    let at = |state, reason: String| Judgement::at(worker, Path::new(key), state, reason);
+    let Some(stored) = stored else {
+        return FleetJudgement {
+            judgement: at(State::Free, "no fleet record".into()),
+            fence: None,
+            revision: 0,
+        };
+    };
+    let fr = match &stored.record {
+        Ok(fr) => fr,
+        Err(why) => {
+            return FleetJudgement {
+                judgement: at(State::Corrupt, format!("fleet record: {why}")),
+                fence: None,
+                revision: stored.revision,
+            };
+        }
+    };
+    let rec = &fr.record;
+    let judgement = if probes.host.is_local(rec.hostname.as_deref()) {
+        let v = verdict::judge(rec, rec.uid, &probes.host, probes.procs, probes.sessions);
+        Judgement {
+            record: Some(rec.clone()),
+            pid_alive: v.pid_alive,
+            session_alive: v.session_alive,
+            ..at(v.state, v.reason)
+        }
+    } else {
+        Judgement {
+            record: Some(rec.clone()),
+            ..at(
+                State::Held,
+                format!(
+                    "held on host {} (fleet record, fence {}): alive while that host's keeper keeps its lease",
+                    rec.hostname.as_deref().unwrap_or("?"),
+                    fr.fence
+                ),
+            )
+        }
+    };
+    FleetJudgement {
+        judgement,
+        fence: Some(fr.fence),
+        revision: stored.revision,
+    }
+}
+
+/// Judges `worker` on the store.
+pub fn judge(fleet: &Fleet, worker: &Path, key: &str, probes: &Probes) -> Result<FleetJudgement> {
+    let stored = fleet.get(key)?;
+    Ok(judge_stored(worker, key, stored.as_ref(), probes))
+}
+
+/// A successful fleet claim.
+#[derive(Debug, Clone)]
+pub struct FleetClaimed {
+    /// What was done.
+    pub action: ClaimAction,
+    /// The worker as judged on the store before.
+    pub before: FleetJudgement,
+    /// The record now held.
+    pub record: LockRecord,
+    /// The new holder's fence.
+    pub fence: i64,
+}
+
+/// The result of a fleet claim.
+#[derive(Debug, Clone)]
+pub enum FleetClaimOutcome {
+    /// Claimed (on the store and in the local file).
+    Done(Box<FleetClaimed>),
+    /// Held by another (on the store or in the local file): nothing changed.
+    Refused(Box<FleetJudgement>),
+}
+
+/// Claims `worker` (key `key`) on the store for `me`, its record hanging on
+/// `lease`. The local lock file is claimed first, under its guard (a live
+/// local holder, `gt`'s included, refuses it), then the store in one
+/// transaction; if the store refuses, the local claim is undone.
+pub fn claim(
+    fleet: &Fleet,
+    worker: &Path,
+    key: &str,
+    me: &Claimant,
+    opts: ClaimOptions,
+    lease: Option<i64>,
+    probes: &Probes,
+) -> Result<FleetClaimOutcome> {
+    check_claimant(me, probes)?;
+    let local = match lock::claim(worker, me, opts.clone(), probes)? {
+        ClaimOutcome::Done(c) => c,
+        ClaimOutcome::Refused(j) => {
+            return Ok(FleetClaimOutcome::Refused(Box::new(FleetJudgement {
+                judgement: *j,
+                fence: None,
+                revision: 0,
+            })));
+        }
+    };
+    let written = local.after.record.clone().unwrap_or_default();
+    let undo_local = || {
+        let _ = lock::release_written(worker, &written, probes);
+    };
+    // The store holds the very record the local file holds.
+    let result = claim_store(fleet, worker, key, me, &written, &opts, lease, probes);
+    match result {
+        Ok(FleetClaimOutcome::Done(c)) => Ok(FleetClaimOutcome::Done(c)),
+        other => {
+            undo_local();
+            other
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn claim_store(
+    fleet: &Fleet,
+    worker: &Path,
+    key: &str,
+    me: &Claimant,
+    record: &LockRecord,
+    opts: &ClaimOptions,
+    lease: Option<i64>,
+    probes: &Probes,
+) -> Result<FleetClaimOutcome> {
+    let stored = match fleet.create(key, record, lease)? {
+        Created::Fence(fence) => {
+            let before = judge_stored(worker, key, None, probes);
+            return Ok(done(ClaimAction::Claimed, before, record.clone(), fence));
+        }
+        Created::Exists(s) => s,
+    };
+    let before = judge_stored(worker, key, Some(&stored), probes);
+    let previous = stored.record.as_ref().ok();
+    let mine = previous.is_some_and(|p| holds(&p.record, &Asker::from(me), Scope::Claim, probes));
+    let (action, keep_fence) = match before.judgement.state {
+        _ if mine && opts.only_free => return Ok(refused(before, "already yours")),
+        _ if mine => (ClaimAction::Refreshed, previous.map(|p| p.fence)),
+        State::Stale => (ClaimAction::ReplacedStale, None),
+        State::Corrupt => (ClaimAction::ReplacedCorrupt, None),
+        _ if opts.force => (ClaimAction::TookOver, None),
+        _ => return Ok(FleetClaimOutcome::Refused(Box::new(before))),
+    };
+    match fleet.replace(key, stored.revision, record, keep_fence, lease)? {
+        Some(fence) => Ok(done(action, before, record.clone(), fence)),
+        None => Err(Error::LockChanging { path: key.into() }),
+    }
+}
+
+fn done(
+    action: ClaimAction,
+    before: FleetJudgement,
+    record: LockRecord,
+    fence: i64,
+) -> FleetClaimOutcome {
+    FleetClaimOutcome::Done(Box::new(FleetClaimed {
+        action,
+        before,
+        record,
+        fence,
+    }))
+}
+
+fn refused(mut before: FleetJudgement, why: &str) -> FleetClaimOutcome {
+    before.judgement.reason = format!("{why}: {}", before.judgement.reason);
+    FleetClaimOutcome::Refused(Box::new(before))
+}
+
+/// The result of a fleet release.
+#[derive(Debug, Clone)]
+pub enum FleetReleaseOutcome {
+    /// Removed from the store (and the local file), or there was nothing.
+    Done(Box<FleetJudgement>),
+    /// Held by another: nothing changed.
+    Refused(Box<FleetJudgement>),
+}
+
+/// Releases `worker` on the store if `who` holds it (or with `force`), by
+/// compare-and-delete on the judged revision; then the local lock file.
+pub fn release(
+    fleet: &Fleet,
+    worker: &Path,
+    key: &str,
+    who: &Asker,
+    force: bool,
+    probes: &Probes,
+) -> Result<FleetReleaseOutcome> {
+    let before = judge(fleet, worker, key, probes)?;
+    let stored_record = before.judgement.record.clone();
+    if let Some(rec) = &stored_record {
+        if !force && !holds(rec, who, Scope::ActFor, probes) {
+            return Ok(FleetReleaseOutcome::Refused(Box::new(before)));
+        }
+        if !fleet.delete(key, before.revision)? {
+            return Err(Error::LockChanging { path: key.into() });
+        }
+    } else if before.revision != 0 && !force {
+        // A value that is not a record: only --force removes it.
+        return Ok(FleetReleaseOutcome::Refused(Box::new(before)));
+    } else if before.revision != 0 && !fleet.delete(key, before.revision)? {
+        return Err(Error::LockChanging { path: key.into() });
+    }
+    // The local mirror: only the very record the fleet claim wrote.
+    if let Some(rec) = &stored_record {
+        let _ = lock::release_written(worker, rec, probes);
+    }
+    Ok(FleetReleaseOutcome::Done(Box::new(before)))
+}
