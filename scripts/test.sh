@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need on a fresh Debian
-# machine (tmux, perl, util-linux's setpriv/unshare/flock, a C compiler, Go)
-# when missing, then runs the whole suite. `.ci/run` calls this.
+# machine (tmux, perl, util-linux's setpriv/unshare/flock, a C compiler, Go,
+# etcd and etcdctl for the fleet store, protoc to build its client) when
+# missing, then runs the whole suite with the `etcd` feature on. `.ci/run`
+# calls this.
 #
 #   scripts/test.sh [cargo test arguments...]
 set -euo pipefail
@@ -15,6 +17,9 @@ for t in setpriv unshare flock; do
   command -v "$t" >/dev/null 2>&1 || { need+=(util-linux); break; }
 done
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler libprotobuf-dev)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=()
   [ "$(id -u)" = 0 ] || sudo=(sudo)
@@ -24,5 +29,6 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 tmux -V
 go version
+etcd --version | head -1
 
-cargo test "$@"
+cargo test --features etcd "$@"

@@ -137,6 +137,8 @@ mod imp {
         };
         let (worker, key) = locate(&store.spec, &store.root, worker)?;
         let worker = &worker;
+        // An unreachable store fails here, before anything local is touched.
+        fleet.get(&key)?;
         let lease = keeper::ensure(&store.spec, &store.raw, store.ttl, fleet)?;
         let opts = ClaimOptions {
             force: a.force,
@@ -243,6 +245,22 @@ mod imp {
                 .and_then(|(dir, key)| ops::judge(fleet, &dir, &key, &probes));
             match one {
                 Ok(j) => judged.push(j),
+                // Reads never fail on an unreachable store: they cannot tell.
+                Err(e @ agentlock::Error::Store { .. }) => {
+                    let dir = std::fs::canonicalize(w).unwrap_or_else(|_| w.clone());
+                    let key = agentlock::fleet::worker_key(&store.spec, &store.root, w)
+                        .unwrap_or_default();
+                    judged.push(FleetJudgement {
+                        judgement: agentlock::lock::Judgement::at(
+                            &dir,
+                            std::path::Path::new(&key),
+                            agentlock::verdict::State::Unverified,
+                            e.to_string(),
+                        ),
+                        fence: None,
+                        revision: 0,
+                    });
+                }
                 Err(e) => {
                     out.error_line(&e);
                     code = code.merge(ExitCode::Error);

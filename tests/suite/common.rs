@@ -202,6 +202,15 @@ fn isolated(program: impl AsRef<std::ffi::OsStr>, tmux_tmpdir: &Path) -> std::pr
         .env_remove("TMUX_PANE")
         // Help is wrapped to $COLUMNS when set: the same width everywhere.
         .env_remove("COLUMNS");
+    // The fleet store is asked for explicitly, never inherited.
+    for v in [
+        "AGENTLOCK_STORE",
+        "AGENTLOCK_FLEET_ROOT",
+        "AGENTLOCK_LEASE_TTL",
+        "AGENTLOCK_KEEPER_PERIOD",
+    ] {
+        c.env_remove(v);
+    }
     c
 }
 

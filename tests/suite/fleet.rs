@@ -341,3 +341,115 @@ fn a_dead_hosts_workers_are_free_after_its_lease_expires() {
     );
     assert!(fence_of(got.as_ref().unwrap()) > fence_of(&won));
 }
+
+/// etcd stopped: `claim` exits 2 with one line naming the endpoint, within
+/// the time limit; `status` says `unverified`; the local lock file is
+/// unchanged.
+#[test]
+fn a_stopped_store_refuses_mutations_and_reads_say_unverified() {
+    let mut etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let a = Host::new(&sb, "host-a", &etcd.store("down"));
+    let w = a.worker("max");
+    let holder = sleeper();
+    // A local (gt-style) lock of a live holder: it must survive untouched.
+    write_lock(&w, &go_lock(holder.pid(), None));
+    let before = std::fs::read(lock_path(&w)).unwrap();
+    etcd.kill();
+    let other = sleeper();
+    let started = Instant::now();
+    let out = a.run(&[
+        "--store-timeout",
+        "2",
+        "claim",
+        "--pid",
+        &other.pid().to_string(),
+        w.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&etcd.endpoint), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(60), "bounded");
+    let seen = a.run(&[
+        "--store-timeout",
+        "2",
+        "status",
+        "--json",
+        w.to_str().unwrap(),
+    ]);
+    assert_eq!(seen.status.code(), Some(0));
+    assert_eq!(entry(&seen.stdout)["state"], "unverified");
+    assert_eq!(std::fs::read(lock_path(&w)).unwrap(), before);
+}
+
+/// A `gt`-style local lock of a live holder and a fleet claim of the same
+/// worker: refused, and the store is left empty.
+#[test]
+fn a_live_local_lock_refuses_a_fleet_claim() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let a = Host::new(&sb, "host-a", &etcd.store("mixed"));
+    let w = a.worker("max");
+    let gt_holder = sleeper();
+    write_lock(&w, &go_lock(gt_holder.pid(), None));
+    let other = sleeper();
+    let out = a.claim("max", other.pid());
+    assert_eq!(out.status.code(), Some(1));
+    let seen = a.run(&["status", "--json", w.to_str().unwrap()]);
+    assert_eq!(
+        entry(&seen.stdout)["state"],
+        "free",
+        "nothing reached the store"
+    );
+    assert_eq!(record_at(&w).pid, gt_holder.pid());
+}
+
+/// Three hosts race for a fresh worker each round, 500 rounds: exactly one
+/// winner per round, every other claimant refused (exit 1).
+#[test]
+fn three_hosts_racing_have_exactly_one_winner_per_round() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let store = etcd.store("race3");
+    let hosts: Vec<Arc<Host>> = ["host-a", "host-b", "host-c"]
+        .into_iter()
+        .map(|n| Arc::new(Host::new(&sb, n, &store)))
+        .collect();
+    const ROUNDS: usize = 500;
+    for h in &hosts {
+        for r in 0..ROUNDS {
+            h.worker(&format!("w{r}"));
+        }
+    }
+    let barrier = Arc::new(Barrier::new(hosts.len()));
+    let holders: Vec<Proc> = hosts.iter().map(|_| sleeper()).collect();
+    let threads: Vec<_> = hosts
+        .iter()
+        .zip(&holders)
+        .map(|(h, p)| {
+            let (h, barrier, pid) = (h.clone(), barrier.clone(), p.pid());
+            std::thread::spawn(move || {
+                (0..ROUNDS)
+                    .map(|r| {
+                        barrier.wait();
+                        h.claim(&format!("w{r}"), pid).status.code()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let codes: Vec<Vec<Option<i32>>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for r in 0..ROUNDS {
+        let round: Vec<Option<i32>> = codes.iter().map(|c| c[r]).collect();
+        assert_eq!(
+            round.iter().filter(|c| **c == Some(0)).count(),
+            1,
+            "round {r}: {round:?}"
+        );
+        assert!(
+            round.iter().all(|c| matches!(c, Some(0) | Some(1))),
+            "round {r}: {round:?}"
+        );
+    }
+}

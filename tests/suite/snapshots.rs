@@ -273,6 +273,11 @@ fn help_man() {
 }
 
 #[test]
+fn help_keeper() {
+    help("help_keeper", &["keeper", "--help"]);
+}
+
+#[test]
 fn usage_error_without_a_command() {
     let sb = Sandbox::new();
     Redact::new(&sb).snap("usage_no_command", &render(&run(&sb, &[])));
