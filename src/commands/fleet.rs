@@ -98,8 +98,9 @@ mod imp {
                 status(ctx, store, &fleet, &a.workers, a.json, Some(&asker), out)
             }
             Command::Keeper(a) => keep(store, &fleet, a, out),
+            Command::List(a) if a.root.is_none() => list(ctx, store, &fleet, a.json, out),
             _ => Err(Failure::usage(
-                "with --store, only claim (without --first-free), release, status, check and keeper work so far",
+                "with --store, only claim (without --first-free), release, status, check, list (without ROOT: the whole fleet) and keeper work so far",
             )),
         }
     }
@@ -295,6 +296,42 @@ mod imp {
             out.line(output::workers_json(&entries, None));
         }
         Ok(code)
+    }
+
+    /// Every worker of the fleet, all hosts.
+    fn list(
+        ctx: &Ctx,
+        store: &Store,
+        fleet: &Fleet,
+        json: bool,
+        out: &mut Out,
+    ) -> Result<ExitCode, Failure> {
+        let root = std::fs::canonicalize(&store.root).unwrap_or_else(|_| store.root.clone());
+        let judged = ops::judge_all(fleet, &root, &ctx.probes.probes())?;
+        if json {
+            #[derive(serde::Serialize)]
+            struct Fleet<'a> {
+                #[serde(serialize_with = "agentlock::paths::ser_path")]
+                root: &'a std::path::Path,
+                store: &'a str,
+                locks: Vec<LockEntry<'a>>,
+            }
+            out.line(output::to_json(&Fleet {
+                root: &root,
+                store: &store.raw,
+                locks: judged.iter().map(|j| entry(store, j)).collect(),
+            }));
+        } else if !ctx.quiet {
+            let report = agentlock::doctor::Report {
+                root,
+                dirs: 0,
+                locks: judged.into_iter().map(|j| j.judgement).collect(),
+                findings: Vec::new(),
+                fixed: Vec::new(),
+            };
+            out.raw(output::list_table(&report, ctx.style));
+        }
+        Ok(ExitCode::Success)
     }
 
     fn keep(

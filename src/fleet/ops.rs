@@ -86,6 +86,19 @@ pub fn judge(fleet: &Fleet, worker: &Path, key: &str, probes: &Probes) -> Result
     Ok(judge_stored(worker, key, stored.as_ref(), probes))
 }
 
+/// Every worker of the fleet (all hosts), judged, sorted by key; each
+/// named by its path under this host's `fleet_root`.
+pub fn judge_all(fleet: &Fleet, fleet_root: &Path, probes: &Probes) -> Result<Vec<FleetJudgement>> {
+    Ok(fleet
+        .list()?
+        .iter()
+        .map(|(key, stored)| {
+            let worker = super::worker_of(fleet.spec(), fleet_root, key).unwrap_or_default();
+            judge_stored(&worker, key, Some(stored), probes)
+        })
+        .collect())
+}
+
 /// A successful fleet claim.
 #[derive(Debug, Clone)]
 pub struct FleetClaimed {

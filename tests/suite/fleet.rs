@@ -274,6 +274,20 @@ fn another_hosts_claim_is_held_until_its_keeper_proves_it_stale() {
     let seen = b.run(&["status", "--json", w.to_str().unwrap()]);
     assert_eq!(entry(&seen.stdout)["state"], "held");
     assert_eq!(entry(&seen.stdout)["fence"], entry(&won.stdout)["fence"]);
+    // B lists the whole fleet, all hosts: A's worker, under B's own root.
+    let all = json(&b.run(&["list", "--json"]).stdout);
+    assert_eq!(all["locks"].as_array().unwrap().len(), 1, "{all:#}");
+    assert_eq!(all["locks"][0]["hostname"], "host-a");
+    assert_eq!(all["locks"][0]["worker_dir"], w.to_str().unwrap());
+    assert_eq!(all["locks"][0]["fence"], entry(&won.stdout)["fence"]);
+    let table = String::from_utf8(b.run(&["list"]).stdout).unwrap();
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("rig/max")),
+        "{table}"
+    );
     // A's holder dies: A's keeper proves it stale and deletes it; then B wins.
     let dead = holder.pid();
     drop(holder);
