@@ -15,7 +15,7 @@ use std::time::Duration;
 pub(super) struct Store {
     spec: StoreSpec,
     raw: String,
-    root: PathBuf,
+    root: Option<PathBuf>,
     timeout: Duration,
     ttl: i64,
 }
@@ -26,21 +26,36 @@ pub(super) fn store_of(a: &StoreArgs) -> Result<Option<Store>, Failure> {
         return Ok(None);
     };
     let spec = StoreSpec::parse(&raw)?;
-    if !(a.store_timeout > 0.0 && a.store_timeout.is_finite()) {
-        return Err(Failure::usage(
-            "--store-timeout must be a positive number of seconds",
-        ));
-    }
+    let timeout = seconds(a.store_timeout, "--store-timeout")?;
     if a.lease_ttl < 2 {
         return Err(Failure::usage("--lease-ttl must be at least 2 seconds"));
     }
     Ok(Some(Store {
         spec,
         raw,
-        root: a.fleet_root.clone().unwrap_or_else(|| PathBuf::from(".")),
-        timeout: Duration::from_secs_f64(a.store_timeout),
+        root: a.fleet_root.clone(),
+        timeout,
         ttl: a.lease_ttl,
     }))
+}
+
+impl Store {
+    /// The fleet root. Never the current directory by default: two hosts run
+    /// from different directories would name one worker two ways.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    fn root(&self) -> Result<&std::path::Path, Failure> {
+        self.root.as_deref().ok_or_else(|| {
+            Failure::usage("--store needs the fleet root: --fleet-root DIR or AGENTLOCK_FLEET_ROOT")
+        })
+    }
+}
+
+/// A positive, finite number of seconds that fits a `Duration`.
+pub(super) fn seconds(v: f64, flag: &str) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(v)
+        .ok()
+        .filter(|d| !d.is_zero() && v <= 86_400.0 * 365.0)
+        .ok_or_else(|| Failure::usage(format!("{flag} {v}: not a positive number of seconds")))
 }
 
 /// Runs `command` on the store.
@@ -136,11 +151,16 @@ mod imp {
         let [worker] = &a.workers[..] else {
             return Err(Failure::usage("claim takes one WORKER"));
         };
-        let (worker, key) = locate(&store.spec, &store.root, worker)?;
+        if a.signal_other {
+            return Err(Failure::usage(
+                "--signal-other does not work with --store yet",
+            ));
+        }
+        let (worker, key) = locate(&store.spec, store.root()?, worker)?;
         let worker = &worker;
         // An unreachable store fails here, before anything local is touched.
         fleet.get(&key)?;
-        let lease = keeper::ensure(&store.spec, &store.raw, store.ttl, fleet)?;
+        let lease = keeper::ensure(&store.spec, &store.raw, store.ttl, store.timeout, fleet)?;
         let opts = ClaimOptions {
             force: a.force,
             ..ClaimOptions::default()
@@ -199,7 +219,7 @@ mod imp {
         let mut warnings = Vec::new();
         let who = super::super::asker_of(ctx, a.asker, &mut warnings)?;
         super::super::warn_all(out, &warnings);
-        let (worker, key) = locate(&store.spec, &store.root, &a.worker)?;
+        let (worker, key) = locate(&store.spec, store.root()?, &a.worker)?;
         match ops::release(fleet, &worker, &key, &who, a.force, &ctx.probes.probes())? {
             FleetReleaseOutcome::Refused(j) => {
                 if a.json {
@@ -242,14 +262,14 @@ mod imp {
         let mut judged = Vec::new();
         let mut failed = Vec::new();
         for w in workers {
-            let one = locate(&store.spec, &store.root, w)
+            let one = locate(&store.spec, store.root()?, w)
                 .and_then(|(dir, key)| ops::judge(fleet, &dir, &key, &probes));
             match one {
                 Ok(j) => judged.push(j),
                 // Reads never fail on an unreachable store: they cannot tell.
                 Err(e @ agentlock::Error::Store { .. }) => {
                     let dir = std::fs::canonicalize(w).unwrap_or_else(|_| w.clone());
-                    let key = agentlock::fleet::worker_key(&store.spec, &store.root, w)
+                    let key = agentlock::fleet::worker_key(&store.spec, store.root()?, w)
                         .unwrap_or_default();
                     judged.push(FleetJudgement {
                         judgement: agentlock::lock::Judgement::at(
@@ -306,7 +326,8 @@ mod imp {
         json: bool,
         out: &mut Out,
     ) -> Result<ExitCode, Failure> {
-        let root = std::fs::canonicalize(&store.root).unwrap_or_else(|_| store.root.clone());
+        let given = store.root()?;
+        let root = std::fs::canonicalize(given).unwrap_or_else(|_| given.to_path_buf());
         let judged = ops::judge_all(fleet, &root, &ctx.probes.probes())?;
         if json {
             #[derive(serde::Serialize)]
@@ -340,21 +361,12 @@ mod imp {
         a: KeeperArgs,
         out: &mut Out,
     ) -> Result<ExitCode, Failure> {
-        if !(a.period > 0.0 && a.period.is_finite()) {
-            return Err(Failure::usage(
-                "--period must be a positive number of seconds",
-            ));
-        }
+        let period = super::seconds(a.period, "--period")?;
         if a.foreground {
-            keeper::run(
-                &store.spec,
-                store.ttl,
-                Duration::from_secs_f64(a.period),
-                fleet,
-            )?;
+            keeper::run(&store.spec, store.ttl, period, store.timeout, fleet)?;
             return Ok(ExitCode::Success);
         }
-        let lease = keeper::ensure(&store.spec, &store.raw, store.ttl, fleet)?;
+        let lease = keeper::ensure(&store.spec, &store.raw, store.ttl, store.timeout, fleet)?;
         out.line(format_args!(
             "keeper running for {} (lease {lease:x})",
             store.raw

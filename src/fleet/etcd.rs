@@ -35,10 +35,13 @@ pub enum Created {
     Exists(Stored),
 }
 
-/// A connection to the fleet's etcd cluster.
+/// A connection to the fleet's etcd cluster: one client per member, tried
+/// in turn (starting with the last one that answered), so a stopped or
+/// hung member costs at most its share of the time limit.
 pub struct Fleet {
     rt: tokio::runtime::Runtime,
-    client: Client,
+    clients: Vec<Client>,
+    good: std::cell::Cell<usize>,
     spec: StoreSpec,
     timeout: Duration,
 }
@@ -50,14 +53,20 @@ impl Fleet {
             .enable_all()
             .build()
             .map_err(|e| store_error(spec, e))?;
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(timeout)
-            .with_timeout(timeout);
-        let connect = Client::connect(spec.endpoints.clone(), Some(opts));
-        let client = run(&rt, spec, timeout, connect)?;
+        let share = share(timeout, spec.endpoints.len());
+        let mut clients = Vec::new();
+        for endpoint in &spec.endpoints {
+            let opts = ConnectOptions::new()
+                .with_connect_timeout(share)
+                .with_timeout(share);
+            // Connects lazily: a member that is down fails on first use.
+            let connect = Client::connect([endpoint.clone()], Some(opts));
+            clients.push(run(&rt, spec, share, connect)?);
+        }
         Ok(Fleet {
             rt,
-            client,
+            clients,
+            good: std::cell::Cell::new(0),
             spec: spec.clone(),
             timeout,
         })
@@ -68,11 +77,29 @@ impl Fleet {
         &self.spec
     }
 
-    fn call<T, F>(&self, f: impl FnOnce(Client) -> F) -> Result<T>
+    /// Runs `f` on one member after the other until one answers, each
+    /// within its share of the time limit. A request that timed out may
+    /// still have been applied: every mutation here is a transaction whose
+    /// retry finds its own effect (create sees the key; compare-and-swap
+    /// sees the revision moved) rather than applying twice.
+    fn call<T, F>(&self, f: impl Fn(Client) -> F) -> Result<T>
     where
         F: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        run(&self.rt, &self.spec, self.timeout, f(self.client.clone()))
+        let n = self.clients.len();
+        let share = share(self.timeout, n);
+        let mut last = None;
+        for k in 0..n {
+            let i = (self.good.get() + k) % n;
+            match run(&self.rt, &self.spec, share, f(self.clients[i].clone())) {
+                Ok(v) => {
+                    self.good.set(i);
+                    return Ok(v);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| store_error(&self.spec, "no endpoints")))
     }
 
     /// What `key` holds, if anything.
@@ -87,8 +114,9 @@ impl Fleet {
     /// Every key under the prefix and what it holds, sorted by key.
     pub fn list(&self) -> Result<Vec<(String, Stored)>> {
         let prefix = format!("{}/workers/", self.spec.prefix);
-        let resp = self.call(|mut c| async move {
-            c.get(prefix, Some(GetOptions::new().with_prefix())).await
+        let resp = self.call(|mut c| {
+            let prefix = prefix.clone();
+            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
         })?;
         let mut out: Vec<(String, Stored)> = resp
             .kvs()
@@ -115,7 +143,10 @@ impl Fleet {
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value, put_options(lease))])
             .or_else([TxnOp::get(key, None)]);
-        let resp = self.call(|mut c| async move { c.txn(txn).await })?;
+        let resp = self.call(|mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })?;
         if resp.succeeded() {
             return Ok(Created::Fence(resp.header().map_or(0, |h| h.revision())));
         }
@@ -153,7 +184,10 @@ impl Fleet {
         let txn = Txn::new()
             .when([Compare::mod_revision(key, CompareOp::Equal, judged)])
             .and_then([TxnOp::put(key, value, put_options(lease))]);
-        let resp = self.call(|mut c| async move { c.txn(txn).await })?;
+        let resp = self.call(|mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })?;
         Ok(resp
             .succeeded()
             .then(|| keep_fence.unwrap_or_else(|| resp.header().map_or(0, |h| h.revision()))))
@@ -164,7 +198,10 @@ impl Fleet {
         let txn = Txn::new()
             .when([Compare::mod_revision(key, CompareOp::Equal, judged)])
             .and_then([TxnOp::delete(key, None)]);
-        let resp = self.call(|mut c| async move { c.txn(txn).await })?;
+        let resp = self.call(|mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })?;
         Ok(resp.succeeded())
     }
 }
@@ -190,6 +227,11 @@ impl Fleet {
         let resp = self.call(|mut c| async move { c.lease_time_to_live(id, None).await })?;
         Ok(resp.ttl())
     }
+}
+
+/// Each of `n` members' share of the time limit (at least 200 ms).
+fn share(timeout: Duration, n: usize) -> Duration {
+    (timeout / n.max(1) as u32).max(Duration::from_millis(200))
 }
 
 fn put_options(lease: Option<i64>) -> Option<PutOptions> {

@@ -31,10 +31,35 @@ pub fn state_dir() -> PathBuf {
     }
 }
 
+/// The state dir, created `0700` if missing; refused unless it is a
+/// directory of this user that nobody else may write (`/tmp` is shared: a
+/// planted lease file would hang this user's records on another's lease).
+fn ensure_state_dir() -> Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let dir = state_dir();
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir);
+    let md = std::fs::symlink_metadata(&dir).map_err(|e| Error::io(&dir, e))?;
+    let me = nix::unistd::getuid().as_raw();
+    if !md.is_dir() || md.uid() != me || md.mode() & 0o022 != 0 {
+        return Err(Error::UnsafeRuntime {
+            path: dir,
+            why: format!(
+                "the keeper's state dir must be a directory of uid {me} that only it may write"
+            ),
+        });
+    }
+    Ok(dir)
+}
+
 /// `keeper-<store>` with every character but letters, digits, `.` and `-`
-/// made `_`.
+/// made `_` (endpoints sorted: one keeper whatever their order).
 fn stem(spec: &StoreSpec) -> String {
-    let raw = format!("{}{}", spec.endpoints.join(","), spec.prefix);
+    let mut endpoints = spec.endpoints.clone();
+    endpoints.sort();
+    let raw = format!("{}{}", endpoints.join(","), spec.prefix);
     let name: String = raw
         .trim_start_matches("http://")
         .chars()
@@ -50,41 +75,22 @@ fn stem(spec: &StoreSpec) -> String {
     format!("keeper-{name}")
 }
 
-fn paths(spec: &StoreSpec) -> (PathBuf, PathBuf) {
-    let dir = state_dir();
+fn paths(spec: &StoreSpec) -> Result<(PathBuf, PathBuf)> {
+    let dir = ensure_state_dir()?;
     let stem = stem(spec);
-    (
+    Ok((
         dir.join(format!("{stem}.lock")),
         dir.join(format!("{stem}.lease")),
-    )
+    ))
 }
 
 fn open_lock(path: &Path) -> Result<File> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
     std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
         .map_err(|e| Error::io(path, e))
-}
-
-/// The lease of the keeper running for `spec` on this host, if one runs and
-/// its lease is alive.
-pub fn running_lease(spec: &StoreSpec, fleet: &Fleet) -> Result<Option<i64>> {
-    let (lock, lease) = paths(spec);
-    let Ok(f) = File::open(&lock) else {
-        return Ok(None);
-    };
-    if Flock::lock(f, FlockArg::LockSharedNonblock).is_ok() {
-        return Ok(None); // nobody holds it: no keeper
-    }
-    let Some((id, _pid)) = read_lease_file(&lease) else {
-        return Ok(None);
-    };
-    Ok((fleet.lease_ttl(id)? > 0).then_some(id))
 }
 
 /// `<lease id> <keeper pid>` as the keeper publishes them.
@@ -94,14 +100,37 @@ fn read_lease_file(path: &Path) -> Option<(i64, i32)> {
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
+/// The lease of the keeper running for `spec` on this host, if one runs and
+/// its lease is alive.
+pub fn running_lease(spec: &StoreSpec, fleet: &Fleet) -> Result<Option<i64>> {
+    let (_, lease) = paths(spec)?;
+    let Some((id, pid)) = read_lease_file(&lease) else {
+        return Ok(None);
+    };
+    // Published by a keeper that still runs (a new keeper removes its dead
+    // predecessor's file before anything else), and the lease is alive.
+    let running = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"keeper"));
+    if !running {
+        return Ok(None);
+    }
+    Ok((fleet.lease_ttl(id)? > 0).then_some(id))
+}
+
 /// The PID of the keeper running for `spec` on this host, as it published it.
 pub fn keeper_pid(spec: &StoreSpec) -> Option<i32> {
-    read_lease_file(&paths(spec).1).map(|(_, pid)| pid)
+    read_lease_file(&paths(spec).ok()?.1).map(|(_, pid)| pid)
 }
 
 /// The lease of this host's keeper for `spec`, starting the keeper (in the
 /// background, detached) when none runs.
-pub fn ensure(spec: &StoreSpec, store: &str, ttl: i64, fleet: &Fleet) -> Result<i64> {
+pub fn ensure(
+    spec: &StoreSpec,
+    store: &str,
+    ttl: i64,
+    timeout: Duration,
+    fleet: &Fleet,
+) -> Result<i64> {
     if let Some(id) = running_lease(spec, fleet)? {
         return Ok(id);
     }
@@ -109,6 +138,8 @@ pub fn ensure(spec: &StoreSpec, store: &str, ttl: i64, fleet: &Fleet) -> Result<
     let mut cmd = std::process::Command::new(&exe);
     cmd.args(["keeper", "--foreground", "--store", store, "--lease-ttl"])
         .arg(ttl.to_string())
+        .arg("--store-timeout")
+        .arg(timeout.as_secs_f64().to_string())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
@@ -126,20 +157,22 @@ pub fn ensure(spec: &StoreSpec, store: &str, ttl: i64, fleet: &Fleet) -> Result<
         if let Some(id) = running_lease(spec, fleet)? {
             return Ok(id);
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            // Another keeper won the start race, or this one failed.
-            if let Some(id) = running_lease(spec, fleet)? {
-                return Ok(id);
+        match child.try_wait() {
+            Ok(Some(status)) if !status.success() => {
+                return Err(Error::Store {
+                    endpoints: spec.endpoints.join(","),
+                    why: format!(
+                        "the keeper could not start ({status}); `agentlock keeper --foreground` says why"
+                    ),
+                });
             }
-            return Err(Error::Store {
-                endpoints: spec.endpoints.join(","),
-                why: format!("the keeper could not start ({status})"),
-            });
+            // Exited 0: another keeper won the start race; wait for its lease.
+            _ => {}
         }
         if Instant::now() > deadline {
             return Err(Error::Store {
                 endpoints: spec.endpoints.join(","),
-                why: "the keeper did not publish a lease within 15 s".into(),
+                why: "no keeper published a lease within 15 s".into(),
             });
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -163,7 +196,13 @@ pub fn sweep(fleet: &Fleet, fleet_root: &Path) -> Result<Swept> {
     let mut swept = Swept::default();
     for (key, stored) in fleet.list()? {
         let Ok(fr) = &stored.record else { continue };
-        if !probes.host.is_local(fr.record.hostname.as_deref()) {
+        if !super::ops::this_host(&fr.record, &probes) {
+            continue;
+        }
+        // A session recorded without its server could live on a tmux server
+        // this long-lived process cannot see (another TMUX_TMPDIR): never
+        // proven gone here; its holder or `--force` clears it.
+        if fr.record.session_id.is_some() && fr.record.tmux_socket.is_none() {
             continue;
         }
         swept.records += 1;
@@ -178,11 +217,19 @@ pub fn sweep(fleet: &Fleet, fleet_root: &Path) -> Result<Swept> {
 
 /// Runs the keeper in the foreground until killed: one per host and store
 /// (returns at once if another runs).
-pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Result<()> {
-    let (lock, lease_path) = paths(spec);
+pub fn run(
+    spec: &StoreSpec,
+    ttl: i64,
+    period: Duration,
+    timeout: Duration,
+    fleet: &Fleet,
+) -> Result<()> {
+    let (lock, lease_path) = paths(spec)?;
     let Ok(_held) = Flock::lock(open_lock(&lock)?, FlockArg::LockExclusiveNonblock) else {
         return Ok(()); // another keeper runs for this store
     };
+    // A dead predecessor's lease must not be handed out while this one starts.
+    let _ = std::fs::remove_file(&lease_path);
     let publish = |id: i64| -> Result<()> {
         let tmp = lease_path.with_extension("lease.tmp");
         let me = nix::unistd::getpid();
@@ -191,22 +238,32 @@ pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Resul
     };
     let mut id = fleet.grant(ttl)?;
     publish(id)?;
+    // Sweeping asks tmux, which may hang for its own time limit: on its own
+    // thread and connection, so renewal never waits for it.
+    let sweeper = spec.clone();
+    std::thread::spawn(move || {
+        let Ok(fleet) = Fleet::connect(&sweeper, timeout) else {
+            return;
+        };
+        loop {
+            let _ = sweep(&fleet, Path::new("/"));
+            std::thread::sleep(period);
+        }
+    });
     let renew = Duration::from_secs_f64(ttl as f64 / 3.0);
-    let mut next_sweep = Instant::now();
     loop {
-        match fleet.keep_alive(id) {
-            Ok(left) if left > 0 => {}
-            // Expired (the keeper stalled past its TTL): every record on it is
-            // gone; a new lease for new claims.
-            Ok(_) => {
-                id = fleet.grant(ttl)?;
+        let expired = match fleet.keep_alive(id) {
+            Ok(left) => left <= 0,
+            // Renewing an expired lease is an error; so is an unreachable store.
+            Err(_) => fleet.lease_ttl(id).is_ok_and(|left| left <= 0),
+        };
+        if expired {
+            // The keeper stalled past its TTL (or etcd was away that long):
+            // every record on the old lease is gone; a new one for new claims.
+            if let Ok(new) = fleet.grant(ttl) {
+                id = new;
                 publish(id)?;
             }
-            Err(_) => {} // etcd unreachable: try again next time
-        }
-        if Instant::now() >= next_sweep {
-            let _ = sweep(fleet, Path::new("/"));
-            next_sweep = Instant::now() + period;
         }
         std::thread::sleep(renew);
     }

@@ -52,7 +52,7 @@ pub fn judge_stored(
         }
     };
     let rec = &fr.record;
-    let judgement = if probes.host.is_local(rec.hostname.as_deref()) {
+    let judgement = if this_host(rec, probes) {
         let v = verdict::judge(rec, rec.uid, &probes.host, probes.procs, probes.sessions);
         Judgement {
             record: Some(rec.clone()),
@@ -78,6 +78,21 @@ pub fn judge_stored(
         fence: Some(fr.fence),
         revision: stored.revision,
     }
+}
+
+/// Whether a fleet record was written on this host: the same hostname and,
+/// when both are known, the same boot. A record without a hostname, or of
+/// the same name but another boot, is another host's: hostnames repeat
+/// across cloned machines, and this host's records from before a reboot
+/// expired with its old keeper's lease anyway.
+pub fn this_host(rec: &LockRecord, probes: &Probes) -> bool {
+    let host = &probes.host;
+    let same_name = rec.hostname.as_deref().is_some_and(|h| h == host.hostname);
+    let same_boot = match (&rec.boot_id, &host.boot_id) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    };
+    same_name && same_boot
 }
 
 /// Judges `worker` on the store.
@@ -146,8 +161,12 @@ pub fn claim(
         }
     };
     let written = local.after.record.clone().unwrap_or_default();
+    // Undo only what this claim made: a local lock the holder already had
+    // (a refresh) stays.
     let undo_local = || {
-        let _ = lock::release_written(worker, &written, probes);
+        if local.action != ClaimAction::Refreshed {
+            let _ = lock::release_written(worker, &written, probes);
+        }
     };
     // The store holds the very record the local file holds.
     let result = claim_store(fleet, worker, key, me, &written, &opts, lease, probes);
@@ -248,9 +267,15 @@ pub fn release(
     } else if before.revision != 0 && !fleet.delete(key, before.revision)? {
         return Err(Error::LockChanging { path: key.into() });
     }
-    // The local mirror: only the very record the fleet claim wrote.
-    if let Some(rec) = &stored_record {
-        let _ = lock::release_written(worker, rec, probes);
+    // The local mirror: the very record the fleet claim wrote; with no
+    // record on the store (it expired), the asker's own local lock.
+    match &stored_record {
+        Some(rec) => {
+            let _ = lock::release_written(worker, rec, probes);
+        }
+        None => {
+            let _ = lock::release(worker, who, force, probes);
+        }
     }
     Ok(FleetReleaseOutcome::Done(Box::new(before)))
 }

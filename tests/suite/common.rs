@@ -658,3 +658,124 @@ impl Drop for Etcd {
         self.kill();
     }
 }
+
+/// A private etcd cluster of `n` members on loopback, each killed by its PID
+/// on drop.
+#[cfg(feature = "etcd")]
+pub struct EtcdCluster {
+    members: Vec<Option<Child>>,
+    /// `http://127.0.0.1:PORT` of each member.
+    pub endpoints: Vec<String>,
+    _data: tempfile::TempDir,
+}
+
+#[cfg(feature = "etcd")]
+impl EtcdCluster {
+    /// Starts `n` members and waits until the cluster answers.
+    pub fn start(n: usize) -> EtcdCluster {
+        let data = tempfile::Builder::new()
+            .prefix("al-etcd")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let initial: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| format!("m{i}=http://127.0.0.1:{p}"))
+            .collect();
+        let endpoints: Vec<String> = ports
+            .iter()
+            .map(|(c, _)| format!("http://127.0.0.1:{c}"))
+            .collect();
+        let members = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (c, p))| {
+                let client = format!("http://127.0.0.1:{c}");
+                let peer = format!("http://127.0.0.1:{p}");
+                Some(
+                    std::process::Command::new("etcd")
+                        .args(["--name", &format!("m{i}"), "--data-dir"])
+                        .arg(data.path().join(format!("m{i}")))
+                        .args([
+                            "--listen-client-urls",
+                            &client,
+                            "--advertise-client-urls",
+                            &client,
+                        ])
+                        .args([
+                            "--listen-peer-urls",
+                            &peer,
+                            "--initial-advertise-peer-urls",
+                            &peer,
+                        ])
+                        .args(["--initial-cluster", &initial.join(",")])
+                        .args(["--initial-cluster-state", "new"])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .unwrap(),
+                )
+            })
+            .collect();
+        let c = EtcdCluster {
+            members,
+            endpoints,
+            _data: data,
+        };
+        wait_for("the cluster to answer", Duration::from_secs(60), || {
+            c.endpoints.iter().all(|e| {
+                std::process::Command::new("etcdctl")
+                    .args([
+                        "--endpoints",
+                        e,
+                        "--command-timeout=2s",
+                        "put",
+                        "ready",
+                        "1",
+                    ])
+                    .env("ETCDCTL_API", "3")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            })
+        });
+        c
+    }
+
+    /// `etcd://HOST:PORT,...,HOST:PORT/PREFIX`.
+    pub fn store(&self, prefix: &str) -> String {
+        let hosts: Vec<String> = self
+            .endpoints
+            .iter()
+            .map(|e| e.replace("http://", ""))
+            .collect();
+        format!("etcd://{}/{prefix}", hosts.join(","))
+    }
+
+    /// Sends `sig` to member `i`.
+    pub fn signal(&self, i: usize, sig: nix::sys::signal::Signal) {
+        if let Some(child) = &self.members[i] {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+        }
+    }
+
+    /// SIGKILLs member `i` and reaps it.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[cfg(feature = "etcd")]
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.signal(i, nix::sys::signal::Signal::SIGCONT);
+            self.kill(i);
+        }
+    }
+}

@@ -467,3 +467,154 @@ fn three_hosts_racing_have_exactly_one_winner_per_round() {
         );
     }
 }
+
+/// Review: `--fleet-root` is never the current directory by default, and
+/// out-of-range times are usage errors, not panics.
+#[test]
+fn store_usage_errors_are_clear() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    for (args, says) in [
+        (
+            vec!["--store", "etcd://127.0.0.1:9/p", "status"],
+            "fleet root",
+        ),
+        (
+            vec![
+                "--store",
+                "etcd://127.0.0.1:9/p",
+                "--fleet-root",
+                ".",
+                "--store-timeout",
+                "1e300",
+                "status",
+            ],
+            "--store-timeout",
+        ),
+        (vec!["--store", "redis://x:1", "status"], "etcd://"),
+    ] {
+        let out = sb.cmd().args(&args).arg(&w).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(says) && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// Review: a keeper stopped past its TTL (a partition) loses its lease and
+/// every record on it; resumed, it takes a new lease and claims work again.
+#[test]
+fn a_keeper_stalled_past_its_ttl_recovers() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let a = Host::new(&sb, "host-a", &etcd.store("stall"));
+    let holder = sleeper();
+    assert_eq!(a.claim("one", holder.pid()).status.code(), Some(0));
+    let keeper = nix::unistd::Pid::from_raw(a.keeper().unwrap());
+    nix::sys::signal::kill(keeper, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let w = a.worker("one");
+    wait_for(
+        "the stalled keeper's lease to expire",
+        Duration::from_secs(60),
+        || {
+            let seen = a.run(&["status", "--json", w.to_str().unwrap()]);
+            entry(&seen.stdout)["state"] == "free"
+        },
+    );
+    nix::sys::signal::kill(keeper, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let mut last = None;
+    wait_for(
+        "a claim on the resumed keeper's new lease",
+        Duration::from_secs(60),
+        || {
+            let out = a.claim("two", holder.pid());
+            let ok = out.status.code() == Some(0);
+            last = Some(out);
+            ok
+        },
+    );
+    assert_eq!(
+        a.keeper(),
+        Some(keeper.as_raw()),
+        "the same keeper, a new lease"
+    );
+    drop(last);
+}
+
+/// Review: a refused fleet claim by a holder that already held the worker
+/// locally leaves its local lock in place.
+#[test]
+fn a_refused_fleet_claim_keeps_the_holders_own_local_lock() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let store = etcd.store("keep");
+    let (a, b) = (
+        Host::new(&sb, "host-a", &store),
+        Host::new(&sb, "host-b", &store),
+    );
+    let hb = sleeper();
+    assert_eq!(b.claim("toast", hb.pid()).status.code(), Some(0));
+    let ha = sleeper();
+    let w = a.worker("toast");
+    // A plain (file) claim on host A, then the fleet claim of the same holder.
+    sb.claim(&w, ha.pid(), &[]).code(0);
+    let before = std::fs::read(lock_path(&w)).unwrap();
+    assert_eq!(a.claim("toast", ha.pid()).status.code(), Some(1));
+    let after = record_at(&w);
+    assert_eq!(after.pid, ha.pid(), "the local lock survived the refusal");
+    assert!(!before.is_empty());
+}
+
+/// A 3-member cluster: one member stopped (SIGSTOP) or killed mid-race
+/// costs at most its share of the time limit; claims keep one winner per
+/// round and every acknowledged claim is found afterwards.
+#[test]
+fn a_three_member_cluster_survives_a_stopped_and_a_killed_member() {
+    let mut cluster = EtcdCluster::start(3);
+    let sb = Sandbox::new();
+    let store = cluster.store("c3");
+    let hosts: Vec<Host> = ["host-a", "host-b"]
+        .into_iter()
+        .map(|n| Host::new(&sb, n, &store))
+        .collect();
+    let holders: Vec<Proc> = hosts.iter().map(|_| sleeper()).collect();
+    let mut won = Vec::new();
+    for round in 0..60 {
+        match round {
+            20 => cluster.signal(1, nix::sys::signal::Signal::SIGSTOP),
+            40 => {
+                cluster.signal(1, nix::sys::signal::Signal::SIGCONT);
+                cluster.kill(2);
+            }
+            _ => {}
+        }
+        let rel = format!("w{round}");
+        let codes: Vec<(usize, Option<i32>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = hosts
+                .iter()
+                .zip(&holders)
+                .enumerate()
+                .map(|(i, (h, p))| {
+                    let rel = rel.clone();
+                    s.spawn(move || (i, h.claim(&rel, p.pid()).status.code()))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let winners: Vec<usize> = codes
+            .iter()
+            .filter(|c| c.1 == Some(0))
+            .map(|c| c.0)
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: {codes:?}");
+        won.push((rel, winners[0]));
+    }
+    // Every acknowledged claim is there, naming its winner.
+    for (rel, i) in &won {
+        let w = hosts[0].worker(rel);
+        let seen = hosts[0].run(&["status", "--json", w.to_str().unwrap()]);
+        assert_eq!(entry(&seen.stdout)["pid"], holders[*i].pid(), "{rel}");
+    }
+}
