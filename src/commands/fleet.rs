@@ -127,6 +127,22 @@ mod imp {
         e
     }
 
+    /// A refusal: the JSON entry (with `--json`), the refusal block, exit 1.
+    fn refused(
+        store: &Store,
+        out: &mut Out,
+        json: bool,
+        j: &FleetJudgement,
+        command: &str,
+    ) -> ExitCode {
+        if json {
+            let e = entry(store, j).with_action("refused");
+            out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
+        }
+        out.err(output::refusal(&j.judgement, command));
+        ExitCode::No
+    }
+
     fn claim(
         ctx: &Ctx,
         store: &Store,
@@ -167,14 +183,7 @@ mod imp {
         };
         let probes = ctx.probes.probes();
         match ops::claim(fleet, worker, &key, &me, opts, Some(lease), &probes)? {
-            FleetClaimOutcome::Refused(j) => {
-                if a.json {
-                    let e = entry(store, &j).with_action("refused");
-                    out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
-                }
-                out.err(output::refusal(&j.judgement, "claim"));
-                Ok(ExitCode::No)
-            }
+            FleetClaimOutcome::Refused(j) => Ok(refused(store, out, a.json, &j, "claim")),
             FleetClaimOutcome::Done(c) => {
                 let after = FleetJudgement {
                     judgement: agentlock::lock::Judgement {
@@ -221,14 +230,7 @@ mod imp {
         super::super::warn_all(out, &warnings);
         let (worker, key) = locate(&store.spec, store.root()?, &a.worker)?;
         match ops::release(fleet, &worker, &key, &who, a.force, &ctx.probes.probes())? {
-            FleetReleaseOutcome::Refused(j) => {
-                if a.json {
-                    let e = entry(store, &j).with_action("refused");
-                    out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
-                }
-                out.err(output::refusal(&j.judgement, "release"));
-                Ok(ExitCode::No)
-            }
+            FleetReleaseOutcome::Refused(j) => Ok(refused(store, out, a.json, &j, "release")),
             FleetReleaseOutcome::Done(j) => {
                 let action = if j.revision == 0 {
                     "already-free"
