@@ -96,7 +96,11 @@ impl Fleet {
                     self.good.set(i);
                     return Ok(v);
                 }
-                Err(e) => last = Some(e),
+                Err(e) => {
+                    // The next call starts with the next member.
+                    self.good.set((i + 1) % n);
+                    last = Some(e);
+                }
             }
         }
         Err(last.unwrap_or_else(|| store_error(&self.spec, "no endpoints")))

@@ -252,10 +252,10 @@ pub fn run(
     });
     let renew = Duration::from_secs_f64(ttl as f64 / 3.0);
     loop {
-        let expired = match fleet.keep_alive(id) {
-            Ok(left) => left <= 0,
+        let (expired, renewed) = match fleet.keep_alive(id) {
+            Ok(left) => (left <= 0, left > 0),
             // Renewing an expired lease is an error; so is an unreachable store.
-            Err(_) => fleet.lease_ttl(id).is_ok_and(|left| left <= 0),
+            Err(_) => (fleet.lease_ttl(id).is_ok_and(|left| left <= 0), false),
         };
         if expired {
             // The keeper stalled past its TTL (or etcd was away that long):
@@ -265,6 +265,12 @@ pub fn run(
                 publish(id)?;
             }
         }
-        std::thread::sleep(renew);
+        // Not renewed (a member down, an election): try again soon, not a
+        // third of the TTL later.
+        std::thread::sleep(if renewed || expired {
+            renew
+        } else {
+            renew.min(Duration::from_millis(200))
+        });
     }
 }

@@ -151,6 +151,8 @@ struct Host {
     xdg: std::path::PathBuf,
     tmux: std::path::PathBuf,
     store: String,
+    /// Lease TTL in seconds (short, so expiry tests are quick).
+    ttl: u32,
 }
 
 impl Host {
@@ -162,6 +164,7 @@ impl Host {
             xdg: base.join("xdg"),
             tmux: base.join("tmux"),
             store: store.to_string(),
+            ttl: 3,
         };
         for d in [&h.root, &h.xdg, &h.tmux] {
             std::fs::create_dir_all(d).unwrap();
@@ -192,7 +195,7 @@ impl Host {
         .args(args)
         .env("XDG_RUNTIME_DIR", &self.xdg)
         .env("TMUX_TMPDIR", &self.tmux)
-        .env("AGENTLOCK_LEASE_TTL", "3")
+        .env("AGENTLOCK_LEASE_TTL", self.ttl.to_string())
         .env("AGENTLOCK_KEEPER_PERIOD", "0.2")
         .env_remove("TMUX")
         .env_remove("TMUX_PANE")
@@ -576,9 +579,15 @@ fn a_three_member_cluster_survives_a_stopped_and_a_killed_member() {
     let mut cluster = EtcdCluster::start(3);
     let sb = Sandbox::new();
     let store = cluster.store("c3");
+    // A default-like TTL: a member stopped or killed must not cost a
+    // healthy host its lease.
     let hosts: Vec<Host> = ["host-a", "host-b"]
         .into_iter()
-        .map(|n| Host::new(&sb, n, &store))
+        .map(|n| {
+            let mut h = Host::new(&sb, n, &store);
+            h.ttl = 15;
+            h
+        })
         .collect();
     let holders: Vec<Proc> = hosts.iter().map(|_| sleeper()).collect();
     let mut won = Vec::new();
