@@ -92,8 +92,7 @@ mod imp {
     use agentlock::fleet::etcd::Fleet;
     use agentlock::fleet::ops::{self, FleetClaimOutcome, FleetJudgement, FleetReleaseOutcome};
     use agentlock::fleet::{keeper, locate};
-    use agentlock::lock::{ClaimOptions, Claimant, Standing};
-    use agentlock::probe::process::invoking_process;
+    use agentlock::lock::{ClaimOptions, Standing};
 
     pub(super) fn execute(
         ctx: &Ctx,
@@ -150,20 +149,7 @@ mod imp {
         a: crate::cli::ClaimArgs,
         out: &mut Out,
     ) -> Result<ExitCode, Failure> {
-        let pid = a
-            .holder
-            .pid
-            .map(super::super::parse_pid)
-            .transpose()?
-            .unwrap_or_else(invoking_process);
-        let mut warnings = Vec::new();
-        let (session, tmux_socket) = super::super::session_of(ctx, a.holder.session, &mut warnings);
-        super::super::warn_all(out, &warnings);
-        let me = Claimant {
-            pid,
-            session,
-            tmux_socket,
-        };
+        let (me, _) = super::super::claimant_of(ctx, a.holder, out)?;
         let [worker] = &a.workers[..] else {
             return Err(Failure::usage("claim takes one WORKER"));
         };

@@ -12,7 +12,7 @@ use crate::cli::{AskerArgs, Cli, ColorWhen, Command};
 use crate::exit_codes::ExitCode;
 use crate::out::Out;
 use crate::output::{self, ErrorJson, Style};
-use agentlock::lock::Asker;
+use agentlock::lock::{Asker, Claimant};
 use agentlock::probe::process::invoking_process;
 use agentlock::probe::tmux::env_socket;
 use agentlock::probe::{LiveProbes, TmuxQuery};
@@ -204,6 +204,29 @@ fn session_of(
             None => (None, None),
         },
     }
+}
+
+/// Who claims (`--pid`, `--session`, else the invoking process in
+/// `$TMUX_PANE`), and the warnings said on the way.
+fn claimant_of(
+    ctx: &Ctx,
+    a: crate::cli::Holder,
+    out: &mut Out,
+) -> Result<(Claimant, Vec<String>), Failure> {
+    let pid = a
+        .pid
+        .map(parse_pid)
+        .transpose()?
+        .unwrap_or_else(invoking_process);
+    let mut warnings = Vec::new();
+    let (session, tmux_socket) = session_of(ctx, a.session, &mut warnings);
+    warn_all(out, &warnings);
+    let me = Claimant {
+        pid,
+        session,
+        tmux_socket,
+    };
+    Ok((me, warnings))
 }
 
 /// Who asks `release` / `check`.

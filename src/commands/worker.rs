@@ -1,7 +1,7 @@
 //! The commands on named workers: `claim` (and `--first-free`), `release`,
 //! `status`, `check`.
 
-use super::{Ctx, Failure, asker_of, parse_pid, session_of, warn_all};
+use super::{Ctx, Failure, asker_of, claimant_of, warn_all};
 use crate::cli::{CheckArgs, ClaimArgs, ReleaseArgs, StatusArgs};
 use crate::exit_codes::ExitCode;
 use crate::out::Out;
@@ -10,25 +10,11 @@ use agentlock::forward::FORWARDED;
 use agentlock::lock::{
     self, ClaimOptions, ClaimOutcome, Claimant, Judgement, ReleaseOutcome, Standing,
 };
-use agentlock::probe::process::invoking_process;
 use agentlock::run::Interrupt;
 use std::path::PathBuf;
 
 pub(super) fn claim(ctx: &Ctx, a: ClaimArgs, out: &mut Out) -> Result<ExitCode, Failure> {
-    let pid = a
-        .holder
-        .pid
-        .map(parse_pid)
-        .transpose()?
-        .unwrap_or_else(invoking_process);
-    let mut warnings = Vec::new();
-    let (session, tmux_socket) = session_of(ctx, a.holder.session, &mut warnings);
-    warn_all(out, &warnings);
-    let me = Claimant {
-        pid,
-        session,
-        tmux_socket,
-    };
+    let (me, warnings) = claimant_of(ctx, a.holder, out)?;
     if a.first_free {
         return first_free(ctx, &a.workers, &me, a.json, &warnings, out);
     }

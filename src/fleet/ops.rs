@@ -8,7 +8,6 @@
 use super::etcd::{Created, Fleet, Stored};
 use crate::error::{Error, Result};
 use crate::holder::{Asker, Claimant, Scope, holds};
-use crate::lock::claim::check_claimant;
 use crate::lock::{self, ClaimAction, ClaimOptions, ClaimOutcome, Judgement, Probes};
 use crate::record::LockRecord;
 use crate::verdict::{self, State};
@@ -149,7 +148,6 @@ pub fn claim(
     lease: Option<i64>,
     probes: &Probes,
 ) -> Result<FleetClaimOutcome> {
-    check_claimant(me, probes)?;
     let local = match lock::claim(worker, me, opts.clone(), probes)? {
         ClaimOutcome::Done(c) => c,
         ClaimOutcome::Refused(j) => {

@@ -119,7 +119,7 @@ fn record_for(
 }
 
 /// Checks a claimant PID: it must be a live process.
-pub(crate) fn check_claimant(me: &Claimant, probes: &Probes) -> Result<Option<u64>> {
+fn check_claimant(me: &Claimant, probes: &Probes) -> Result<Option<u64>> {
     if me.pid <= 0 {
         return Err(Error::BadPid {
             pid: me.pid.into(),

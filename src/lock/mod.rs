@@ -36,7 +36,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub(crate) mod claim;
+mod claim;
 pub(crate) mod fs;
 mod guard;
 mod release;
