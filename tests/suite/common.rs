@@ -201,7 +201,11 @@ fn isolated(program: impl AsRef<std::ffi::OsStr>, tmux_tmpdir: &Path) -> std::pr
         .env_remove("TMUX")
         .env_remove("TMUX_PANE")
         // Help is wrapped to $COLUMNS when set: the same width everywhere.
-        .env_remove("COLUMNS");
+        .env_remove("COLUMNS")
+        // tmux runs $SHELL in a new pane, else the user's login shell:
+        // nobody's is nologin, which exits at once and ends the server
+        // (CI runs without $SHELL).
+        .env("SHELL", "/bin/sh");
     // The fleet store is asked for explicitly, never inherited.
     for v in [
         "AGENTLOCK_STORE",

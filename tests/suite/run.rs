@@ -219,8 +219,10 @@ fn run_in_pane(
     script: &str,
     sig: nix::sys::signal::Signal,
 ) -> LockRecord {
+    // `exec`: run is the pane's process, whatever shell tmux starts it with
+    // (bash execs a lone command itself; dash does not).
     let cmd = format!(
-        "TMUX_TMPDIR='{}' '{}' run '{}' -- perl -e '{}'",
+        "exec env TMUX_TMPDIR='{}' '{}' run '{}' -- perl -e '{}'",
         sb.tmux_tmpdir.display(),
         BIN,
         w.display(),
