@@ -34,6 +34,10 @@ fn start(
     args: &[&str],
 ) -> std::io::Result<(i32, mpsc::Receiver<Answer>)> {
     let mut child = Command::new(bin)
+        // -u: names as they are, whatever the locale. Without a UTF-8
+        // locale (cron, `env -i`) tmux prints `café` as `caf_`, and a live
+        // session would look gone.
+        .arg("-u")
         .arg("-S")
         .arg(socket)
         .args(args)

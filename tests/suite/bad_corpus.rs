@@ -298,7 +298,14 @@ fn odd_tmux_session_names_match_exactly() {
         ]);
         assert!(!kept.is_empty());
         write_lock(&w, &go_lock(dead_pid(), Some(&kept)));
-        let out = sb.cmd().args(["status", "--json"]).arg(&w).assert().code(0);
+        // In the C locale too (cron): tmux would print `café` as `caf_`.
+        let out = sb
+            .cmd()
+            .env("LC_ALL", "C")
+            .args(["status", "--json"])
+            .arg(&w)
+            .assert()
+            .code(0);
         let e = entry(&out.get_output().stdout);
         assert_eq!(
             e["state"], "held-by-session",

@@ -160,7 +160,7 @@ impl Sandbox {
             None => isolated("tmux", &self.tmux_tmpdir),
         };
         let out = c
-            .arg("-S")
+            .args(["-u", "-S"])
             .arg(path)
             .args([
                 "-f",
@@ -228,7 +228,8 @@ pub struct Tmux {
 impl Tmux {
     pub fn command(&self) -> std::process::Command {
         let mut c = isolated("tmux", &self.tmux_tmpdir);
-        c.arg("-S").arg(&self.socket).stdin(Stdio::null());
+        // -u: names as they are in any locale (agentlock asks with -u too).
+        c.args(["-u", "-S"]).arg(&self.socket).stdin(Stdio::null());
         c
     }
 
