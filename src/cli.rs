@@ -48,7 +48,7 @@ pub struct StoreArgs {
         help_heading = "Fleet store"
     )]
     pub store: Option<String>,
-    /// Workers are named by their path relative to this directory [default: the current directory].
+    /// Workers are named by their path relative to this directory (needed with --store).
     #[arg(
         long,
         env = "AGENTLOCK_FLEET_ROOT",
@@ -111,9 +111,15 @@ pub enum Command {
   agentlock status workers/* --json | jq -r '.workers[] | "\(.worker_dir) \(.state)"'"#)]
     Status(StatusArgs),
     /// Hold a worker while a command runs; exit with the command's status.
-    #[command(after_help = r#"Examples:
+    #[command(
+        after_help = r#"The command finds the worker in $AGENTLOCK_WORKER and, with --store, its fence in
+$AGENTLOCK_FENCE.
+
+Examples:
   agentlock run workers/max -- claude             # held while claude runs; exit 75 if held
-  agentlock run workers/max --session agent-max -- codex --full-auto"#)]
+  agentlock run workers/max --session agent-max -- codex --full-auto
+  agentlock --store etcd://10.0.0.5:2379 --fleet-root ~/town run workers/max -- claude"#
+    )]
     Run(RunArgs),
     /// List every lock under ROOT, one row per worker. Read-only.
     #[command(after_help = r#"Examples:
@@ -287,7 +293,20 @@ pub struct RunArgs {
     /// Session/pane to record [default: $TMUX_PANE].
     #[arg(long, value_name = "ID")]
     pub session: Option<String>,
+    /// With --store, if the worker is lost while the command runs: term = SIGTERM it (SIGKILL
+    /// 10 s later), warn = only say so. Either way run then exits 76
+    #[arg(long, value_enum, default_value_t = OnLost::Term, value_name = "WHAT")]
+    pub on_lost: OnLost,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+/// `run --on-lost`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnLost {
+    // SIGTERM the command (no doc comment: clap would print a long help).
+    Term,
+    // Only warn.
+    Warn,
 }

@@ -13,6 +13,9 @@ pub enum ExitCode {
     Error,
     /// 75 (EX_TEMPFAIL): `run`'s claim was refused; the command was not started.
     RunRefused,
+    /// 76: `run` on the fleet store lost the worker while the command ran
+    /// (its lease expired, or another holder took it over).
+    Lost,
     /// 126: `run`'s command exists but cannot be executed.
     CannotExecute,
     /// 127: `run`'s command was not found.
@@ -31,6 +34,7 @@ impl ExitCode {
             ExitCode::No => 1,
             ExitCode::Error => 2,
             ExitCode::RunRefused => 75,
+            ExitCode::Lost => 76,
             ExitCode::CannotExecute => 126,
             ExitCode::NotFound => 127,
             ExitCode::Signal(n) => u8::try_from(128 + n).unwrap_or(2),
@@ -76,6 +80,7 @@ mod tests {
             (No, 1),
             (Error, 2),
             (RunRefused, 75),
+            (Lost, 76),
             (CannotExecute, 126),
             (NotFound, 127),
             (Signal(2), 130),

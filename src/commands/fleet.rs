@@ -112,9 +112,10 @@ mod imp {
                 status(ctx, store, &fleet, &a.workers, a.json, Some(&asker), out)
             }
             Command::Keeper(a) => keep(store, &fleet, a, out),
+            Command::Run(a) => run(ctx, store, &fleet, a, out),
             Command::List(a) if a.root.is_none() => list(ctx, store, &fleet, a.json, out),
             _ => Err(Failure::usage(
-                "with --store, only claim (without --first-free), release, status, check, list (without ROOT: the whole fleet) and keeper work so far",
+                "with --store, only claim (without --first-free), release, status, check, run, list (without ROOT: the whole fleet) and keeper work so far",
             )),
         }
     }
@@ -341,6 +342,25 @@ mod imp {
             out.raw(output::list_table(&report, ctx.style));
         }
         Ok(ExitCode::Success)
+    }
+
+    /// `run` on the store: claimed for the command on this host's lease,
+    /// checked while it runs.
+    fn run(
+        ctx: &Ctx,
+        store: &Store,
+        fleet: &Fleet,
+        a: crate::cli::RunArgs,
+        out: &mut Out,
+    ) -> Result<ExitCode, Failure> {
+        let (worker, key) = locate(&store.spec, store.root()?, &a.worker)?;
+        // An unreachable store fails here, before anything is forked.
+        fleet.get(&key)?;
+        let lease = keeper::ensure(&store.spec, &store.raw, store.ttl, store.timeout, fleet)?;
+        let probes = ctx.probes.probes();
+        let mut hold =
+            agentlock::fleet::hold::FleetHold::new(fleet, worker, key, lease, store.ttl, &probes);
+        super::super::run::run_on(ctx, &mut hold, a, out)
     }
 
     fn keep(

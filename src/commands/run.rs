@@ -1,18 +1,42 @@
-//! `run`: hold a worker while a command runs.
+//! `run`: hold a worker while a command runs (on the lock file here; on the
+//! fleet store through `fleet.rs`, which shares [`report`]).
 
 use super::{Ctx, Failure, session_of, warn_all};
-use crate::cli::RunArgs;
+use crate::cli::{self, RunArgs};
 use crate::exit_codes::ExitCode;
 use crate::out::Out;
 use crate::output;
-use agentlock::run::RunOutcome;
+use agentlock::lock::Claimant;
+use agentlock::run::{FileHold, Hold, OnLost, RunOutcome};
 
 pub(super) fn run(ctx: &Ctx, a: RunArgs, out: &mut Out) -> Result<ExitCode, Failure> {
+    let probes = ctx.probes.probes();
+    let mut hold = FileHold::new(&a.worker, &probes)?;
+    run_on(ctx, &mut hold, a, out)
+}
+
+/// Runs `a`'s command holding `hold`'s worker, and reports how it ended.
+pub(super) fn run_on(
+    ctx: &Ctx,
+    hold: &mut dyn Hold,
+    a: RunArgs,
+    out: &mut Out,
+) -> Result<ExitCode, Failure> {
     let mut warnings = Vec::new();
-    let (session, socket) = session_of(ctx, a.session, &mut warnings);
+    let (session, tmux_socket) = session_of(ctx, a.session, &mut warnings);
     warn_all(out, &warnings);
-    let outcome =
-        agentlock::run::run(&a.worker, session, socket, &a.command, &ctx.probes.probes())?;
+    let me = Claimant {
+        pid: 0,
+        session,
+        tmux_socket,
+    };
+    let on_lost = match a.on_lost {
+        cli::OnLost::Term => OnLost::Term,
+        cli::OnLost::Warn => OnLost::Warn,
+    };
+    let outcome = agentlock::run::run_with(hold, me, &a.command, on_lost, |why| {
+        out.error_line(output::lost(&a.worker, why, on_lost == OnLost::Term));
+    })?;
     Ok(match outcome {
         RunOutcome::Refused(ins) => {
             out.err(output::refusal(&ins, "claim"));
@@ -30,13 +54,23 @@ pub(super) fn run(ctx: &Ctx, a: RunArgs, out: &mut Out) -> Result<ExitCode, Fail
                 ExitCode::CannotExecute
             }
         }
-        RunOutcome::Exited { code, released } => {
+        RunOutcome::Exited {
+            code,
+            released,
+            lost,
+        } => {
             match released {
                 Ok(()) => {}
                 Err(e @ agentlock::Error::NotReleased { .. }) => out.error_line(e),
                 Err(e) => out.error_line(format_args!("{}: {e}", a.worker.display())),
             }
-            ExitCode::Command(code)
+            match lost {
+                Some(_) => {
+                    out.error_line(output::lost_exit(&a.worker, code));
+                    ExitCode::Lost
+                }
+                None => ExitCode::Command(code),
+            }
         }
     })
 }

@@ -8,6 +8,8 @@
 #[cfg(feature = "etcd")]
 pub mod etcd;
 #[cfg(feature = "etcd")]
+pub mod hold;
+#[cfg(feature = "etcd")]
 pub mod keeper;
 #[cfg(feature = "etcd")]
 pub mod ops;

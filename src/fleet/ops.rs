@@ -277,3 +277,32 @@ pub fn release(
     }
     Ok(FleetReleaseOutcome::Done(Box::new(before)))
 }
+
+/// Removes what a claim wrote: the fleet record if it still is `written`
+/// with `fence` (compare-and-delete on the revision read), and the local
+/// lock file if it still is `written`. A record that is gone or another
+/// holder's is left alone: the worker was lost, not released.
+pub fn release_written(
+    fleet: &Fleet,
+    worker: &Path,
+    key: &str,
+    written: &LockRecord,
+    fence: i64,
+    probes: &Probes,
+) -> Result<()> {
+    let store = match fleet.get(key) {
+        Ok(Some(Stored {
+            record: Ok(fr),
+            revision,
+        })) if fr.fence == fence && fr.record == *written => match fleet.delete(key, revision) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::LockChanging { path: key.into() }),
+            Err(e) => Err(e),
+        },
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    };
+    // The local file is this host's: released whatever the store said.
+    let local = crate::run::release_file(worker, written, probes);
+    store.and(local)
+}

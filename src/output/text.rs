@@ -331,6 +331,24 @@ pub fn interrupted(worker: &Path, signal: i32) -> String {
     )
 }
 
+/// `run` lost its worker while the command runs.
+pub fn lost(worker: &Path, why: &str, stopping: bool) -> String {
+    let then = if stopping {
+        "stopping the command (SIGTERM)"
+    } else {
+        "the command runs on (--on-lost=warn)"
+    };
+    format!("{}: worker lost: {why}; {then}", worker.display())
+}
+
+/// `run`'s last line after a loss: its exit code is 76, not the command's.
+pub fn lost_exit(worker: &Path, code: i32) -> String {
+    format!(
+        "{}: the command exited with {code} after the worker was lost; exiting 76",
+        worker.display()
+    )
+}
+
 /// The progress line of a scan.
 pub fn progress(p: &Progress) -> String {
     use std::sync::atomic::Ordering::Relaxed;

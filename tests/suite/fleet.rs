@@ -145,7 +145,7 @@ fn a_stopped_store_answers_with_an_error_not_a_hang() {
 
 /// A simulated host: its own hostname (`unshare --uts`), its own state dir
 /// (so its own keeper), its own tmux dir and its own checkout of the fleet.
-struct Host {
+pub struct Host {
     name: &'static str,
     root: std::path::PathBuf,
     xdg: std::path::PathBuf,
@@ -156,7 +156,7 @@ struct Host {
 }
 
 impl Host {
-    fn new(sb: &Sandbox, name: &'static str, store: &str) -> Host {
+    pub fn new(sb: &Sandbox, name: &'static str, store: &str) -> Host {
         let base = sb.path().join(name);
         let h = Host {
             name,
@@ -172,14 +172,14 @@ impl Host {
         h
     }
 
-    fn worker(&self, rel: &str) -> std::path::PathBuf {
+    pub fn worker(&self, rel: &str) -> std::path::PathBuf {
         let w = self.root.join(rel);
         std::fs::create_dir_all(&w).unwrap();
         w
     }
 
     /// `agentlock --store S --fleet-root ROOT ARGS` on this host.
-    fn cmd(&self, args: &[&str]) -> std::process::Command {
+    pub fn cmd(&self, args: &[&str]) -> std::process::Command {
         let mut c = std::process::Command::new("unshare");
         c.args([
             "--uts",
@@ -204,11 +204,11 @@ impl Host {
         c
     }
 
-    fn run(&self, args: &[&str]) -> std::process::Output {
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
         self.cmd(args).output().unwrap()
     }
 
-    fn claim(&self, rel: &str, pid: i32) -> std::process::Output {
+    pub fn claim(&self, rel: &str, pid: i32) -> std::process::Output {
         let w = self.worker(rel);
         self.run(&[
             "claim",
@@ -220,7 +220,7 @@ impl Host {
     }
 
     /// The keeper this host started, from the lease file it published.
-    fn keeper(&self) -> Option<i32> {
+    pub fn keeper(&self) -> Option<i32> {
         let dir = self.xdg.join("agentlock");
         std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -244,7 +244,7 @@ impl Drop for Host {
     }
 }
 
-fn fence_of(out: &std::process::Output) -> i64 {
+pub fn fence_of(out: &std::process::Output) -> i64 {
     entry(&out.stdout)["fence"].as_i64().unwrap()
 }
 

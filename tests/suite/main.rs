@@ -12,6 +12,8 @@ mod doctor;
 mod doctor_race;
 #[cfg(feature = "etcd")]
 mod fleet;
+#[cfg(feature = "etcd")]
+mod fleet_run;
 mod go_interop;
 mod identity;
 mod interop;

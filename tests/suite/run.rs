@@ -40,6 +40,30 @@ fn holds_while_running_releases_after_and_passes_the_status() {
     assert!(!lock_path(&w).exists(), "released after exit");
 }
 
+/// The command finds its worker in AGENTLOCK_WORKER (canonical), and no
+/// AGENTLOCK_FENCE: an outer run's on the store is not its own; the rest
+/// of the environment is passed on.
+#[test]
+fn the_command_gets_its_worker_and_no_inherited_fence() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let out = sb
+        .cmd()
+        .env("AGENTLOCK_FENCE", "41")
+        .env("AGENTLOCK_WORKER", "/elsewhere")
+        .env("KEPT", "yes")
+        .current_dir(sb.path())
+        .args(["run", "w", "--", "sh", "-c"])
+        .arg("echo \"${AGENTLOCK_WORKER}|${AGENTLOCK_FENCE-unset}|$KEPT\"")
+        .assert()
+        .code(0);
+    let canonical = std::fs::canonicalize(&w).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.get_output().stdout).trim(),
+        format!("{}|unset|yes", canonical.display())
+    );
+}
+
 #[test]
 fn released_when_the_command_is_killed_by_a_signal() {
     let sb = Sandbox::new();

@@ -1,0 +1,169 @@
+//! `run` on the fleet store: the worker is claimed on the store (and in the
+//! local lock file) for the command, and checked while the command runs. The
+//! record hangs on this host's keeper lease; it is lost when the key is gone
+//! (the lease expired: a stalled keeper, a partition), when another holder
+//! replaced it (`--force` elsewhere), or when the store has not answered for
+//! longer than the lease was last known to live.
+
+use super::etcd::{Fleet, Stored};
+use super::ops::{self, FleetClaimOutcome};
+use crate::error::Result;
+use crate::lock::{ClaimOptions, Claimant, Probes};
+use crate::record::LockRecord;
+use crate::run::{Checked, Hold, Taken};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+/// Taken off the lease's time left: a safety margin for clock-rate skew
+/// between this host and the etcd leader.
+const MARGIN: Duration = Duration::from_millis(500);
+
+/// Holding a worker on the fleet store for `run`.
+pub struct FleetHold<'a> {
+    fleet: &'a Fleet,
+    worker: PathBuf,
+    key: String,
+    lease: i64,
+    period: Duration,
+    probes: &'a Probes<'a>,
+    /// The record written and its fence, once claimed.
+    held: Option<(LockRecord, i64)>,
+    /// Until when the record is known to live: when its lease's time left
+    /// was last read, plus that time (minus [`MARGIN`]).
+    sure_until: Instant,
+}
+
+impl<'a> FleetHold<'a> {
+    /// Holds `worker` (key `key`, from [`super::locate`]) on `lease` (this
+    /// host's keeper's, of `ttl` seconds).
+    pub fn new(
+        fleet: &'a Fleet,
+        worker: PathBuf,
+        key: String,
+        lease: i64,
+        ttl: i64,
+        probes: &'a Probes<'a>,
+    ) -> FleetHold<'a> {
+        // Several checks per TTL, at most one a second.
+        let period = Duration::from_millis((ttl.max(1) as u64 * 1000 / 4).min(1000));
+        FleetHold {
+            fleet,
+            worker,
+            key,
+            lease,
+            period,
+            probes,
+            held: None,
+            sure_until: Instant::now(),
+        }
+    }
+
+    /// Not lost yet while the lease is known to live; lost after that.
+    fn unsure(&self, why: impl std::fmt::Display) -> Checked {
+        if Instant::now() < self.sure_until {
+            Checked::Held
+        } else {
+            Checked::Lost(format!(
+                "the store did not answer before this host's lease could have expired ({why})"
+            ))
+        }
+    }
+
+    /// Reads the lease's time left, asked at `asked`.
+    fn lease_left(&mut self, asked: Instant) -> Checked {
+        match self.fleet.lease_ttl(self.lease) {
+            Ok(left) if left > 0 => {
+                self.sure_until = asked + Duration::from_secs(left as u64).saturating_sub(MARGIN);
+                Checked::Held
+            }
+            Ok(_) => Checked::Lost(format!(
+                "this host's lease {:x} expired (its keeper stalled or lost the store)",
+                self.lease
+            )),
+            Err(e) => self.unsure(e),
+        }
+    }
+}
+
+impl Hold for FleetHold<'_> {
+    fn worker(&self) -> &Path {
+        &self.worker
+    }
+
+    fn claim(&mut self, me: &Claimant, cancel: Arc<AtomicBool>) -> Result<Taken> {
+        let opts = ClaimOptions {
+            cancel: Some(cancel),
+            ..ClaimOptions::default()
+        };
+        let asked = Instant::now();
+        match ops::claim(
+            self.fleet,
+            &self.worker,
+            &self.key,
+            me,
+            opts,
+            Some(self.lease),
+            self.probes,
+        )? {
+            FleetClaimOutcome::Done(c) => {
+                self.held = Some((c.record.clone(), c.fence));
+                // The lease lived when the claim used it.
+                let _ = self.lease_left(asked);
+                Ok(Taken::Held {
+                    fence: Some(c.fence),
+                })
+            }
+            FleetClaimOutcome::Refused(j) => Ok(Taken::Refused(Box::new(j.judgement))),
+        }
+    }
+
+    fn period(&self) -> Option<Duration> {
+        Some(self.period)
+    }
+
+    fn check(&mut self) -> Checked {
+        let Some((mine, fence)) = self.held.clone() else {
+            return Checked::Held;
+        };
+        let asked = Instant::now();
+        match self.fleet.get(&self.key) {
+            Err(e) => self.unsure(e),
+            Ok(None) => Checked::Lost(format!(
+                "its fleet record {} is gone (this host's lease expired, or it was released elsewhere)",
+                self.key
+            )),
+            Ok(Some(Stored { record: Ok(fr), .. }))
+                if fr.fence == fence && fr.record.pid == mine.pid =>
+            {
+                self.lease_left(asked)
+            }
+            Ok(Some(Stored { record: Ok(fr), .. })) => Checked::Lost(format!(
+                "taken over: pid {} on host {} holds it now (fence {}, ours was {fence})",
+                fr.record.pid,
+                fr.record.hostname.as_deref().unwrap_or("?"),
+                fr.fence
+            )),
+            Ok(Some(Stored {
+                record: Err(why), ..
+            })) => Checked::Lost(format!(
+                "its fleet record was replaced by a value that is not a record ({why})"
+            )),
+        }
+    }
+
+    fn release(&mut self) -> Result<()> {
+        match self.held.take() {
+            Some((rec, fence)) => ops::release_written(
+                self.fleet,
+                &self.worker,
+                &self.key,
+                &rec,
+                fence,
+                self.probes,
+            ),
+            None => Ok(()),
+        }
+    }
+}

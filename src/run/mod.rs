@@ -1,0 +1,296 @@
+//! `agentlock run`: hold a worker for the lifetime of a command.
+//!
+//! The lock names the command's own process. The child is forked and waits at
+//! a gate before `exec`: its PID is claimed first, and only then is it let
+//! through to run the command; a refused claim means the command never runs.
+//! So the worker is held exactly while the command runs, even if `run` itself
+//! is killed (the lock then still names the live command, and becomes stale
+//! when it exits).
+//!
+//! SIGINT/SIGTERM/SIGHUP sent to `run` alone are forwarded to the command;
+//! those sent to the whole process group (Ctrl-C, `timeout(1)`, `kill --
+//! -PGID`) already reached it and are not sent twice (see [`crate::forward`]).
+//! A signal that arrives while `run` waits for the guard aborts the claim:
+//! the command is never started. The lock is released however the command
+//! ends.
+//!
+//! The command finds the worker in `AGENTLOCK_WORKER` and, on the fleet
+//! store, its fence in `AGENTLOCK_FENCE`. A store can lose the worker while
+//! the command runs (its lease expired, another host took it over): `run`
+//! checks every [`Hold::period`] and then stops the command ([`OnLost`]).
+
+mod gate;
+mod hold;
+
+pub use gate::{FENCE_VAR, WORKER_VAR};
+#[cfg_attr(not(feature = "etcd"), allow(unused_imports))]
+pub(crate) use hold::release_file;
+pub use hold::{Checked, FileHold, Hold, Taken};
+
+use crate::error::{Error, Result};
+use crate::forward::{FORWARDED, Sentinel};
+use crate::lock::{Claimant, Judgement, Probes};
+use gate::Gate;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
+use nix::unistd::Pid;
+use signal_hook::iterator::SignalsInfo;
+use signal_hook::iterator::exfiltrator::origin::WithOrigin;
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+/// How `run` ended.
+#[derive(Debug)]
+pub enum RunOutcome {
+    /// The command ran; its exit code (128 + signal when killed by one).
+    Exited {
+        /// The command's exit status (128 + N when signal N killed it).
+        code: i32,
+        /// Whether the lock was released afterwards.
+        released: Result<()>,
+        /// Why the worker was lost while the command ran, if it was.
+        lost: Option<String>,
+    },
+    /// The claim was refused: the command was not started.
+    Refused(Box<Judgement>),
+    /// The command could not be started: nothing is held.
+    CannotRun {
+        /// True when the program was not found; otherwise it exists but
+        /// cannot be executed.
+        not_found: bool,
+        /// The program and the error.
+        why: String,
+    },
+    /// A signal arrived before the command started: it was never started,
+    /// and nothing is held.
+    Interrupted {
+        /// The signal number.
+        signal: i32,
+    },
+}
+
+/// Whether signal `s` is ignored now (`SIG_IGN`), as a shell leaves SIGINT
+/// for a background job.
+fn is_ignored(s: i32) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one.
+    unsafe {
+        let mut old: nix::libc::sigaction = std::mem::zeroed();
+        nix::libc::sigaction(s, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == nix::libc::SIG_IGN
+    }
+}
+
+/// Flags the first of some signals sets when it arrives, instead of ending
+/// the process: a wait for the guard gives up (see
+/// [`crate::lock::ClaimOptions::cancel`]) and the caller says which signal
+/// ended it.
+#[derive(Debug, Clone)]
+pub struct Interrupt {
+    /// Set once any of the signals arrived.
+    pub cancel: Arc<AtomicBool>,
+    /// The first signal that arrived (0: none yet).
+    pub signal: Arc<AtomicI32>,
+}
+
+impl Interrupt {
+    /// Handles `signals` from now on by setting the flags.
+    pub fn on(signals: &[i32]) -> std::io::Result<Interrupt> {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let first = Arc::new(AtomicI32::new(0));
+        for &s in signals {
+            let (cancel, first) = (cancel.clone(), first.clone());
+            // SAFETY: the action only stores into atomics (async-signal-safe).
+            unsafe {
+                signal_hook::low_level::register(s, move || {
+                    let _ = first.compare_exchange(0, s, Ordering::SeqCst, Ordering::SeqCst);
+                    cancel.store(true, Ordering::SeqCst);
+                })
+            }?;
+        }
+        Ok(Interrupt {
+            cancel,
+            signal: first,
+        })
+    }
+
+    /// The first signal that arrived, if any.
+    pub fn signal(&self) -> Option<i32> {
+        Some(self.signal.load(Ordering::SeqCst)).filter(|&s| s != 0)
+    }
+}
+
+/// What `run` does when the worker is lost while the command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnLost {
+    /// SIGTERM to the command (SIGKILL if it still runs [`KILL_AFTER`] later).
+    #[default]
+    Term,
+    /// Only report it; the command runs on.
+    Warn,
+}
+
+/// How long a command may run on after the SIGTERM for a lost worker before
+/// it is SIGKILLed.
+pub const KILL_AFTER: Duration = Duration::from_secs(10);
+
+/// Claims `worker`'s lock file for the command's process, runs it, releases,
+/// reports. `session` and `tmux_socket` are recorded as the command's session.
+pub fn run(
+    worker: impl AsRef<Path>,
+    session: Option<String>,
+    tmux_socket: Option<PathBuf>,
+    cmd: &[OsString],
+    probes: &Probes,
+) -> Result<RunOutcome> {
+    let mut hold = FileHold::new(worker, probes)?;
+    let me = Claimant {
+        pid: 0,
+        session,
+        tmux_socket,
+    };
+    run_with(&mut hold, me, cmd, OnLost::Term, |_| {})
+}
+
+/// Claims the worker of `hold` for the command's process (`me`, whose `pid`
+/// is filled in with the command's), runs it, releases, reports. While it
+/// runs, [`Hold::check`] is asked every [`Hold::period`]; when the worker is
+/// lost, `lost` is called with why, and the command is stopped per `on_lost`.
+pub fn run_with(
+    hold: &mut dyn Hold,
+    me: Claimant,
+    cmd: &[OsString],
+    on_lost: OnLost,
+    mut lost: impl FnMut(&str),
+) -> Result<RunOutcome> {
+    let worker = hold.worker().to_path_buf();
+    let worker = worker.as_path();
+    let (program, args) = cmd.split_first().ok_or_else(|| Error::NoCommand {
+        path: worker.into(),
+    })?;
+    // What the command should start with: ignored where `run` was started
+    // with a signal ignored (nohup, a background job), read before `run`
+    // installs its own handlers.
+    let ignored: Vec<(i32, bool)> = FORWARDED.iter().map(|&s| (s, is_ignored(s))).collect();
+    // Register before forking, so no signal is lost between claim and exec.
+    let signals = SignalsInfo::<WithOrigin>::new(FORWARDED).map_err(|e| Error::io(worker, e))?;
+    let Interrupt {
+        cancel,
+        signal: first_signal,
+    } = Interrupt::on(&FORWARDED).map_err(|e| Error::io(worker, e))?;
+    let sentinel = Sentinel::spawn().ok();
+    let gate = Gate::fork(program, args, ignored, worker).map_err(|e| Error::io(worker, e))?;
+    let Some(child_pid) = gate.pid else {
+        return Err(Error::io(worker, gate.fork_error()));
+    };
+    let me = Claimant {
+        pid: child_pid,
+        ..me
+    };
+    let claimed = hold.claim(&me, cancel.clone());
+    let interrupted = first_signal.load(Ordering::SeqCst);
+    let fence = match claimed {
+        Ok(Taken::Held { fence }) if interrupted == 0 => fence,
+        other => {
+            gate.stop();
+            return match other {
+                Ok(Taken::Held { .. }) => {
+                    // Ctrl-C arrived while claiming: give the worker back, start nothing.
+                    let _ = hold.release();
+                    Ok(RunOutcome::Interrupted {
+                        signal: interrupted,
+                    })
+                }
+                Err(Error::Interrupted { .. }) => Ok(RunOutcome::Interrupted {
+                    signal: first_signal.load(Ordering::SeqCst),
+                }),
+                Ok(Taken::Refused(ins)) => Ok(RunOutcome::Refused(ins)),
+                Err(e) => Err(e),
+            };
+        }
+    };
+    let mut child = match gate.open(fence) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = hold.release();
+            return Ok(RunOutcome::CannotRun {
+                not_found: e.kind() == std::io::ErrorKind::NotFound,
+                why: format!("{}: {e}", Path::new(program).display()),
+            });
+        }
+    };
+    let child_pid = Pid::from_raw(child_pid);
+    let handle = signals.handle();
+    let forwarder =
+        std::thread::spawn(move || crate::forward::forward(signals, sentinel, child_pid));
+    // Wait for the exit without reaping, so neither the forwarder nor a stop
+    // for a lost worker can ever signal a recycled PID; stop the forwarder;
+    // then reap.
+    let (exited_tx, exited) = std::sync::mpsc::channel::<()>();
+    let waiter = std::thread::spawn(move || {
+        while let Err(nix::errno::Errno::EINTR) = waitid(
+            Id::Pid(child_pid),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        ) {}
+        let _ = exited_tx.send(());
+    });
+    let lost_why = watch(hold, &exited, child_pid, on_lost, &mut lost);
+    let _ = waiter.join();
+    handle.close();
+    let _ = forwarder.join();
+    // Released while the exited command is still a zombie: its PID cannot be
+    // reused until it is reaped below.
+    let released = hold.release();
+    let status = child.wait().map_err(|e| Error::io(worker, e))?;
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1);
+    Ok(RunOutcome::Exited {
+        code,
+        released,
+        lost: lost_why,
+    })
+}
+
+/// Until the command exits (`exited`): asks `hold` every period whether the
+/// worker is still held; on the first loss, reports it and stops the
+/// command per `on_lost`. Returns why it was lost, if it was.
+fn watch(
+    hold: &mut dyn Hold,
+    exited: &std::sync::mpsc::Receiver<()>,
+    child: Pid,
+    on_lost: OnLost,
+    lost: &mut impl FnMut(&str),
+) -> Option<String> {
+    use std::sync::mpsc::RecvTimeoutError::Timeout;
+    let Some(period) = hold.period() else {
+        let _ = exited.recv();
+        return None;
+    };
+    let mut why: Option<String> = None;
+    let mut kill_at: Option<Instant> = None;
+    loop {
+        if !matches!(exited.recv_timeout(period), Err(Timeout)) {
+            return why;
+        }
+        if why.is_none()
+            && let Checked::Lost(w) = hold.check()
+        {
+            lost(&w);
+            if on_lost == OnLost::Term {
+                // Not reaped yet (see the waiter): still our command.
+                let _ = nix::sys::signal::kill(child, Signal::SIGTERM);
+                kill_at = Some(Instant::now() + KILL_AFTER);
+            }
+            why = Some(w);
+        }
+        if kill_at.is_some_and(|t| Instant::now() >= t) {
+            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+            kill_at = None;
+        }
+    }
+}

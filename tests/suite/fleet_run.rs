@@ -1,0 +1,208 @@
+//! `run` on the fleet store: the command gets its worker and fence, and is
+//! stopped (or warned) when the worker is lost while it runs.
+
+use crate::common::*;
+use crate::fleet::{Host, fence_of};
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// A perl command that writes "FENCE WORKER" to `seen`, then waits for
+/// `go` (exit 3); SIGTERM appends "term" to `seen` and exits 0.
+fn agent(seen: &Path, go: &Path) -> String {
+    format!(
+        r#"$SIG{{TERM}} = sub {{ open my $f, ">>", "{s}"; print $f "term\n"; close $f; exit 0 }};
+open my $f, ">", "{s}.tmp"; print $f "$ENV{{AGENTLOCK_FENCE}} $ENV{{AGENTLOCK_WORKER}}\n"; close $f;
+rename "{s}.tmp", "{s}";
+select(undef, undef, undef, 0.05) until -e "{g}";
+exit 3;"#,
+        s = seen.display(),
+        g = go.display()
+    )
+}
+
+/// Host `h` runs [`agent`] in `w`, its stderr read line by line.
+fn start_run(h: &Host, w: &Path, seen: &Path, go: &Path, extra: &[&str]) -> (Child, Lines) {
+    let mut args = vec!["run", w.to_str().unwrap()];
+    args.extend(extra);
+    let script = agent(seen, go);
+    args.extend(["--", "perl", "-e", &script]);
+    let mut child = h
+        .cmd(&args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Lines::of(child.stderr.take().unwrap());
+    wait_for("the command to start", Duration::from_secs(30), || {
+        seen.exists()
+    });
+    (child, lines)
+}
+
+/// The lines of a pipe, read on their own thread.
+struct Lines(std::sync::mpsc::Receiver<String>, Vec<String>);
+
+impl Lines {
+    fn of(r: impl std::io::Read + Send + 'static) -> Lines {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        Lines(rx, Vec::new())
+    }
+
+    /// Waits for a line containing `what`.
+    fn wait(&mut self, what: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(l) = self.1.iter().find(|l| l.contains(what)) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(l) => self.1.push(l),
+                Err(_) => panic!("no line with {what:?} in {:?}", self.1),
+            }
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> i32 {
+    let mut code = None;
+    wait_for("run to exit", limit, || {
+        code = child.try_wait().unwrap().and_then(|s| s.code());
+        code.is_some()
+    });
+    code.unwrap()
+}
+
+fn seen_fence(seen: &Path) -> (i64, String) {
+    let s = std::fs::read_to_string(seen).unwrap();
+    let first = s.lines().next().unwrap();
+    let (fence, worker) = first.split_once(' ').unwrap();
+    (
+        fence.parse().expect("a numeric AGENTLOCK_FENCE"),
+        worker.into(),
+    )
+}
+
+/// The partition of the issue: A's keeper is SIGSTOPped past the TTL while
+/// A's `run` holds the worker. B takes it once the lease expired; A's run
+/// SIGTERMs its command and exits 76; the command saw a lower fence than B's.
+#[test]
+fn a_run_whose_lease_expires_stops_its_command() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let store = etcd.store("partition");
+    let (a, b) = (
+        Host::new(&sb, "host-a", &store),
+        Host::new(&sb, "host-b", &store),
+    );
+    let w = a.worker("max");
+    let (seen, go) = (sb.path().join("seen"), sb.path().join("go"));
+    let (mut run, mut err) = start_run(&a, &w, &seen, &go, &[]);
+    let (fence_a, worker) = seen_fence(&seen);
+    assert_eq!(worker, std::fs::canonicalize(&w).unwrap().to_str().unwrap());
+    // Held fleet-wide while A's keeper lives.
+    let other = sleeper();
+    assert_eq!(b.claim("max", other.pid()).status.code(), Some(1));
+    let keeper = nix::unistd::Pid::from_raw(a.keeper().unwrap());
+    nix::sys::signal::kill(keeper, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let mut won = None;
+    wait_for(
+        "B to claim once A's lease expired",
+        Duration::from_secs(60),
+        || {
+            let out = b.claim("max", other.pid());
+            let ok = out.status.code() == Some(0);
+            won = Some(out);
+            ok
+        },
+    );
+    let fence_b = fence_of(won.as_ref().unwrap());
+    assert!(fence_a < fence_b, "{fence_a} < {fence_b}");
+    assert_eq!(wait_exit(&mut run, Duration::from_secs(30)), 76);
+    let line = err.wait("worker lost", Duration::from_secs(5));
+    assert!(line.contains("SIGTERM"), "{line}");
+    let s = std::fs::read_to_string(&seen).unwrap();
+    assert_eq!(
+        s.lines().nth(1),
+        Some("term"),
+        "the command was stopped: {s:?}"
+    );
+    nix::sys::signal::kill(keeper, nix::sys::signal::Signal::SIGCONT).unwrap();
+    // B still holds it: A's run released nothing of B's.
+    let now = b.run(&["status", "--json", b.worker("max").to_str().unwrap()]);
+    assert_eq!(entry(&now.stdout)["fence"], fence_b);
+}
+
+/// B takes the worker over with `--force` while A's `run --on-lost=warn`
+/// runs: A warns, the command runs on until it ends by itself, and run
+/// exits 76, not the command's 3.
+#[test]
+fn a_run_taken_over_with_on_lost_warn_only_warns() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let store = etcd.store("takeover");
+    let (a, b) = (
+        Host::new(&sb, "host-a", &store),
+        Host::new(&sb, "host-b", &store),
+    );
+    let w = a.worker("max");
+    let (seen, go) = (sb.path().join("seen"), sb.path().join("go"));
+    let (mut run, mut err) = start_run(&a, &w, &seen, &go, &["--on-lost", "warn"]);
+    let (fence_a, _) = seen_fence(&seen);
+    let other = sleeper();
+    let wb = b.worker("max");
+    let forced = b.run(&[
+        "claim",
+        "--json",
+        "--force",
+        "--pid",
+        &other.pid().to_string(),
+        wb.to_str().unwrap(),
+    ]);
+    assert_eq!(forced.status.code(), Some(0));
+    assert!(fence_of(&forced) > fence_a);
+    let line = err.wait("worker lost", Duration::from_secs(30));
+    assert!(
+        line.contains("taken over") && line.contains("host-b"),
+        "{line}"
+    );
+    assert!(line.contains("--on-lost=warn"), "{line}");
+    assert!(run.try_wait().unwrap().is_none(), "run goes on");
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(wait_exit(&mut run, Duration::from_secs(30)), 76);
+    err.wait("exited with 3", Duration::from_secs(5));
+    let s = std::fs::read_to_string(&seen).unwrap();
+    assert_eq!(s.lines().count(), 1, "no SIGTERM: {s:?}");
+    // B's record and A's local file: B's stays, A's own local lock is gone.
+    let now = b.run(&["status", "--json", wb.to_str().unwrap()]);
+    assert_eq!(entry(&now.stdout)["fence"], fence_of(&forced));
+    assert!(!lock_path(&w).exists(), "A's local lock released");
+}
+
+/// A run that is not disturbed: the command sees its fence, run exits with
+/// the command's status and leaves the worker free.
+#[test]
+fn a_run_on_the_store_exports_its_fence_and_releases() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let a = Host::new(&sb, "host-a", &etcd.store("plain"));
+    let w = a.worker("max");
+    let (seen, go) = (sb.path().join("seen"), sb.path().join("go"));
+    let (mut run, _err) = start_run(&a, &w, &seen, &go, &[]);
+    let (fence, _) = seen_fence(&seen);
+    let held = a.run(&["status", "--json", w.to_str().unwrap()]);
+    assert_eq!(entry(&held.stdout)["fence"], fence);
+    assert_eq!(entry(&held.stdout)["state"], "held");
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(wait_exit(&mut run, Duration::from_secs(30)), 3);
+    let after = a.run(&["status", "--json", w.to_str().unwrap()]);
+    assert_eq!(entry(&after.stdout)["state"], "free");
+    assert!(!lock_path(&w).exists());
+}
