@@ -121,8 +121,12 @@ pub fn execute(cli: Cli) -> ExitCode {
     let shape = json_shape(&cli.command);
     let result = match fleet::store_of(&cli.store) {
         Err(f) => Err(f),
-        Ok(Some(store)) => fleet::execute(&ctx, &store, cli.command, &mut out),
-        Ok(None) => local(&ctx, cli.command, &mut out),
+        // Completions and the man page never need the store (AGENTLOCK_STORE
+        // may well be exported).
+        Ok(Some(store)) if !matches!(cli.command, Command::Completions(_) | Command::Man) => {
+            fleet::execute(&ctx, &store, cli.command, &mut out)
+        }
+        Ok(_) => local(&ctx, cli.command, &mut out),
     };
     let code = match result {
         Ok(code) => code,

@@ -91,12 +91,27 @@ pub(super) fn list(ctx: &Ctx, a: TreeArgs, out: &mut Out) -> Result<ExitCode, Fa
 }
 
 pub(super) fn doctor(ctx: &Ctx, a: DoctorArgs, out: &mut Out) -> Result<ExitCode, Failure> {
+    doctor_with(ctx, a, out, |_, _| Ok(Vec::new()))
+}
+
+/// `doctor`, with `more` adding its findings to the report (and, given
+/// `--fix`, its repairs): the fleet store's.
+pub(super) fn doctor_with(
+    ctx: &Ctx,
+    a: DoctorArgs,
+    out: &mut Out,
+    more: impl FnOnce(&mut Report, bool) -> Result<Vec<agentlock::Error>, Failure>,
+) -> Result<ExitCode, Failure> {
     let mut report = judge_tree(ctx, &a.tree)?;
-    let errors = if a.fix {
+    let mut errors = if a.fix {
         doctor::fix(&mut report, &ctx.probes.probes())
     } else {
         Vec::new()
     };
+    errors.extend(more(&mut report, a.fix)?);
+    report
+        .findings
+        .sort_by(|x, y| (x.kind, &x.worker_dir).cmp(&(y.kind, &y.worker_dir)));
     if !report.fixed.is_empty() {
         out.done = Some(output::fixes_done(&report));
     }

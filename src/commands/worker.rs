@@ -64,8 +64,19 @@ pub(super) fn claim(ctx: &Ctx, a: ClaimArgs, out: &mut Out) -> Result<ExitCode, 
 
 /// A refusal: the JSON entry (with `--json`), the refusal block on stderr, exit 1.
 fn refused(out: &mut Out, json: bool, ins: &Judgement, command: &str) -> ExitCode {
+    refused_as(out, json, ins, LockEntry::of(ins), command)
+}
+
+/// A refusal whose JSON entry is `entry` (the fleet store's has a fence).
+pub(super) fn refused_as(
+    out: &mut Out,
+    json: bool,
+    ins: &Judgement,
+    entry: LockEntry,
+    command: &str,
+) -> ExitCode {
     if json {
-        let e = LockEntry::of(ins).with_action("refused");
+        let e = entry.with_action("refused");
         out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
     }
     out.err(output::refusal(ins, command));
@@ -81,40 +92,72 @@ fn first_free(
     out: &mut Out,
 ) -> Result<ExitCode, Failure> {
     let ff = lock::claim_first_free(workers, me, &ctx.probes.probes())?;
+    let tried = ff
+        .tried
+        .iter()
+        .map(|(path, r)| (path.as_path(), r.as_ref().map(|j| (j, LockEntry::of(j)))))
+        .collect();
+    let claimed = ff.claimed.as_ref().map(|(_, c)| {
+        let mut e = LockEntry::of(&c.after).with_action(c.action.as_str());
+        e.warnings = warnings;
+        (c.after.worker_dir.as_path(), output::first_free_done(c), e)
+    });
+    Ok(print_first_free(out, json, tried, claimed, ff.all_failed()))
+}
+
+/// A worker `--first-free` tried and did not claim: judged (with its JSON
+/// entry), or the error.
+pub(super) type Tried<'a> = (
+    &'a std::path::Path,
+    Result<(&'a Judgement, LockEntry<'a>), &'a agentlock::Error>,
+);
+
+/// Prints what `--first-free` tried and claimed (the worker claimed,
+/// `claimed`: its directory, its "done" line and its JSON entry).
+pub(super) fn print_first_free(
+    out: &mut Out,
+    json: bool,
+    tried: Vec<Tried>,
+    claimed: Option<(&std::path::Path, String, LockEntry)>,
+    all_failed: bool,
+) -> ExitCode {
     let mut entries: Vec<WorkerJson> = Vec::new();
-    for (path, r) in &ff.tried {
+    let mut judged = Vec::new();
+    for (path, r) in tried {
         match r {
-            Ok(ins) => entries.push(WorkerJson::Entry(LockEntry::of(ins).with_action("refused"))),
+            Ok((j, e)) => {
+                judged.push(j);
+                entries.push(WorkerJson::Entry(e.with_action("refused")));
+            }
             Err(e) => {
                 out.error_line(output::skipped(path, e));
                 entries.push(WorkerJson::failed(path, e));
             }
         }
     }
-    if let Some((_, c)) = &ff.claimed {
-        out.done = Some(output::first_free_done(c));
-        let mut e = LockEntry::of(&c.after).with_action(c.action.as_str());
-        e.warnings = warnings;
+    let dir = claimed.map(|(dir, done, e)| {
+        out.done = Some(done);
         entries.push(WorkerJson::Entry(e));
-    }
+        dir
+    });
     if json {
         out.line(output::workers_json(&entries, None));
     }
-    if let Some((_, c)) = &ff.claimed {
+    if let Some(dir) = dir {
         if !json {
             // The claimed worker alone on stdout: slot=$(agentlock claim --first-free a b c)
-            out.line(c.after.worker_dir.display());
+            out.line(dir.display());
         }
-        return Ok(ExitCode::Success);
+        return ExitCode::Success;
     }
-    for ins in ff.tried.iter().filter_map(|(_, r)| r.as_ref().ok()) {
-        out.error_line(output::not_free(ins));
+    for j in judged {
+        out.error_line(output::not_free(j));
     }
-    if ff.all_failed() {
-        Ok(ExitCode::Error)
+    if all_failed {
+        ExitCode::Error
     } else {
         out.error_line("no free worker");
-        Ok(ExitCode::No)
+        ExitCode::No
     }
 }
 

@@ -85,6 +85,23 @@ pub struct Finding {
     repair: Option<Repair>,
 }
 
+impl Finding {
+    /// A finding another module repairs itself (the fleet store's):
+    /// `fixable` says whether it will.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub(crate) fn other(
+        kind: FindingKind,
+        worker_dir: &Path,
+        message: String,
+        fixable: bool,
+    ) -> Finding {
+        Finding {
+            fixable,
+            ..finding(kind, worker_dir, message, None)
+        }
+    }
+}
+
 /// One repair done by `--fix`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Fixed {

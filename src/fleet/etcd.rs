@@ -24,6 +24,26 @@ pub struct Stored {
     pub record: std::result::Result<FleetRecord, String>,
     /// The key's `mod_revision` when read.
     pub revision: i64,
+    /// The value as stored (what a value that is not a record is moved
+    /// aside with).
+    pub value: Vec<u8>,
+}
+
+impl Stored {
+    fn of(kv: &etcd_client::KeyValue) -> Stored {
+        Stored {
+            record: FleetRecord::parse(kv.value(), kv.mod_revision()),
+            revision: kv.mod_revision(),
+            value: kv.value().to_vec(),
+        }
+    }
+}
+
+/// Where a value under `key` that is not a record is kept when it is
+/// replaced or removed: `<prefix>/corrupt/<worker>@<revision>`, outside
+/// `workers/`, without a lease (kept until removed by hand).
+pub fn aside_key(key: &str, revision: i64) -> String {
+    format!("{}@{revision}", key.replacen("/workers/", "/corrupt/", 1))
 }
 
 /// What a create-if-absent transaction found.
@@ -109,10 +129,7 @@ impl Fleet {
     /// What `key` holds, if anything.
     pub fn get(&self, key: &str) -> Result<Option<Stored>> {
         let resp = self.call(|mut c| async move { c.get(key, None).await })?;
-        Ok(resp.kvs().first().map(|kv| Stored {
-            record: FleetRecord::parse(kv.value(), kv.mod_revision()),
-            revision: kv.mod_revision(),
-        }))
+        Ok(resp.kvs().first().map(Stored::of))
     }
 
     /// Every key under the prefix and what it holds, sorted by key.
@@ -128,10 +145,7 @@ impl Fleet {
             .map(|kv| {
                 (
                     String::from_utf8_lossy(kv.key()).into_owned(),
-                    Stored {
-                        record: FleetRecord::parse(kv.value(), kv.mod_revision()),
-                        revision: kv.mod_revision(),
-                    },
+                    Stored::of(kv),
                 )
             })
             .collect();
@@ -155,10 +169,7 @@ impl Fleet {
             return Ok(Created::Fence(resp.header().map_or(0, |h| h.revision())));
         }
         let existing = resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| Stored {
-                record: FleetRecord::parse(kv.value(), kv.mod_revision()),
-                revision: kv.mod_revision(),
-            }),
+            TxnOpResponse::Get(g) => g.kvs().first().map(Stored::of),
             _ => None,
         });
         match existing {
@@ -195,6 +206,41 @@ impl Fleet {
         Ok(resp
             .succeeded()
             .then(|| keep_fence.unwrap_or_else(|| resp.header().map_or(0, |h| h.revision()))))
+    }
+
+    /// Moves the value `judged` out of `key` to [`aside_key`], only if `key`
+    /// is still at its revision, writing `record` (on `lease`) in its place
+    /// when given, all in one transaction. Returns where the old value went
+    /// and the new record's fence (0 without a record), or `None` if the
+    /// key changed since it was judged.
+    pub fn move_aside(
+        &self,
+        key: &str,
+        judged: &Stored,
+        record: Option<&LockRecord>,
+        lease: Option<i64>,
+    ) -> Result<Option<(String, i64)>> {
+        let aside = aside_key(key, judged.revision);
+        let then = match record {
+            Some(r) => TxnOp::put(key, FleetRecord::value(r, None), put_options(lease)),
+            None => TxnOp::delete(key, None),
+        };
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key,
+                CompareOp::Equal,
+                judged.revision,
+            )])
+            .and_then([TxnOp::put(aside.as_str(), judged.value.clone(), None), then]);
+        let resp = self.call(|mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })?;
+        let fence = match record {
+            Some(_) => resp.header().map_or(0, |h| h.revision()),
+            None => 0,
+        };
+        Ok(resp.succeeded().then_some((aside, fence)))
     }
 
     /// Deletes `key` only if it is still at `judged` (compare-and-delete).

@@ -6,6 +6,8 @@
 //! feature `etcd`.
 
 #[cfg(feature = "etcd")]
+pub mod doctor;
+#[cfg(feature = "etcd")]
 pub mod etcd;
 #[cfg(feature = "etcd")]
 pub mod hold;

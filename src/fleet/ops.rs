@@ -11,7 +11,7 @@ use crate::holder::{Asker, Claimant, Scope, holds};
 use crate::lock::{self, ClaimAction, ClaimOptions, ClaimOutcome, Judgement, Probes};
 use crate::record::LockRecord;
 use crate::verdict::{self, State};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A worker judged on the fleet store.
 #[derive(Debug, Clone)]
@@ -206,7 +206,15 @@ fn claim_store(
         _ if opts.force => (ClaimAction::TookOver, None),
         _ => return Ok(FleetClaimOutcome::Refused(Box::new(before))),
     };
-    match fleet.replace(key, stored.revision, record, keep_fence, lease)? {
+    let written = if stored.record.is_err() {
+        // A value that is not a record is kept aside, never lost.
+        fleet
+            .move_aside(key, &stored, Some(record), lease)?
+            .map(|(_, fence)| fence)
+    } else {
+        fleet.replace(key, stored.revision, record, keep_fence, lease)?
+    };
+    match written {
         Some(fence) => Ok(done(action, before, record.clone(), fence)),
         None => Err(Error::LockChanging { path: key.into() }),
     }
@@ -229,6 +237,69 @@ fn done(
 fn refused(mut before: FleetJudgement, why: &str) -> FleetClaimOutcome {
     before.judgement.reason = format!("{why}: {}", before.judgement.reason);
     FleetClaimOutcome::Refused(Box::new(before))
+}
+
+/// What a fleet `claim --first-free` came to.
+#[derive(Debug)]
+pub struct FleetFirstFree {
+    /// The worker claimed: its index among those given, and the claim.
+    pub claimed: Option<(usize, Box<FleetClaimed>)>,
+    /// The workers tried and not claimed, in order: judged, or the error.
+    pub tried: Vec<(PathBuf, Result<FleetJudgement>)>,
+}
+
+impl FleetFirstFree {
+    /// Nothing claimed and every worker tried failed with an error (exit
+    /// 2, not "no free worker").
+    pub fn all_failed(&self) -> bool {
+        self.claimed.is_none()
+            && !self.tried.is_empty()
+            && self.tried.iter().all(|(_, r)| r.is_err())
+    }
+}
+
+/// Claims the first of `workers`, in order, that is `free`, `stale` or
+/// `corrupt` on the store (and in its lock file); a worker `me` already
+/// holds is not free. An unreachable store ends the search: every other
+/// worker would cost the time limit again.
+pub fn claim_first_free<P: AsRef<Path>>(
+    fleet: &Fleet,
+    fleet_root: &Path,
+    workers: &[P],
+    me: &Claimant,
+    lease: Option<i64>,
+    probes: &Probes,
+) -> FleetFirstFree {
+    let opts = ClaimOptions {
+        only_free: true,
+        ..ClaimOptions::default()
+    };
+    let mut tried = Vec::new();
+    for (i, w) in workers.iter().enumerate() {
+        let w = w.as_ref();
+        let r = super::locate(fleet.spec(), fleet_root, w)
+            .and_then(|(dir, key)| claim(fleet, &dir, &key, me, opts.clone(), lease, probes));
+        match r {
+            Ok(FleetClaimOutcome::Done(c)) => {
+                return FleetFirstFree {
+                    claimed: Some((i, c)),
+                    tried,
+                };
+            }
+            Ok(FleetClaimOutcome::Refused(j)) => tried.push((w.to_path_buf(), Ok(*j))),
+            Err(e) => {
+                let down = matches!(e, Error::Store { .. });
+                tried.push((w.to_path_buf(), Err(e)));
+                if down {
+                    break;
+                }
+            }
+        }
+    }
+    FleetFirstFree {
+        claimed: None,
+        tried,
+    }
 }
 
 /// The result of a fleet release.
@@ -259,11 +330,18 @@ pub fn release(
         if !fleet.delete(key, before.revision)? {
             return Err(Error::LockChanging { path: key.into() });
         }
-    } else if before.revision != 0 && !force {
-        // A value that is not a record: only --force removes it.
-        return Ok(FleetReleaseOutcome::Refused(Box::new(before)));
-    } else if before.revision != 0 && !fleet.delete(key, before.revision)? {
-        return Err(Error::LockChanging { path: key.into() });
+    } else if before.revision != 0 {
+        // A value that is not a record: only --force moves it aside.
+        if !force {
+            return Ok(FleetReleaseOutcome::Refused(Box::new(before)));
+        }
+        let moved = match fleet.get(key)? {
+            Some(s) if s.revision == before.revision => fleet.move_aside(key, &s, None, None)?,
+            _ => None,
+        };
+        if moved.is_none() {
+            return Err(Error::LockChanging { path: key.into() });
+        }
     }
     // The local mirror: the very record the fleet claim wrote; with no
     // record on the store (it expired), the asker's own local lock.
@@ -294,6 +372,7 @@ pub fn release_written(
         Ok(Some(Stored {
             record: Ok(fr),
             revision,
+            ..
         })) if fr.fence == fence && fr.record == *written => match fleet.delete(key, revision) {
             Ok(true) => Ok(()),
             Ok(false) => Err(Error::LockChanging { path: key.into() }),

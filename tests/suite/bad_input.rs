@@ -473,3 +473,19 @@ fn json_errors_are_json() {
         .code(2);
     assert_eq!(json(&out.get_output().stdout)["error"]["kind"], "usage");
 }
+
+/// Completions and the man page work with a fleet store exported (it may
+/// be unreachable, or the build may lack the etcd feature): they never use it.
+#[test]
+fn completions_and_man_ignore_an_exported_store() {
+    let sb = Sandbox::new();
+    for args in [&["completions", "bash"][..], &["man"][..]] {
+        let out = sb
+            .cmd()
+            .env("AGENTLOCK_STORE", "etcd://127.0.0.1:1/nowhere")
+            .args(args)
+            .assert()
+            .code(0);
+        assert!(out.get_output().stdout.len() > 1000, "{args:?}");
+    }
+}

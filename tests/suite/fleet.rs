@@ -147,7 +147,7 @@ fn a_stopped_store_answers_with_an_error_not_a_hang() {
 /// (so its own keeper), its own tmux dir and its own checkout of the fleet.
 pub struct Host {
     name: &'static str,
-    root: std::path::PathBuf,
+    pub root: std::path::PathBuf,
     xdg: std::path::PathBuf,
     tmux: std::path::PathBuf,
     store: String,

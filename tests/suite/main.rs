@@ -13,6 +13,8 @@ mod doctor_race;
 #[cfg(feature = "etcd")]
 mod fleet;
 #[cfg(feature = "etcd")]
+mod fleet_doctor;
+#[cfg(feature = "etcd")]
 mod fleet_run;
 mod go_interop;
 mod identity;

@@ -1,0 +1,246 @@
+//! `claim` (and `--first-free`), `release`, `status` and `check` on the
+//! fleet store.
+
+use super::Store;
+use crate::commands::{Ctx, Failure, asker_of, claimant_of, warn_all, worker};
+use crate::exit_codes::ExitCode;
+use crate::out::Out;
+use crate::output::{self, LockEntry, WorkerJson};
+use agentlock::fleet::etcd::Fleet;
+use agentlock::fleet::ops::{self, FleetClaimOutcome, FleetJudgement, FleetReleaseOutcome};
+use agentlock::fleet::{keeper, locate};
+use agentlock::lock::{ClaimOptions, Standing};
+use std::path::PathBuf;
+
+pub(super) fn entry<'a>(store: &'a Store, j: &'a FleetJudgement) -> LockEntry<'a> {
+    let mut e = LockEntry::of(&j.judgement);
+    e.fence = j.fence;
+    e.store = Some(&store.raw);
+    e
+}
+
+/// A refusal: the JSON entry (with `--json`), the refusal block, exit 1.
+fn refused(
+    store: &Store,
+    out: &mut Out,
+    json: bool,
+    j: &FleetJudgement,
+    command: &str,
+) -> ExitCode {
+    worker::refused_as(out, json, &j.judgement, entry(store, j), command)
+}
+
+/// The worker as a claim left it: held by the claimant, with its fence.
+fn held(c: &ops::FleetClaimed) -> FleetJudgement {
+    FleetJudgement {
+        judgement: agentlock::lock::Judgement {
+            record: Some(c.record.clone()),
+            pid_alive: Some(true),
+            ..agentlock::lock::Judgement::at(
+                &c.before.judgement.worker_dir,
+                &c.before.judgement.lock_path,
+                agentlock::verdict::State::Held,
+                format!("claimed by pid {}", c.record.pid),
+            )
+        },
+        fence: Some(c.fence),
+        revision: 0,
+    }
+}
+
+pub(super) fn claim(
+    ctx: &Ctx,
+    store: &Store,
+    fleet: &Fleet,
+    a: crate::cli::ClaimArgs,
+    out: &mut Out,
+) -> Result<ExitCode, Failure> {
+    let (me, _) = claimant_of(ctx, a.holder, out)?;
+    let [worker] = &a.workers[..] else {
+        return Err(Failure::usage("claim takes one WORKER"));
+    };
+    if a.signal_other {
+        return Err(Failure::usage(
+            "--signal-other does not work with --store yet",
+        ));
+    }
+    let (worker, key) = locate(&store.spec, store.root()?, worker)?;
+    let worker = &worker;
+    // An unreachable store fails here, before anything local is touched.
+    fleet.get(&key)?;
+    let lease = keeper::ensure(&store.spec, &store.raw, store.ttl, store.timeout, fleet)?;
+    let opts = ClaimOptions {
+        force: a.force,
+        ..ClaimOptions::default()
+    };
+    let probes = ctx.probes.probes();
+    match ops::claim(fleet, worker, &key, &me, opts, Some(lease), &probes)? {
+        FleetClaimOutcome::Refused(j) => Ok(refused(store, out, a.json, &j, "claim")),
+        FleetClaimOutcome::Done(c) => {
+            let after = held(&c);
+            out.done = Some(format!("{} {key} (the lock stays held)", c.action.as_str()));
+            if a.json {
+                let e = entry(store, &after).with_action(c.action.as_str());
+                out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
+            } else if !ctx.quiet {
+                out.line(format_args!(
+                    "{} {} (pid {}, fence {}, {})",
+                    c.action.as_str(),
+                    worker.display(),
+                    c.record.pid,
+                    c.fence,
+                    key
+                ));
+            }
+            Ok(ExitCode::Success)
+        }
+    }
+}
+
+/// `claim --first-free` on the store.
+pub(super) fn first_free(
+    ctx: &Ctx,
+    store: &Store,
+    fleet: &Fleet,
+    a: crate::cli::ClaimArgs,
+    out: &mut Out,
+) -> Result<ExitCode, Failure> {
+    let (me, warnings) = claimant_of(ctx, a.holder, out)?;
+    // An unreachable store fails here, before anything local is touched.
+    fleet.get(&store.spec.prefix)?;
+    let lease = keeper::ensure(&store.spec, &store.raw, store.ttl, store.timeout, fleet)?;
+    let probes = ctx.probes.probes();
+    let ff = ops::claim_first_free(fleet, store.root()?, &a.workers, &me, Some(lease), &probes);
+    let tried = ff
+        .tried
+        .iter()
+        .map(|(path, r)| {
+            let r = r.as_ref().map(|j| (&j.judgement, entry(store, j)));
+            (path.as_path(), r)
+        })
+        .collect();
+    let after = ff.claimed.as_ref().map(|(_, c)| held(c));
+    let claimed = ff
+        .claimed
+        .as_ref()
+        .zip(after.as_ref())
+        .map(|((_, c), after)| {
+            let mut e = entry(store, after).with_action(c.action.as_str());
+            e.warnings = &warnings;
+            let dir = after.judgement.worker_dir.as_path();
+            (
+                dir,
+                format!("claimed {} (the lock stays held)", dir.display()),
+                e,
+            )
+        });
+    Ok(worker::print_first_free(
+        out,
+        a.json,
+        tried,
+        claimed,
+        ff.all_failed(),
+    ))
+}
+
+pub(super) fn release(
+    ctx: &Ctx,
+    store: &Store,
+    fleet: &Fleet,
+    a: crate::cli::ReleaseArgs,
+    out: &mut Out,
+) -> Result<ExitCode, Failure> {
+    let mut warnings = Vec::new();
+    let who = asker_of(ctx, a.asker, &mut warnings)?;
+    warn_all(out, &warnings);
+    let (worker, key) = locate(&store.spec, store.root()?, &a.worker)?;
+    match ops::release(fleet, &worker, &key, &who, a.force, &ctx.probes.probes())? {
+        FleetReleaseOutcome::Refused(j) => Ok(refused(store, out, a.json, &j, "release")),
+        FleetReleaseOutcome::Done(j) => {
+            let action = if j.revision == 0 {
+                "already-free"
+            } else {
+                "released"
+            };
+            out.done = Some(format!("{action} {key}"));
+            if a.json {
+                let e = entry(store, &j).with_action(action);
+                out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
+            } else if !ctx.quiet {
+                out.line(format_args!("{action} {}", worker.display()));
+            }
+            Ok(ExitCode::Success)
+        }
+    }
+}
+
+/// `status`, or `check` when `asker` is given.
+pub(super) fn status(
+    ctx: &Ctx,
+    store: &Store,
+    fleet: &Fleet,
+    workers: &[PathBuf],
+    json: bool,
+    asker: Option<&agentlock::lock::Asker>,
+    out: &mut Out,
+) -> Result<ExitCode, Failure> {
+    let probes = ctx.probes.probes();
+    let mut code = ExitCode::Success;
+    let mut judged = Vec::new();
+    let mut failed = Vec::new();
+    for w in workers {
+        let one = locate(&store.spec, store.root()?, w)
+            .and_then(|(dir, key)| ops::judge(fleet, &dir, &key, &probes));
+        match one {
+            Ok(j) => judged.push(j),
+            // Reads never fail on an unreachable store: they cannot tell.
+            Err(e @ agentlock::Error::Store { .. }) => {
+                let dir = std::fs::canonicalize(w).unwrap_or_else(|_| w.clone());
+                let key =
+                    agentlock::fleet::worker_key(&store.spec, store.root()?, w).unwrap_or_default();
+                judged.push(FleetJudgement {
+                    judgement: agentlock::lock::Judgement::at(
+                        &dir,
+                        std::path::Path::new(&key),
+                        agentlock::verdict::State::Unverified,
+                        e.to_string(),
+                    ),
+                    fence: None,
+                    revision: 0,
+                });
+            }
+            Err(e) => {
+                out.error_line(&e);
+                code = code.merge(ExitCode::Error);
+                failed.push((w.clone(), e));
+            }
+        }
+    }
+    for j in &judged {
+        let standing = asker.map(|a| j.judgement.standing(a, &probes));
+        if standing == Some(Standing::Taken) {
+            code = code.merge(ExitCode::No);
+        }
+        if !json && !ctx.quiet {
+            match standing {
+                Some(s) => out.line(output::check_line(&j.judgement, s, ctx.style)),
+                None => out.line(format_args!(
+                    "{}{}",
+                    output::status_lines(&j.judgement, ctx.style),
+                    j.fence
+                        .map(|f| format!("\n  fence: {f}"))
+                        .unwrap_or_default()
+                )),
+            }
+        }
+    }
+    if json {
+        let mut entries: Vec<WorkerJson> = judged
+            .iter()
+            .map(|j| WorkerJson::Entry(entry(store, j)))
+            .collect();
+        entries.extend(failed.iter().map(|(w, e)| WorkerJson::failed(w, e)));
+        out.line(output::workers_json(&entries, None));
+    }
+    Ok(code)
+}

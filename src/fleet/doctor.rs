@@ -1,0 +1,178 @@
+//! `doctor` on the fleet store: the store's records judged (this host's by
+//! the local rules), and the store held against this host's lock files.
+//!
+//! Findings: a record of this host proven `stale` (`--fix` deletes it, by
+//! compare-and-delete after judging it again), a value that is not a record
+//! (`corrupt`: `--fix` moves it aside under `<prefix>/corrupt/`), and a
+//! `collision` where the two disagree: a live local holder whose worker has
+//! no fleet record (another host could claim it) or whose record names
+//! another holder.
+
+use super::etcd::{Fleet, Stored};
+use super::ops::{judge_stored, this_host};
+use super::{worker_key, worker_of};
+use crate::doctor::{Finding, FindingKind, Fixed, Report};
+use crate::error::{Error, Result};
+use crate::lock::Probes;
+use crate::verdict::State;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// What `--fix` can do about a fleet finding.
+#[derive(Debug, Clone)]
+enum Repair {
+    Delete(String, Stored),
+    MoveAside(String, Stored),
+}
+
+/// The fleet side of a diagnosis.
+#[derive(Debug, Clone, Default)]
+pub struct FleetCheck {
+    /// What is wrong on the store, and between it and the lock files.
+    pub findings: Vec<Finding>,
+    /// The repair of each finding (same order), if `--fix` may do one.
+    repairs: Vec<Option<Repair>>,
+}
+
+impl FleetCheck {
+    fn push(&mut self, f: Finding, repair: Option<Repair>) {
+        self.findings.push(f);
+        self.repairs.push(repair);
+    }
+}
+
+/// Judges every record of the fleet (workers named under `fleet_root`),
+/// and holds the live local locks of `local` against them.
+pub fn check(
+    fleet: &Fleet,
+    fleet_root: &Path,
+    local: &Report,
+    probes: &Probes,
+) -> Result<FleetCheck> {
+    let mut out = FleetCheck::default();
+    let records = match fleet.list() {
+        Ok(r) => r,
+        // Unreachable: nothing can be judged, and nothing is lost.
+        Err(e @ Error::Store { .. }) => {
+            let message = format!("{e}; not fixed: the fleet's records cannot be judged");
+            let f = Finding::other(FindingKind::Unverified, fleet_root, message, false);
+            out.push(f, None);
+            return Ok(out);
+        }
+        Err(e) => return Err(e),
+    };
+    for (key, stored) in &records {
+        let worker = worker_of(fleet.spec(), fleet_root, key).unwrap_or_default();
+        let j = judge_stored(&worker, key, Some(stored), probes);
+        let (kind, then, repair) = match (&stored.record, j.judgement.state) {
+            (Err(_), _) => (
+                FindingKind::Corrupt,
+                "--fix moves it aside",
+                Some(Repair::MoveAside(key.clone(), stored.clone())),
+            ),
+            (Ok(_), State::Stale) => (
+                FindingKind::Stale,
+                "--fix deletes it",
+                Some(Repair::Delete(key.clone(), stored.clone())),
+            ),
+            _ => continue,
+        };
+        let message = format!("fleet record {key}: {}; {then}", j.judgement.reason);
+        out.push(Finding::other(kind, &worker, message, true), repair);
+    }
+    let by_key: HashMap<&str, &Stored> = records.iter().map(|(k, s)| (k.as_str(), s)).collect();
+    for lock in &local.locks {
+        let Some(rec) = &lock.record else { continue };
+        let alive = lock.pid_alive == Some(true) || lock.session_alive == Some(true);
+        // Only workers of the fleet: under its root, on this host.
+        let Ok(key) = worker_key(fleet.spec(), fleet_root, &lock.worker_dir) else {
+            continue;
+        };
+        if !alive || !this_host(rec, probes) {
+            continue;
+        }
+        let why = match by_key.get(key.as_str()).map(|s| &s.record) {
+            None => format!(
+                "held here by pid {} (lock file) but the fleet has no record {key}: another host can claim it",
+                rec.pid
+            ),
+            Some(Ok(fr)) if fr.record.pid != rec.pid || !this_host(&fr.record, probes) => format!(
+                "held here by pid {} (lock file) but the fleet record {key} names pid {} on host {} (fence {})",
+                rec.pid,
+                fr.record.pid,
+                fr.record.hostname.as_deref().unwrap_or("?"),
+                fr.fence
+            ),
+            _ => continue,
+        };
+        let message = format!("{why}; not fixed: the local holder is alive");
+        let f = Finding::other(FindingKind::Collision, &lock.worker_dir, message, false);
+        out.push(f, None);
+    }
+    Ok(out)
+}
+
+/// `--fix` on the store: each repair only if the key is still at the
+/// revision judged, and a stale record only if it is still stale, judged
+/// again now. Fixed findings leave `check.findings`; the others stay, with
+/// why.
+pub fn fix(fleet: &Fleet, check: &mut FleetCheck, probes: &Probes) -> (Vec<Fixed>, Vec<Error>) {
+    let (mut fixed, mut errors) = (Vec::new(), Vec::new());
+    probes.sessions.refresh();
+    let mut left = FleetCheck::default();
+    for (mut f, repair) in std::mem::take(&mut check.findings)
+        .into_iter()
+        .zip(std::mem::take(&mut check.repairs))
+    {
+        let Some(r) = repair else {
+            left.push(f, None);
+            continue;
+        };
+        match apply(fleet, &f.worker_dir, &r, probes) {
+            Ok(Ok((action, path))) => fixed.push(Fixed {
+                kind: f.kind,
+                worker_dir: f.worker_dir.clone(),
+                action,
+                path,
+            }),
+            Ok(Err(why)) => {
+                f.message = format!("{} (fix skipped: {why})", f.message);
+                f.fixable = false;
+                left.push(f, None);
+            }
+            Err(e) => {
+                f.message = format!("{} (fix failed: {e})", f.message);
+                errors.push(e);
+                left.push(f, None);
+            }
+        }
+    }
+    *check = left;
+    (fixed, errors)
+}
+
+type Applied = std::result::Result<(&'static str, PathBuf), String>;
+
+fn apply(fleet: &Fleet, worker: &Path, r: &Repair, probes: &Probes) -> Result<Applied> {
+    let (Repair::Delete(key, judged) | Repair::MoveAside(key, judged)) = r;
+    let now = fleet.get(key)?;
+    let Some(now) = now.filter(|s| s.revision == judged.revision) else {
+        return Ok(Err("the record changed since it was judged".into()));
+    };
+    match r {
+        Repair::Delete(..) => {
+            let again = judge_stored(worker, key, Some(&now), probes);
+            if again.judgement.state != State::Stale {
+                return Ok(Err(format!("now {}", again.judgement.state.as_str())));
+            }
+            Ok(match fleet.delete(key, now.revision)? {
+                true => Ok(("removed", PathBuf::from(key))),
+                false => Err("the record changed since it was judged".into()),
+            })
+        }
+        Repair::MoveAside(..) => Ok(match fleet.move_aside(key, &now, None, None)? {
+            Some((aside, _)) => Ok(("moved-aside", PathBuf::from(aside))),
+            None => Err("the record changed since it was judged".into()),
+        }),
+    }
+}

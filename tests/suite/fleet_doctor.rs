@@ -1,0 +1,229 @@
+//! `doctor`, `list ROOT` and `claim --first-free` on the fleet store.
+
+use crate::common::*;
+use crate::fleet::{Host, fence_of};
+use agentlock::fleet::StoreSpec;
+use agentlock::fleet::etcd::Fleet;
+use agentlock::record::LockRecord;
+use std::time::Duration;
+
+/// A `gt`-style lock written on host `host` (its hostname in the record).
+fn lock_of(host: &str, pid: i32) -> String {
+    go_lock(pid, None).replace(&hostname(), host)
+}
+
+fn etcdctl(etcd: &Etcd, args: &[&str]) -> String {
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &etcd.endpoint])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// doctor on host A: A's own record of a dead holder is `stale` (fixed by
+/// deleting it), a value that is not a record is `corrupt` (moved aside,
+/// kept under `corrupt/`), a live local holder with no fleet record and one
+/// whose record names host B are collisions (never fixed); B's live record
+/// is left alone.
+#[test]
+fn doctor_judges_the_store_against_the_lock_files() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let store = etcd.store("doc");
+    let (a, b) = (
+        Host::new(&sb, "host-a", &store),
+        Host::new(&sb, "host-b", &store),
+    );
+    let spec = StoreSpec::parse(&store).unwrap();
+    let fleet = Fleet::connect(&spec, Duration::from_secs(5)).unwrap();
+    // A's record of a dead holder, on no lease (no keeper runs for A).
+    let dead = LockRecord {
+        pid: dead_pid(),
+        hostname: Some("host-a".into()),
+        ..LockRecord::default()
+    };
+    let stale_key = format!("{}/workers/stale", spec.prefix);
+    fleet.create(&stale_key, &dead, None).unwrap();
+    a.worker("stale");
+    etcdctl(
+        &etcd,
+        &["put", &format!("{}/workers/junk", spec.prefix), "{not json"],
+    );
+    a.worker("junk");
+    // A live gt holder on A that the fleet does not know.
+    let gt = sleeper();
+    write_lock(&a.worker("gt"), &lock_of("host-a", gt.pid()));
+    // B holds "both" on the store; A's lock file says a live A process does.
+    let hb = sleeper();
+    assert_eq!(b.claim("both", hb.pid()).status.code(), Some(0));
+    let ha = sleeper();
+    write_lock(&a.worker("both"), &lock_of("host-a", ha.pid()));
+    let root = a.root.to_str().unwrap().to_string();
+    let report = json(&a.run(&["doctor", "--json", &root]).stdout);
+    let kinds = |r: &serde_json::Value| {
+        let mut k: Vec<(String, String)> = r["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                let w = f["worker_dir"].as_str().unwrap();
+                let name = w.rsplit('/').next().unwrap().to_string();
+                (f["kind"].as_str().unwrap().to_string(), name)
+            })
+            .collect();
+        k.sort();
+        k
+    };
+    let want = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, w)| (k.to_string(), w.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        kinds(&report),
+        want(&[
+            ("collision", "both"),
+            ("collision", "gt"),
+            ("corrupt", "junk"),
+            ("stale", "stale")
+        ]),
+        "{report:#}"
+    );
+    let msgs = report["findings"].to_string();
+    assert!(msgs.contains("host-b"), "{msgs}");
+    let fixed = a.run(&["doctor", "--fix", "--json", &root]);
+    assert_eq!(fixed.status.code(), Some(1), "collisions remain");
+    let after = json(&fixed.stdout);
+    assert_eq!(
+        kinds(&after),
+        want(&[("collision", "both"), ("collision", "gt")]),
+        "{after:#}"
+    );
+    let actions: Vec<&str> = after["fixed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions.len(), 2, "{after:#}");
+    assert!(actions.contains(&"removed") && actions.contains(&"moved-aside"));
+    assert!(fleet.get(&stale_key).unwrap().is_none());
+    // The corrupt value is kept aside, byte for byte.
+    let aside = etcdctl(
+        &etcd,
+        &["get", "--prefix", &format!("{}/corrupt/", spec.prefix)],
+    );
+    assert!(aside.contains("{not json"), "{aside}");
+    // B's record and both lock files are untouched.
+    let wb = b.worker("both");
+    let seen = b.run(&["status", "--json", wb.to_str().unwrap()]);
+    assert_eq!(entry(&seen.stdout)["hostname"], "host-b");
+    assert!(lock_path(&a.worker("gt")).exists() && lock_path(&a.worker("both")).exists());
+}
+
+/// `claim --first-free` on the store: skips a worker another host holds and
+/// one the claimant already holds; `list ROOT` shows only the workers under
+/// ROOT.
+#[test]
+fn first_free_and_list_root_on_the_store() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let store = etcd.store("pool");
+    let (a, b) = (
+        Host::new(&sb, "host-a", &store),
+        Host::new(&sb, "host-b", &store),
+    );
+    let hb = sleeper();
+    assert_eq!(b.claim("pool/p1", hb.pid()).status.code(), Some(0));
+    let me = sleeper();
+    let pool: Vec<String> = ["p1", "p2", "p3"]
+        .iter()
+        .map(|p| a.worker(&format!("pool/{p}")).to_str().unwrap().to_string())
+        .collect();
+    let first_free = |json: bool| {
+        let mut args = vec!["claim", "--first-free", "--pid"];
+        let pid = me.pid().to_string();
+        args.push(&pid);
+        if json {
+            args.push("--json");
+        }
+        args.extend(pool.iter().map(String::as_str));
+        a.run(&args)
+    };
+    let one = first_free(false);
+    assert_eq!(
+        one.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    let canon = |p: &str| {
+        std::fs::canonicalize(p)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(String::from_utf8_lossy(&one.stdout).trim(), canon(&pool[1]));
+    // Again for the same holder: p2 is its own, not free; p3 is next.
+    let two = first_free(true);
+    assert_eq!(two.status.code(), Some(0));
+    let doc = json(&two.stdout);
+    let ws = doc["workers"].as_array().unwrap();
+    assert_eq!(ws.len(), 3, "{doc:#}");
+    assert_eq!(ws[0]["action"], "refused");
+    assert_eq!(ws[0]["hostname"], "host-b");
+    assert_eq!(ws[1]["action"], "refused");
+    assert_eq!(ws[2]["action"], "claimed");
+    assert_eq!(ws[2]["worker_dir"], canon(&pool[2]).as_str());
+    assert!(ws[2]["fence"].as_i64().unwrap() > ws[0]["fence"].as_i64().unwrap());
+    // Nothing left.
+    let none = first_free(false);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no free worker"));
+    // list ROOT: only what is under it.
+    a.worker("other/x");
+    let hx = sleeper();
+    let x = a.claim("other/x", hx.pid());
+    assert_eq!(x.status.code(), Some(0));
+    let all = json(&a.run(&["list", "--json"]).stdout);
+    assert_eq!(all["locks"].as_array().unwrap().len(), 4, "{all:#}");
+    let under = a.root.join("pool");
+    let some = json(&a.run(&["list", "--json", under.to_str().unwrap()]).stdout);
+    let locks = some["locks"].as_array().unwrap();
+    assert_eq!(locks.len(), 3, "{some:#}");
+    assert!(locks.iter().all(|l| l["fence"].as_i64().is_some()));
+    assert!(fence_of(&x) > 0);
+}
+
+/// A claim over a value that is not a record keeps the value aside (under
+/// `corrupt/`), as a claim over a corrupt lock file moves it aside.
+#[test]
+fn a_claim_over_a_corrupt_value_keeps_it_aside() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let store = etcd.store("junk");
+    let a = Host::new(&sb, "host-a", &store);
+    etcdctl(&etcd, &["put", "/junk/workers/max", "\u{1}garbage"]);
+    let me = sleeper();
+    let out = a.claim("max", me.pid());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(entry(&out.stdout)["action"], "replaced-corrupt");
+    let aside = etcdctl(&etcd, &["get", "--prefix", "/junk/corrupt/"]);
+    assert!(
+        aside.contains("/junk/corrupt/max@") && aside.contains("garbage"),
+        "{aside}"
+    );
+}
