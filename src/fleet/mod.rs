@@ -15,6 +15,8 @@ pub mod hold;
 pub mod keeper;
 #[cfg(feature = "etcd")]
 pub mod ops;
+#[cfg(feature = "etcd")]
+mod release;
 
 use crate::error::{Error, Result};
 use crate::record::LockRecord;
@@ -132,13 +134,26 @@ pub struct FleetRecord {
 
 impl FleetRecord {
     /// Reads a stored value. `fence` is the value's own `fence` (kept across
-    /// refreshes), else the key's revision (the claim that wrote it).
+    /// refreshes), else the key's revision (the claim that wrote it). A
+    /// fence is the revision of a past write, so one above `mod_revision`
+    /// (or not a positive integer) was not written by a claim: such a value
+    /// is not a valid record, or a later holder's fence could be smaller.
     pub fn parse(value: &[u8], mod_revision: i64) -> std::result::Result<FleetRecord, String> {
         let record = LockRecord::parse(value).map_err(|e| e.to_string())?;
-        let fence = serde_json::from_slice::<serde_json::Value>(value)
+        let fence = match serde_json::from_slice::<serde_json::Value>(value)
             .ok()
-            .and_then(|v| v.get("fence").and_then(serde_json::Value::as_i64))
-            .unwrap_or(mod_revision);
+            .and_then(|v| v.get("fence").cloned())
+        {
+            None => mod_revision,
+            Some(f) => match f.as_i64() {
+                Some(f) if f > 0 && f <= mod_revision => f,
+                _ => {
+                    return Err(format!(
+                        "fence {f} is not a revision up to the key's ({mod_revision})"
+                    ));
+                }
+            },
+        };
         Ok(FleetRecord { record, fence })
     }
 
@@ -159,6 +174,29 @@ impl FleetRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fence_above_the_keys_revision_is_not_trusted() {
+        let v = FleetRecord::value(
+            &LockRecord {
+                pid: 7,
+                ..LockRecord::default()
+            },
+            Some(40),
+        );
+        assert_eq!(FleetRecord::parse(v.as_bytes(), 41).unwrap().fence, 40);
+        assert_eq!(FleetRecord::parse(v.as_bytes(), 40).unwrap().fence, 40);
+        assert!(FleetRecord::parse(v.as_bytes(), 39).is_err());
+        for bad in [r#"{"pid": 7, "fence": -1}"#, r#"{"pid": 7, "fence": "9"}"#] {
+            assert!(FleetRecord::parse(bad.as_bytes(), 50).is_err(), "{bad}");
+        }
+        let plain = LockRecord {
+            pid: 7,
+            ..LockRecord::default()
+        }
+        .to_json();
+        assert_eq!(FleetRecord::parse(plain.as_bytes(), 12).unwrap().fence, 12);
+    }
 
     #[test]
     fn store_addresses() {

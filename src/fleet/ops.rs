@@ -13,6 +13,8 @@ use crate::record::LockRecord;
 use crate::verdict::{self, State};
 use std::path::{Path, PathBuf};
 
+pub use super::release::{FleetReleaseOutcome, release, release_written};
+
 /// A worker judged on the fleet store.
 #[derive(Debug, Clone)]
 pub struct FleetJudgement {
@@ -188,7 +190,10 @@ fn claim_store(
     lease: Option<i64>,
     probes: &Probes,
 ) -> Result<FleetClaimOutcome> {
-    let stored = match fleet.create(key, record, lease)? {
+    let created = fleet
+        .create(key, record, lease)
+        .or_else(|e| landed(fleet, key, record, e).map(Created::Fence));
+    let stored = match created? {
         Created::Fence(fence) => {
             let before = judge_stored(worker, key, None, probes);
             return Ok(done(ClaimAction::Claimed, before, record.clone(), fence));
@@ -209,14 +214,29 @@ fn claim_store(
     let written = if stored.record.is_err() {
         // A value that is not a record is kept aside, never lost.
         fleet
-            .move_aside(key, &stored, Some(record), lease)?
-            .map(|(_, fence)| fence)
+            .move_aside(key, &stored, Some(record), lease)
+            .map(|moved| moved.map(|(_, fence)| fence))
     } else {
-        fleet.replace(key, stored.revision, record, keep_fence, lease)?
+        fleet.replace(key, stored.revision, record, keep_fence, lease)
     };
+    let written = written.or_else(|e| landed(fleet, key, record, e).map(Some))?;
     match written {
         Some(fence) => Ok(done(action, before, record.clone(), fence)),
         None => Err(Error::LockChanging { path: key.into() }),
+    }
+}
+
+/// A claim's write whose answer was lost (the call timed out, the leader
+/// changed) may still have been applied: the key is read again, and if it
+/// holds exactly `record` (same PID, start, time to the nanosecond), the
+/// claim stands, with the fence stored. Otherwise the error stands.
+fn landed(fleet: &Fleet, key: &str, record: &LockRecord, err: Error) -> Result<i64> {
+    if !matches!(err, Error::Store { .. }) {
+        return Err(err);
+    }
+    match fleet.get(key) {
+        Ok(Some(Stored { record: Ok(fr), .. })) if fr.record == *record => Ok(fr.fence),
+        _ => Err(err),
     }
 }
 
@@ -300,88 +320,4 @@ pub fn claim_first_free<P: AsRef<Path>>(
         claimed: None,
         tried,
     }
-}
-
-/// The result of a fleet release.
-#[derive(Debug, Clone)]
-pub enum FleetReleaseOutcome {
-    /// Removed from the store (and the local file), or there was nothing.
-    Done(Box<FleetJudgement>),
-    /// Held by another: nothing changed.
-    Refused(Box<FleetJudgement>),
-}
-
-/// Releases `worker` on the store if `who` holds it (or with `force`), by
-/// compare-and-delete on the judged revision; then the local lock file.
-pub fn release(
-    fleet: &Fleet,
-    worker: &Path,
-    key: &str,
-    who: &Asker,
-    force: bool,
-    probes: &Probes,
-) -> Result<FleetReleaseOutcome> {
-    let before = judge(fleet, worker, key, probes)?;
-    let stored_record = before.judgement.record.clone();
-    if let Some(rec) = &stored_record {
-        if !force && !holds(rec, who, Scope::ActFor, probes) {
-            return Ok(FleetReleaseOutcome::Refused(Box::new(before)));
-        }
-        if !fleet.delete(key, before.revision)? {
-            return Err(Error::LockChanging { path: key.into() });
-        }
-    } else if before.revision != 0 {
-        // A value that is not a record: only --force moves it aside.
-        if !force {
-            return Ok(FleetReleaseOutcome::Refused(Box::new(before)));
-        }
-        let moved = match fleet.get(key)? {
-            Some(s) if s.revision == before.revision => fleet.move_aside(key, &s, None, None)?,
-            _ => None,
-        };
-        if moved.is_none() {
-            return Err(Error::LockChanging { path: key.into() });
-        }
-    }
-    // The local mirror: the very record the fleet claim wrote; with no
-    // record on the store (it expired), the asker's own local lock.
-    match &stored_record {
-        Some(rec) => {
-            let _ = lock::release_written(worker, rec, probes);
-        }
-        None => {
-            let _ = lock::release(worker, who, force, probes);
-        }
-    }
-    Ok(FleetReleaseOutcome::Done(Box::new(before)))
-}
-
-/// Removes what a claim wrote: the fleet record if it still is `written`
-/// with `fence` (compare-and-delete on the revision read), and the local
-/// lock file if it still is `written`. A record that is gone or another
-/// holder's is left alone: the worker was lost, not released.
-pub fn release_written(
-    fleet: &Fleet,
-    worker: &Path,
-    key: &str,
-    written: &LockRecord,
-    fence: i64,
-    probes: &Probes,
-) -> Result<()> {
-    let store = match fleet.get(key) {
-        Ok(Some(Stored {
-            record: Ok(fr),
-            revision,
-            ..
-        })) if fr.fence == fence && fr.record == *written => match fleet.delete(key, revision) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Error::LockChanging { path: key.into() }),
-            Err(e) => Err(e),
-        },
-        Ok(_) => Ok(()),
-        Err(e) => Err(e),
-    };
-    // The local file is this host's: released whatever the store said.
-    let local = crate::run::release_file(worker, written, probes);
-    store.and(local)
 }
