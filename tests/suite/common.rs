@@ -766,6 +766,31 @@ impl EtcdCluster {
         }
     }
 
+    /// The member that leads now, as the members themselves say
+    /// (`etcdctl endpoint status`: a member's id equal to the leader id it
+    /// reports); waits for an election to end.
+    pub fn leader(&self) -> usize {
+        let mut found = None;
+        wait_for("a leader", Duration::from_secs(60), || {
+            found = self.endpoints.iter().enumerate().find_map(|(i, e)| {
+                self.members[i].as_ref()?;
+                let out = std::process::Command::new("etcdctl")
+                    .args(["--endpoints", e, "--command-timeout=2s"])
+                    .args(["endpoint", "status", "-w", "json"])
+                    .env("ETCDCTL_API", "3")
+                    .stderr(Stdio::null())
+                    .output()
+                    .ok()?;
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+                let status = &v.get(0)?["Status"];
+                let me = status["header"]["member_id"].as_u64()?;
+                (me == status["leader"].as_u64()?).then_some(i)
+            });
+            found.is_some()
+        });
+        found.unwrap()
+    }
+
     /// SIGKILLs member `i` and reaps it.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].take() {
