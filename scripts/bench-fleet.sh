@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Fleet claim latency: one `agentlock --store etcd://... claim` + `release`
-# cycle against what a user would otherwise run on etcd, `etcdctl` creating
-# the same key in one transaction and deleting it, in one hyperfine run
-# against a private etcd member (warm, medians), as ratios. Needs the etcd
-# feature (protoc), etcd, etcdctl and hyperfine.
+# The fleet store against a private etcd member, in one run:
+# 1. latency: one `agentlock --store etcd://... claim` + `release` cycle as
+#    processes against what a user would otherwise run, `etcdctl` creating the
+#    same key in one transaction and deleting it (hyperfine, warm, medians,
+#    ratios);
+# 2. claims per second from one host through the library (ops::claim +
+#    ops::release, local file included) against the bare etcd transactions
+#    (examples/fleet_rate.rs);
+# 3. failover: host A (own hostname, own keeper, TTL $ttl s) claims, its
+#    keeper is SIGKILLed (the host died), host B retries until it claims:
+#    the time from the kill to B's claim (target: TTL + at most 2 s).
+# Needs the etcd feature (protoc), etcd, etcdctl, hyperfine and unshare.
 #
 #   scripts/bench-fleet.sh [--runs N]
 set -euo pipefail
@@ -42,3 +49,31 @@ for k, v in r.items():
     print(f"{k:36} median {v['median']*1000:7.2f} ms   x{v['median']/base:5.2f} of etcdctl")
 PY
 rm -f "$json"
+
+echo
+mkdir -p "$dir/rate"
+cargo build --release --quiet --features etcd --example fleet_rate
+target/release/examples/fleet_rate "etcd://$ep/rate" "$dir/rate" 300
+
+echo
+ttl=5
+host() { # host NAME ARGS...: agentlock as host NAME (own hostname, keeper and checkout)
+  local name=$1; shift
+  mkdir -p "$dir/$name/xdg" "$dir/$name/town/w"
+  XDG_RUNTIME_DIR=$dir/$name/xdg AGENTLOCK_LEASE_TTL=$ttl AGENTLOCK_STORE=etcd://$ep/failover \
+    AGENTLOCK_FLEET_ROOT=$dir/$name/town unshare --uts sh -c 'hostname "$0" && exec "$@"' "$name" "$bin" "$@"
+}
+for i in 1 2 3; do
+  host a claim -q --pid $holder "$dir/a/town/w"
+  kpid=$(awk '{print $2}' "$dir"/a/xdg/agentlock/*.lease)
+  start=$(date +%s.%N)
+  kill -9 "$kpid"
+  until host b claim -q --pid $holder "$dir/b/town/w" 2>/dev/null; do sleep 0.05; done
+  end=$(date +%s.%N)
+  awk -v i="$i" -v s="$start" -v e="$end" -v t="$ttl" \
+    'BEGIN { printf "failover %d: keeper SIGKILLed -> claimed on another host after %.2f s (TTL %d s)\n", i, e - s, t }'
+  host b release -q --pid $holder "$dir/b/town/w"
+  bk=$(awk '{print $2}' "$dir"/b/xdg/agentlock/*.lease 2>/dev/null || true)
+  [ -n "$bk" ] && kill "$bk"
+  rm -f "$dir"/a/xdg/agentlock/*.lease "$dir"/b/xdg/agentlock/*.lease
+done
