@@ -63,7 +63,7 @@ pub struct Fleet {
     clients: Vec<Client>,
     good: std::cell::Cell<usize>,
     spec: StoreSpec,
-    timeout: Duration,
+    timeout: std::cell::Cell<Duration>,
 }
 
 impl Fleet {
@@ -88,8 +88,18 @@ impl Fleet {
             clients,
             good: std::cell::Cell::new(0),
             spec: spec.clone(),
-            timeout,
+            timeout: std::cell::Cell::new(timeout),
         })
+    }
+
+    /// Runs `f` with the time limit lowered to `limit` (never raised): a
+    /// caller that must decide by a deadline cannot wait the whole limit.
+    pub fn within<T>(&self, limit: Duration, f: impl FnOnce(&Fleet) -> T) -> T {
+        let old = self.timeout.get();
+        self.timeout.set(limit.min(old));
+        let r = f(self);
+        self.timeout.set(old);
+        r
     }
 
     /// The store this connects to.
@@ -107,7 +117,7 @@ impl Fleet {
         F: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         let n = self.clients.len();
-        let share = share(self.timeout, n);
+        let share = share(self.timeout.get(), n);
         let mut last = None;
         for k in 0..n {
             let i = (self.good.get() + k) % n;

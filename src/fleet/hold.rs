@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 /// between this host and the etcd leader.
 const MARGIN: Duration = Duration::from_millis(500);
 
+/// The shortest wait between checks, and the shortest time a check's call
+/// may take.
+const MIN_WAIT: Duration = Duration::from_millis(200);
+
 /// Holding a worker on the fleet store for `run`.
 pub struct FleetHold<'a> {
     fleet: &'a Fleet,
@@ -73,7 +77,11 @@ impl<'a> FleetHold<'a> {
 
     /// Reads the lease's time left, asked at `asked`.
     fn lease_left(&mut self, asked: Instant) -> Checked {
-        match self.fleet.lease_ttl(self.lease) {
+        let limit = self
+            .sure_until
+            .saturating_duration_since(Instant::now())
+            .max(MIN_WAIT);
+        match self.fleet.within(limit, |f| f.lease_ttl(self.lease)) {
             Ok(left) if left > 0 => {
                 self.sure_until = asked + Duration::from_secs(left as u64).saturating_sub(MARGIN);
                 Checked::Held
@@ -120,7 +128,9 @@ impl Hold for FleetHold<'_> {
     }
 
     fn period(&self) -> Option<Duration> {
-        Some(self.period)
+        // Checked again by the time the lease could expire, at the latest.
+        let left = self.sure_until.saturating_duration_since(Instant::now());
+        Some(self.period.min(left).max(MIN_WAIT))
     }
 
     fn check(&mut self) -> Checked {
@@ -128,7 +138,13 @@ impl Hold for FleetHold<'_> {
             return Checked::Held;
         };
         let asked = Instant::now();
-        match self.fleet.get(&self.key) {
+        // A store that does not answer must not hold the decision past the
+        // lease's known life.
+        let limit = self
+            .sure_until
+            .saturating_duration_since(asked)
+            .max(MIN_WAIT);
+        match self.fleet.within(limit, |f| f.get(&self.key)) {
             Err(e) => self.unsure(e),
             Ok(None) => Checked::Lost(format!(
                 "its fleet record {} is gone (this host's lease expired, or it was released elsewhere)",

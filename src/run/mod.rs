@@ -267,14 +267,18 @@ fn watch(
     lost: &mut impl FnMut(&str),
 ) -> Option<String> {
     use std::sync::mpsc::RecvTimeoutError::Timeout;
-    let Some(period) = hold.period() else {
-        let _ = exited.recv();
-        return None;
-    };
     let mut why: Option<String> = None;
     let mut kill_at: Option<Instant> = None;
     loop {
-        if !matches!(exited.recv_timeout(period), Err(Timeout)) {
+        // Asked every time: a hold may want to check sooner as a deadline nears.
+        let Some(period) = hold.period() else {
+            let _ = exited.recv();
+            return why;
+        };
+        let wait = kill_at.map_or(period, |t| {
+            period.min(t.saturating_duration_since(Instant::now()))
+        });
+        if !matches!(exited.recv_timeout(wait), Err(Timeout)) {
             return why;
         }
         if why.is_none()

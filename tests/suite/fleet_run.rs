@@ -206,3 +206,24 @@ fn a_run_on_the_store_exports_its_fence_and_releases() {
     assert_eq!(entry(&after.stdout)["state"], "free");
     assert!(!lock_path(&w).exists());
 }
+
+/// The store dies while A's `run` holds the worker (a partition, seen from
+/// A): once the lease could have expired (its time left, as last read), run
+/// cannot know that nobody else holds the worker: it stops the command and
+/// exits 76, naming why.
+#[test]
+fn a_run_that_loses_the_store_stops_its_command_by_the_lease_deadline() {
+    let mut etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let a = Host::new(&sb, "host-a", &etcd.store("gone"));
+    let w = a.worker("max");
+    let (seen, go) = (sb.path().join("seen"), sb.path().join("go"));
+    let (mut run, mut err) = start_run(&a, &w, &seen, &go, &["--store-timeout", "1"]);
+    etcd.kill();
+    // TTL 3 s: stopped well within the TTL plus one check.
+    assert_eq!(wait_exit(&mut run, Duration::from_secs(30)), 76);
+    let line = err.wait("worker lost", Duration::from_secs(5));
+    assert!(line.contains("did not answer"), "{line}");
+    let s = std::fs::read_to_string(&seen).unwrap();
+    assert_eq!(s.lines().nth(1), Some("term"), "{s:?}");
+}
