@@ -227,3 +227,46 @@ fn a_run_that_loses_the_store_stops_its_command_by_the_lease_deadline() {
     let s = std::fs::read_to_string(&seen).unwrap();
     assert_eq!(s.lines().nth(1), Some("term"), "{s:?}");
 }
+
+/// A command that ignores SIGTERM after its worker was taken over is
+/// SIGKILLed [`agentlock::run::KILL_AFTER`] later; run exits 76.
+#[test]
+fn a_command_that_ignores_sigterm_after_a_loss_is_killed() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let store = etcd.store("stubborn");
+    let (a, b) = (
+        Host::new(&sb, "host-a", &store),
+        Host::new(&sb, "host-b", &store),
+    );
+    let w = a.worker("max");
+    let seen = sb.path().join("seen");
+    let script = format!(
+        r#"$SIG{{TERM}} = "IGNORE"; open my $f, ">", "{s}.tmp"; print $f "$$\n"; close $f; rename "{s}.tmp", "{s}"; sleep 1 while 1;"#,
+        s = seen.display()
+    );
+    let mut run = a
+        .cmd(&["run", w.to_str().unwrap(), "--", "perl", "-e", &script])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = Lines::of(run.stderr.take().unwrap());
+    wait_for("the command to start", Duration::from_secs(30), || {
+        seen.exists()
+    });
+    let other = sleeper();
+    let wb = b.worker("max");
+    let forced = b.run(&[
+        "claim",
+        "--force",
+        "--pid",
+        &other.pid().to_string(),
+        wb.to_str().unwrap(),
+    ]);
+    assert_eq!(forced.status.code(), Some(0));
+    err.wait("worker lost", Duration::from_secs(30));
+    assert_eq!(wait_exit(&mut run, Duration::from_secs(60)), 76);
+    // 128 + 9: SIGTERM was ignored, SIGKILL ended it.
+    err.wait("exited with 137", Duration::from_secs(5));
+}
