@@ -312,12 +312,17 @@ fn run<T>(
     timeout: Duration,
     fut: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
 ) -> Result<T> {
+    let no_answer = || {
+        store_error(
+            spec,
+            format!("no answer within {:.1} s", timeout.as_secs_f64()),
+        )
+    };
     match rt.block_on(async { tokio::time::timeout(timeout, fut).await }) {
         Ok(Ok(v)) => Ok(v),
+        // The client's own deadline (the same limit) says it at length.
+        Ok(Err(e)) if e.to_string().contains("Timeout expired") => Err(no_answer()),
         Ok(Err(e)) => Err(store_error(spec, e)),
-        Err(_) => Err(store_error(
-            spec,
-            format!("no answer within {} s", timeout.as_secs_f64()),
-        )),
+        Err(_) => Err(no_answer()),
     }
 }

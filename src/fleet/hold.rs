@@ -7,18 +7,29 @@
 
 use super::etcd::{Fleet, Stored};
 use super::ops::{self, FleetClaimOutcome};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lock::{ClaimOptions, Claimant, Probes};
 use crate::record::LockRecord;
 use crate::run::{Checked, Hold, Taken};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Taken off the lease's time left: a safety margin for clock-rate skew
 /// between this host and the etcd leader.
 const MARGIN: Duration = Duration::from_millis(500);
+
+/// Now on CLOCK_BOOTTIME: unlike `Instant` (CLOCK_MONOTONIC) it goes on
+/// while the machine is suspended, as the lease's time does on the store.
+fn now() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(Duration::from)
+        .unwrap_or_default()
+}
+
+/// How long a release after a loss may wait for the store.
+const LOST_RELEASE: Duration = Duration::from_secs(1);
 
 /// The shortest wait between checks, and the shortest time a check's call
 /// may take.
@@ -36,7 +47,10 @@ pub struct FleetHold<'a> {
     held: Option<(LockRecord, i64)>,
     /// Until when the record is known to live: when its lease's time left
     /// was last read, plus that time (minus [`MARGIN`]).
-    sure_until: Instant,
+    /// On CLOCK_BOOTTIME (see [`now`]).
+    sure_until: Duration,
+    /// A check found the worker lost.
+    lost: bool,
 }
 
 impl<'a> FleetHold<'a> {
@@ -60,13 +74,14 @@ impl<'a> FleetHold<'a> {
             period,
             probes,
             held: None,
-            sure_until: Instant::now(),
+            sure_until: now(),
+            lost: false,
         }
     }
 
     /// Not lost yet while the lease is known to live; lost after that.
     fn unsure(&self, why: impl std::fmt::Display) -> Checked {
-        if Instant::now() < self.sure_until {
+        if now() < self.sure_until {
             Checked::Held
         } else {
             Checked::Lost(format!(
@@ -76,11 +91,8 @@ impl<'a> FleetHold<'a> {
     }
 
     /// Reads the lease's time left, asked at `asked`.
-    fn lease_left(&mut self, asked: Instant) -> Checked {
-        let limit = self
-            .sure_until
-            .saturating_duration_since(Instant::now())
-            .max(MIN_WAIT);
+    fn lease_left(&mut self, asked: Duration) -> Checked {
+        let limit = self.sure_until.saturating_sub(now()).max(MIN_WAIT);
         match self.fleet.within(limit, |f| f.lease_ttl(self.lease)) {
             Ok(left) if left > 0 => {
                 self.sure_until = asked + Duration::from_secs(left as u64).saturating_sub(MARGIN);
@@ -105,7 +117,7 @@ impl Hold for FleetHold<'_> {
             cancel: Some(cancel),
             ..ClaimOptions::default()
         };
-        let asked = Instant::now();
+        let asked = now();
         match ops::claim(
             self.fleet,
             &self.worker,
@@ -129,21 +141,45 @@ impl Hold for FleetHold<'_> {
 
     fn period(&self) -> Option<Duration> {
         // Checked again by the time the lease could expire, at the latest.
-        let left = self.sure_until.saturating_duration_since(Instant::now());
+        let left = self.sure_until.saturating_sub(now());
         Some(self.period.min(left).max(MIN_WAIT))
     }
 
     fn check(&mut self) -> Checked {
+        let checked = self.check_once();
+        self.lost |= checked != Checked::Held;
+        checked
+    }
+
+    fn release(&mut self) -> Result<()> {
+        let Some((rec, fence)) = self.held.take() else {
+            return Ok(());
+        };
+        let (fleet, worker, key, probes) = (self.fleet, &self.worker, &self.key, self.probes);
+        let release = || ops::release_written(fleet, worker, key, &rec, fence, probes);
+        if !self.lost {
+            return release();
+        }
+        // Lost: the record is gone, another's, or ours on a store that did
+        // not answer. Then it waits for this host's keeper, which deletes it
+        // once the store answers (its holder is dead by then); the local
+        // file is released either way.
+        match fleet.within(LOST_RELEASE, |_| release()) {
+            Err(Error::Store { .. }) => crate::run::release_file(worker, &rec, probes),
+            other => other,
+        }
+    }
+}
+
+impl FleetHold<'_> {
+    fn check_once(&mut self) -> Checked {
         let Some((mine, fence)) = self.held.clone() else {
             return Checked::Held;
         };
-        let asked = Instant::now();
+        let asked = now();
         // A store that does not answer must not hold the decision past the
         // lease's known life.
-        let limit = self
-            .sure_until
-            .saturating_duration_since(asked)
-            .max(MIN_WAIT);
+        let limit = self.sure_until.saturating_sub(asked).max(MIN_WAIT);
         match self.fleet.within(limit, |f| f.get(&self.key)) {
             Err(e) => self.unsure(e),
             Ok(None) => Checked::Lost(format!(
@@ -166,20 +202,6 @@ impl Hold for FleetHold<'_> {
             })) => Checked::Lost(format!(
                 "its fleet record was replaced by a value that is not a record ({why})"
             )),
-        }
-    }
-
-    fn release(&mut self) -> Result<()> {
-        match self.held.take() {
-            Some((rec, fence)) => ops::release_written(
-                self.fleet,
-                &self.worker,
-                &self.key,
-                &rec,
-                fence,
-                self.probes,
-            ),
-            None => Ok(()),
         }
     }
 }

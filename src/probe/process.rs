@@ -162,6 +162,32 @@ pub fn parse_stat(stat: &str) -> Option<Stat> {
     })
 }
 
+/// Every process descending from `root` now (its children, theirs, …),
+/// each with its start time, from one pass over `/proc`; not `root` itself.
+pub fn descendants(root: i32) -> Vec<(i32, u64)> {
+    let mut children: std::collections::HashMap<i32, Vec<(i32, u64)>> = Default::default();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+        if let Some(s) = stat.ok().as_deref().and_then(parse_stat) {
+            children
+                .entry(s.ppid)
+                .or_default()
+                .push((pid, s.start_time));
+        }
+    }
+    let (mut out, mut todo) = (Vec::new(), vec![root]);
+    while let Some(p) = todo.pop() {
+        for &(c, start) in children.get(&p).into_iter().flatten() {
+            out.push((c, start));
+            todo.push(c);
+        }
+    }
+    out
+}
+
 /// Parent of `pid`, from `/proc`.
 pub fn parent_of(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -256,6 +256,30 @@ pub fn run_with(
     })
 }
 
+/// Sends `sig` to the command (not reaped yet, see the waiter: still ours)
+/// and to its descendants, those seen now and those in `tree` from before
+/// (orphaned meanwhile), each only if its start time still matches.
+fn stop(child: Pid, tree: &mut Vec<(i32, u64)>, sig: Signal) {
+    // Seen first: once the command exits, its children are another's.
+    for d in crate::probe::process::descendants(child.as_raw()) {
+        if !tree.contains(&d) {
+            tree.push(d);
+        }
+    }
+    let _ = nix::sys::signal::kill(child, sig);
+    for &(pid, start) in tree.iter() {
+        let now = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+        let same = now
+            .ok()
+            .as_deref()
+            .and_then(crate::probe::process::parse_stat)
+            .is_some_and(|s| s.start_time == start);
+        if same {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+        }
+    }
+}
+
 /// Until the command exits (`exited`): asks `hold` every period whether the
 /// worker is still held; on the first loss, reports it and stops the
 /// command per `on_lost`. Returns why it was lost, if it was.
@@ -269,6 +293,9 @@ fn watch(
     use std::sync::mpsc::RecvTimeoutError::Timeout;
     let mut why: Option<String> = None;
     let mut kill_at: Option<Instant> = None;
+    // The command's descendants when it was told to stop: they work in the
+    // worker too (an agent started through a shell or a wrapper).
+    let mut tree: Vec<(i32, u64)> = Vec::new();
     loop {
         // Asked every time: a hold may want to check sooner as a deadline nears.
         let Some(period) = hold.period() else {
@@ -286,14 +313,13 @@ fn watch(
         {
             lost(&w);
             if on_lost == OnLost::Term {
-                // Not reaped yet (see the waiter): still our command.
-                let _ = nix::sys::signal::kill(child, Signal::SIGTERM);
+                stop(child, &mut tree, Signal::SIGTERM);
                 kill_at = Some(Instant::now() + KILL_AFTER);
             }
             why = Some(w);
         }
         if kill_at.is_some_and(|t| Instant::now() >= t) {
-            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+            stop(child, &mut tree, Signal::SIGKILL);
             kill_at = None;
         }
     }

@@ -9,21 +9,47 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// A perl command that writes "FENCE WORKER" to `seen`, then waits for
-/// `go` (exit 3); SIGTERM appends "term" to `seen` and exits 0.
+/// `go` (then kills its child and exits 3); SIGTERM appends "term" to
+/// `seen` and exits 0, leaving its child behind. The child (`sleep`, its
+/// PID in `seen.child`) is started first.
 fn agent(seen: &Path, go: &Path) -> String {
     format!(
-        r#"$SIG{{TERM}} = sub {{ open my $f, ">>", "{s}"; print $f "term\n"; close $f; exit 0 }};
+        r#"my $c = fork; if ($c == 0) {{ exec "sleep", "600" }}
+open my $p, ">", "{s}.child"; print $p $c; close $p;
+$SIG{{TERM}} = sub {{ open my $f, ">>", "{s}"; print $f "term\n"; close $f; exit 0 }};
 open my $f, ">", "{s}.tmp"; print $f "$ENV{{AGENTLOCK_FENCE}} $ENV{{AGENTLOCK_WORKER}}\n"; close $f;
 rename "{s}.tmp", "{s}";
 select(undef, undef, undef, 0.05) until -e "{g}";
-exit 3;"#,
+kill "KILL", $c; exit 3;"#,
         s = seen.display(),
         g = go.display()
     )
 }
 
 /// Host `h` runs [`agent`] in `w`, its stderr read line by line.
-fn start_run(h: &Host, w: &Path, seen: &Path, go: &Path, extra: &[&str]) -> (Child, Lines) {
+/// The `sleep` [`agent`] started: SIGKILLed on drop if still that process.
+struct Leftover(i32, u64);
+
+impl Drop for Leftover {
+    fn drop(&mut self) {
+        let now =
+            agentlock::probe::ProcessProbe::start_time(&agentlock::probe::LiveProcesses, self.0);
+        if now == Some(self.1) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+fn start_run(
+    h: &Host,
+    w: &Path,
+    seen: &Path,
+    go: &Path,
+    extra: &[&str],
+) -> (Child, Lines, Leftover) {
     let mut args = vec!["run", w.to_str().unwrap()];
     args.extend(extra);
     let script = agent(seen, go);
@@ -38,7 +64,11 @@ fn start_run(h: &Host, w: &Path, seen: &Path, go: &Path, extra: &[&str]) -> (Chi
     wait_for("the command to start", Duration::from_secs(30), || {
         seen.exists()
     });
-    (child, lines)
+    let pid: i32 = std::fs::read_to_string(seen.with_extension("child"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    (child, lines, Leftover(pid, start_of(pid)))
 }
 
 /// The lines of a pipe, read on their own thread.
@@ -104,7 +134,7 @@ fn a_run_whose_lease_expires_stops_its_command() {
     );
     let w = a.worker("max");
     let (seen, go) = (sb.path().join("seen"), sb.path().join("go"));
-    let (mut run, mut err) = start_run(&a, &w, &seen, &go, &[]);
+    let (mut run, mut err, sleep) = start_run(&a, &w, &seen, &go, &[]);
     let (fence_a, worker) = seen_fence(&seen);
     assert_eq!(worker, std::fs::canonicalize(&w).unwrap().to_str().unwrap());
     // Held fleet-wide while A's keeper lives.
@@ -134,6 +164,12 @@ fn a_run_whose_lease_expires_stops_its_command() {
         Some("term"),
         "the command was stopped: {s:?}"
     );
+    // What the command started works in the worker too: stopped with it.
+    wait_for(
+        "the command's child to be stopped",
+        Duration::from_secs(10),
+        || !pid_alive(sleep.0),
+    );
     nix::sys::signal::kill(keeper, nix::sys::signal::Signal::SIGCONT).unwrap();
     // B still holds it: A's run released nothing of B's.
     let now = b.run(&["status", "--json", b.worker("max").to_str().unwrap()]);
@@ -154,7 +190,7 @@ fn a_run_taken_over_with_on_lost_warn_only_warns() {
     );
     let w = a.worker("max");
     let (seen, go) = (sb.path().join("seen"), sb.path().join("go"));
-    let (mut run, mut err) = start_run(&a, &w, &seen, &go, &["--on-lost", "warn"]);
+    let (mut run, mut err, _sleep) = start_run(&a, &w, &seen, &go, &["--on-lost", "warn"]);
     let (fence_a, _) = seen_fence(&seen);
     let other = sleeper();
     let wb = b.worker("max");
@@ -195,7 +231,7 @@ fn a_run_on_the_store_exports_its_fence_and_releases() {
     let a = Host::new(&sb, "host-a", &etcd.store("plain"));
     let w = a.worker("max");
     let (seen, go) = (sb.path().join("seen"), sb.path().join("go"));
-    let (mut run, _err) = start_run(&a, &w, &seen, &go, &[]);
+    let (mut run, _err, _sleep) = start_run(&a, &w, &seen, &go, &[]);
     let (fence, _) = seen_fence(&seen);
     let held = a.run(&["status", "--json", w.to_str().unwrap()]);
     assert_eq!(entry(&held.stdout)["fence"], fence);
@@ -218,7 +254,7 @@ fn a_run_that_loses_the_store_stops_its_command_by_the_lease_deadline() {
     let a = Host::new(&sb, "host-a", &etcd.store("gone"));
     let w = a.worker("max");
     let (seen, go) = (sb.path().join("seen"), sb.path().join("go"));
-    let (mut run, mut err) = start_run(&a, &w, &seen, &go, &["--store-timeout", "1"]);
+    let (mut run, mut err, sleep) = start_run(&a, &w, &seen, &go, &["--store-timeout", "1"]);
     etcd.kill();
     // TTL 3 s: stopped well within the TTL plus one check.
     assert_eq!(wait_exit(&mut run, Duration::from_secs(30)), 76);
@@ -226,6 +262,11 @@ fn a_run_that_loses_the_store_stops_its_command_by_the_lease_deadline() {
     assert!(line.contains("did not answer"), "{line}");
     let s = std::fs::read_to_string(&seen).unwrap();
     assert_eq!(s.lines().nth(1), Some("term"), "{s:?}");
+    wait_for(
+        "the command's child to be stopped",
+        Duration::from_secs(10),
+        || !pid_alive(sleep.0),
+    );
 }
 
 /// A command that ignores SIGTERM after its worker was taken over is
