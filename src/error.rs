@@ -107,13 +107,16 @@ pub enum Error {
         why: String,
     },
 
-    /// A worker outside the fleet root has no name in the fleet store.
-    #[error("{path}: not inside the fleet root {root}")]
+    /// A worker with no name in the fleet store: outside the fleet root,
+    /// the root itself, or a path that is not UTF-8 (keys are).
+    #[error("{path}: {why}")]
     OutsideFleet {
         /// The worker.
         path: PathBuf,
         /// The fleet root.
         root: PathBuf,
+        /// Why it has no name.
+        why: String,
     },
 
     /// The fleet store did not answer (in time).

@@ -64,22 +64,35 @@ pub(super) fn claim(ctx: &Ctx, a: ClaimArgs, out: &mut Out) -> Result<ExitCode, 
 
 /// A refusal: the JSON entry (with `--json`), the refusal block on stderr, exit 1.
 fn refused(out: &mut Out, json: bool, ins: &Judgement, command: &str) -> ExitCode {
-    refused_as(out, json, ins, LockEntry::of(ins), command)
+    refused_with(out, json, ins, LockEntry::of(ins), command, true)
 }
 
-/// A refusal whose JSON entry is `entry` (the fleet store's has a fence).
-pub(super) fn refused_as(
+/// A refusal on the fleet store: its JSON entry is `entry` (with the
+/// fence), and the way out has no `--signal-other`.
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+pub(super) fn refused_on_store(
     out: &mut Out,
     json: bool,
     ins: &Judgement,
     entry: LockEntry,
     command: &str,
 ) -> ExitCode {
+    refused_with(out, json, ins, entry, command, false)
+}
+
+fn refused_with(
+    out: &mut Out,
+    json: bool,
+    ins: &Judgement,
+    entry: LockEntry,
+    command: &str,
+    signal_other: bool,
+) -> ExitCode {
     if json {
         let e = entry.with_action("refused");
         out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
     }
-    out.err(output::refusal(ins, command));
+    out.err(output::refusal_with(ins, command, signal_other));
     ExitCode::No
 }
 

@@ -64,6 +64,18 @@ pub fn check(
     for (key, stored) in &records {
         let worker = worker_of(fleet.spec(), fleet_root, key).unwrap_or_default();
         let j = judge_stored(&worker, key, Some(stored), probes);
+        // A key that is not UTF-8 was read lossily: it cannot be named to
+        // be changed, so it is reported for a human (etcdctl) to remove.
+        if key.contains(char::REPLACEMENT_CHARACTER) {
+            let message = format!(
+                "fleet key {key} is not UTF-8 (not written by agentlock); not fixed: remove it with etcdctl"
+            );
+            out.push(
+                Finding::other(FindingKind::Corrupt, &worker, message, false),
+                None,
+            );
+            continue;
+        }
         let (kind, then, repair) = match (&stored.record, j.judgement.state) {
             (Err(_), _) => (
                 FindingKind::Corrupt,
@@ -88,7 +100,8 @@ pub fn check(
         let Ok(key) = worker_key(fleet.spec(), fleet_root, &lock.worker_dir) else {
             continue;
         };
-        if !alive || !this_host(rec, probes) {
+        // Alive by the local rules, which see only this host's holders.
+        if !alive {
             continue;
         }
         let why = match by_key.get(key.as_str()).map(|s| &s.record) {

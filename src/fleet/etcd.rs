@@ -305,6 +305,24 @@ fn store_error(spec: &StoreSpec, why: impl std::fmt::Display) -> Error {
     }
 }
 
+/// One line for a client error: gRPC's message and the innermost cause
+/// (`tcp connect error: Connection refused (os error 111)`), not the whole
+/// debug chain.
+fn describe(e: &etcd_client::Error) -> String {
+    let etcd_client::Error::GRpcStatus(status) = e else {
+        return e.to_string();
+    };
+    let mut inner: &dyn std::error::Error = status;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    if std::ptr::addr_eq(inner, status) {
+        status.message().to_string()
+    } else {
+        format!("{}: {inner}", status.message())
+    }
+}
+
 /// Runs `fut` to completion within `timeout`.
 fn run<T>(
     rt: &tokio::runtime::Runtime,
@@ -322,7 +340,7 @@ fn run<T>(
         Ok(Ok(v)) => Ok(v),
         // The client's own deadline (the same limit) says it at length.
         Ok(Err(e)) if e.to_string().contains("Timeout expired") => Err(no_answer()),
-        Ok(Err(e)) => Err(store_error(spec, e)),
+        Ok(Err(e)) => Err(store_error(spec, describe(&e))),
         Err(_) => Err(no_answer()),
     }
 }

@@ -65,7 +65,7 @@ impl<'a> FleetHold<'a> {
         probes: &'a Probes<'a>,
     ) -> FleetHold<'a> {
         // Several checks per TTL, at most one a second.
-        let period = Duration::from_millis((ttl.max(1) as u64 * 1000 / 4).min(1000));
+        let period = Duration::from_millis((ttl.clamp(1, 4) as u64 * 250).min(1000));
         FleetHold {
             fleet,
             worker,

@@ -89,10 +89,19 @@ pub fn worker_key(spec: &StoreSpec, fleet_root: &Path, worker: &Path) -> Result<
         })
     };
     let (root, dir) = (canon(fleet_root)?, canon(worker)?);
-    let rel = dir.strip_prefix(&root).map_err(|_| Error::OutsideFleet {
+    let outside = |why: String| Error::OutsideFleet {
         path: dir.clone(),
         root: root.clone(),
-    })?;
+        why,
+    };
+    let rel = dir
+        .strip_prefix(&root)
+        .map_err(|_| outside(format!("not inside the fleet root {}", root.display())))?;
+    if rel.as_os_str().is_empty() {
+        return Err(outside(
+            "is the fleet root itself, not a worker in it".into(),
+        ));
+    }
     let parts: Vec<&str> = rel
         .components()
         .filter_map(|c| match c {
@@ -100,11 +109,10 @@ pub fn worker_key(spec: &StoreSpec, fleet_root: &Path, worker: &Path) -> Result<
             _ => None,
         })
         .collect();
-    if parts.is_empty() || parts.len() != rel.components().count() {
-        return Err(Error::OutsideFleet {
-            path: dir.clone(),
-            root,
-        });
+    if parts.len() != rel.components().count() {
+        return Err(outside(
+            "its path under the fleet root is not UTF-8, and fleet keys are".into(),
+        ));
     }
     Ok(format!("{}/workers/{}", spec.prefix, parts.join("/")))
 }
@@ -230,10 +238,16 @@ mod tests {
             worker_key(&spec, root.path(), outside.path()),
             Err(Error::OutsideFleet { .. })
         ));
-        assert!(matches!(
-            worker_key(&spec, root.path(), root.path()),
-            Err(Error::OutsideFleet { .. })
-        ));
+        let why = |w: &Path| match worker_key(&spec, root.path(), w) {
+            Err(Error::OutsideFleet { why, .. }) => why,
+            other => panic!("{other:?}"),
+        };
+        assert!(why(outside.path()).contains("not inside the fleet root"));
+        assert!(why(root.path()).contains("fleet root itself"));
+        use std::os::unix::ffi::OsStrExt;
+        let odd = root.path().join(std::ffi::OsStr::from_bytes(b"bad\xff"));
+        std::fs::create_dir(&odd).unwrap();
+        assert!(why(&odd).contains("not UTF-8"));
     }
 
     #[test]

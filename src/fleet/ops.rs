@@ -81,18 +81,16 @@ pub fn judge_stored(
     }
 }
 
-/// Whether a fleet record was written on this host: the same hostname and,
-/// when both are known, the same boot. A record without a hostname, or of
-/// the same name but another boot, is another host's: hostnames repeat
-/// across cloned machines, and this host's records from before a reboot
-/// expired with its old keeper's lease anyway.
+/// Whether a fleet record was written on this host: the same hostname and
+/// the same boot (`boot_id`, which every fleet claim records). Anything
+/// else is another host's, `held` while its key exists: hostnames repeat
+/// across cloned machines, a record without `boot_id` was not written by a
+/// claim here and cannot be proven this host's, and this host's records
+/// from before a reboot expired with its old keeper's lease anyway.
 pub fn this_host(rec: &LockRecord, probes: &Probes) -> bool {
     let host = &probes.host;
     let same_name = rec.hostname.as_deref().is_some_and(|h| h == host.hostname);
-    let same_boot = match (&rec.boot_id, &host.boot_id) {
-        (Some(a), Some(b)) => a == b,
-        _ => true,
-    };
+    let same_boot = matches!((&rec.boot_id, &host.boot_id), (Some(a), Some(b)) if a == b);
     same_name && same_boot
 }
 
@@ -100,6 +98,46 @@ pub fn this_host(rec: &LockRecord, probes: &Probes) -> bool {
 pub fn judge(fleet: &Fleet, worker: &Path, key: &str, probes: &Probes) -> Result<FleetJudgement> {
     let stored = fleet.get(key)?;
     Ok(judge_stored(worker, key, stored.as_ref(), probes))
+}
+
+/// Judges each of `workers` (paths, named under `fleet_root`). A store
+/// that does not answer makes a worker `unverified`, never an error (a
+/// read cannot tell); once it did not answer, the rest are not asked again
+/// (each would cost the time limit). Other errors (no such worker, outside
+/// the fleet root) are returned per worker.
+pub fn judge_many<P: AsRef<Path>>(
+    fleet: &Fleet,
+    fleet_root: &Path,
+    workers: &[P],
+    probes: &Probes,
+) -> Vec<(PathBuf, Result<FleetJudgement>)> {
+    let mut down: Option<String> = None;
+    let mut out = Vec::new();
+    for w in workers {
+        let w = w.as_ref();
+        let located = super::locate(fleet.spec(), fleet_root, w);
+        let judged = match (&down, located) {
+            (_, Err(e)) => Err(e),
+            (Some(why), Ok((dir, key))) => Ok(unverified(&dir, &key, why.clone())),
+            (None, Ok((dir, key))) => match judge(fleet, &dir, &key, probes) {
+                Err(e @ Error::Store { .. }) => {
+                    down = Some(e.to_string());
+                    Ok(unverified(&dir, &key, e.to_string()))
+                }
+                other => other,
+            },
+        };
+        out.push((w.to_path_buf(), judged));
+    }
+    out
+}
+
+fn unverified(worker: &Path, key: &str, why: String) -> FleetJudgement {
+    FleetJudgement {
+        judgement: Judgement::at(worker, Path::new(key), State::Unverified, why),
+        fence: None,
+        revision: 0,
+    }
 }
 
 /// Every worker of the fleet (all hosts), judged, sorted by key; each
@@ -226,6 +264,9 @@ fn claim_store(
     }
 }
 
+/// How long the read after a lost write answer may take.
+const LANDED_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A claim's write whose answer was lost (the call timed out, the leader
 /// changed) may still have been applied: the key is read again, and if it
 /// holds exactly `record` (same PID, start, time to the nanosecond), the
@@ -234,7 +275,9 @@ fn landed(fleet: &Fleet, key: &str, record: &LockRecord, err: Error) -> Result<i
     if !matches!(err, Error::Store { .. }) {
         return Err(err);
     }
-    match fleet.get(key) {
+    // Briefly: a store that did not answer the write likely will not
+    // answer this either, and the command must still answer in bounded time.
+    match fleet.within(LANDED_LIMIT, |f| f.get(key)) {
         Ok(Some(Stored { record: Ok(fr), .. })) if fr.record == *record => Ok(fr.fence),
         _ => Err(err),
     }
@@ -266,15 +309,21 @@ pub struct FleetFirstFree {
     pub claimed: Option<(usize, Box<FleetClaimed>)>,
     /// The workers tried and not claimed, in order: judged, or the error.
     pub tried: Vec<(PathBuf, Result<FleetJudgement>)>,
+    /// The workers not tried: the store stopped answering before them.
+    pub untried: Vec<PathBuf>,
 }
 
 impl FleetFirstFree {
-    /// Nothing claimed and every worker tried failed with an error (exit
-    /// 2, not "no free worker").
-    pub fn all_failed(&self) -> bool {
+    /// Nothing claimed, and "no free worker" was not established: every
+    /// worker tried failed, or the store did not answer for one (exit 2).
+    pub fn undecided(&self) -> bool {
         self.claimed.is_none()
             && !self.tried.is_empty()
-            && self.tried.iter().all(|(_, r)| r.is_err())
+            && (self.tried.iter().all(|(_, r)| r.is_err())
+                || self
+                    .tried
+                    .iter()
+                    .any(|(_, r)| matches!(r, Err(Error::Store { .. }))))
     }
 }
 
@@ -304,6 +353,7 @@ pub fn claim_first_free<P: AsRef<Path>>(
                 return FleetFirstFree {
                     claimed: Some((i, c)),
                     tried,
+                    untried: Vec::new(),
                 };
             }
             Ok(FleetClaimOutcome::Refused(j)) => tried.push((w.to_path_buf(), Ok(*j))),
@@ -311,7 +361,15 @@ pub fn claim_first_free<P: AsRef<Path>>(
                 let down = matches!(e, Error::Store { .. });
                 tried.push((w.to_path_buf(), Err(e)));
                 if down {
-                    break;
+                    let untried = workers[i + 1..]
+                        .iter()
+                        .map(|w| w.as_ref().to_path_buf())
+                        .collect();
+                    return FleetFirstFree {
+                        claimed: None,
+                        tried,
+                        untried,
+                    };
                 }
             }
         }
@@ -319,5 +377,6 @@ pub fn claim_first_free<P: AsRef<Path>>(
     FleetFirstFree {
         claimed: None,
         tried,
+        untried: Vec::new(),
     }
 }

@@ -222,7 +222,7 @@ pub fn status_lines(ins: &Judgement, style: Style) -> String {
 }
 
 /// The way out of a refusal, for the given state.
-fn way_out(ins: &Judgement, command: &str) -> String {
+fn way_out(ins: &Judgement, command: &str, signal_other: bool) -> String {
     let w = ins.worker_dir.display();
     match ins.state {
         State::HeldBySession => format!(
@@ -234,14 +234,21 @@ fn way_out(ins: &Judgement, command: &str) -> String {
         State::Corrupt => {
             format!("to move the corrupt file aside: agentlock {command} {w} --force")
         }
-        _ => format!(
+        _ if signal_other => format!(
             "to take over anyway: agentlock {command} {w} --force (add --signal-other to SIGTERM the holder)"
         ),
+        _ => format!("to take over anyway: agentlock {command} {w} --force"),
     }
 }
 
 /// The refusal block for `claim` / `release`: what holds it, who, the way out.
 pub fn refusal(ins: &Judgement, command: &str) -> String {
+    refusal_with(ins, command, true)
+}
+
+/// [`refusal`], with or without the `--signal-other` hint (the fleet store
+/// has none: the holder may be on another host).
+pub fn refusal_with(ins: &Judgement, command: &str, signal_other: bool) -> String {
     let mut out = format!(
         "agentlock: {} is {} ({})",
         ins.worker_dir.display(),
@@ -257,7 +264,7 @@ pub fn refusal(ins: &Judgement, command: &str) -> String {
             ins.worker_dir.display()
         )
     } else {
-        format!("  {}", way_out(ins, command))
+        format!("  {}", way_out(ins, command, signal_other))
     };
     out.push('\n');
     out.push_str(&out_cmd);

@@ -398,6 +398,34 @@ fn a_stopped_store_refuses_mutations_and_reads_say_unverified() {
     assert_eq!(seen.status.code(), Some(0));
     assert_eq!(entry(&seen.stdout)["state"], "unverified");
     assert_eq!(std::fs::read(lock_path(&w)).unwrap(), before);
+    // Several workers: each unverified (the store is asked once).
+    let (w2, w3) = (a.worker("two"), a.worker("three"));
+    let (w2, w3) = (w2.to_str().unwrap(), w3.to_str().unwrap());
+    let many = a.run(&["--store-timeout", "2", "status", "--json", w2, w3]);
+    let doc = json(&many.stdout);
+    let states: Vec<&str> = doc["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["unverified", "unverified"], "{doc:#}");
+    // --first-free: "no free worker" is not established: exit 2, one line.
+    let pid = other.pid().to_string();
+    let ff = a.run(&[
+        "--store-timeout",
+        "2",
+        "claim",
+        "--first-free",
+        "--pid",
+        &pid,
+        w2,
+        w3,
+    ]);
+    assert_eq!(ff.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&ff.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("Connection refused"), "{err}");
 }
 
 /// A `gt`-style local lock of a live holder and a fleet claim of the same
@@ -495,6 +523,16 @@ fn store_usage_errors_are_clear() {
             "--store-timeout",
         ),
         (vec!["--store", "redis://x:1", "status"], "etcd://"),
+        (
+            vec![
+                "--store",
+                "etcd://127.0.0.1:9/p",
+                "--lease-ttl",
+                "9223372036854775807",
+                "status",
+            ],
+            "--lease-ttl",
+        ),
     ] {
         let out = sb.cmd().args(&args).arg(&w).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -44,14 +44,25 @@ fn doctor_judges_the_store_against_the_lock_files() {
     let spec = StoreSpec::parse(&store).unwrap();
     let fleet = Fleet::connect(&spec, Duration::from_secs(5)).unwrap();
     // A's record of a dead holder, on no lease (no keeper runs for A).
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
     let dead = LockRecord {
         pid: dead_pid(),
         hostname: Some("host-a".into()),
+        boot_id: Some(boot.trim().into()),
         ..LockRecord::default()
     };
     let stale_key = format!("{}/workers/stale", spec.prefix);
     fleet.create(&stale_key, &dead, None).unwrap();
     a.worker("stale");
+    // The same without a boot id (a clone named host-a, another writer):
+    // not provably A's, so `held`, never deleted.
+    let unproven = LockRecord {
+        boot_id: None,
+        ..dead.clone()
+    };
+    let clone_key = format!("{}/workers/clone", spec.prefix);
+    fleet.create(&clone_key, &unproven, None).unwrap();
+    let clone = a.worker("clone");
     etcdctl(
         &etcd,
         &["put", &format!("{}/workers/junk", spec.prefix), "{not json"],
@@ -115,6 +126,9 @@ fn doctor_judges_the_store_against_the_lock_files() {
     assert_eq!(actions.len(), 2, "{after:#}");
     assert!(actions.contains(&"removed") && actions.contains(&"moved-aside"));
     assert!(fleet.get(&stale_key).unwrap().is_none());
+    assert!(fleet.get(&clone_key).unwrap().is_some());
+    let seen = a.run(&["status", "--json", clone.to_str().unwrap()]);
+    assert_eq!(entry(&seen.stdout)["state"], "held");
     // The corrupt value is kept aside, byte for byte.
     let aside = etcdctl(
         &etcd,
@@ -201,6 +215,42 @@ fn first_free_and_list_root_on_the_store() {
     assert_eq!(locks.len(), 3, "{some:#}");
     assert!(locks.iter().all(|l| l["fence"].as_i64().is_some()));
     assert!(fence_of(&x) > 0);
+    // One clear line, exit 2: ROOT outside the fleet root, tree-walking
+    // flags (the store is not walked), a fleet root that does not exist.
+    let elsewhere = sb.worker("elsewhere");
+    for (args, says) in [
+        (
+            vec!["list", elsewhere.to_str().unwrap()],
+            "not inside the fleet root",
+        ),
+        (vec!["list", "--skip", "pool"], "--skip"),
+    ] {
+        let out = a.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(says) && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+    let out = sb
+        .cmd()
+        .args([
+            "--store",
+            &store,
+            "--fleet-root",
+            "/nonexistent/town",
+            "doctor",
+        ])
+        .arg(sb.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/town") && err.lines().count() == 1,
+        "{err}"
+    );
 }
 
 /// A claim over a value that is not a record keeps the value aside (under

@@ -35,8 +35,13 @@ pub(super) fn store_of(a: &StoreArgs) -> Result<Option<Store>, Failure> {
     };
     let spec = StoreSpec::parse(&raw)?;
     let timeout = seconds(a.store_timeout, "--store-timeout")?;
-    if a.lease_ttl < 2 {
-        return Err(Failure::usage("--lease-ttl must be at least 2 seconds"));
+    // etcd takes TTLs up to 9e9 s; a day is far past any useful one, and
+    // keeps every computation with it in range.
+    if !(2..=86_400).contains(&a.lease_ttl) {
+        return Err(Failure::usage(format!(
+            "--lease-ttl {}: must be 2 to 86400 seconds",
+            a.lease_ttl
+        )));
     }
     Ok(Some(Store {
         spec,
@@ -54,6 +59,19 @@ impl Store {
     fn root(&self) -> Result<&std::path::Path, Failure> {
         self.root.as_deref().ok_or_else(|| {
             Failure::usage("--store needs the fleet root: --fleet-root DIR or AGENTLOCK_FLEET_ROOT")
+        })
+    }
+
+    /// The fleet root, resolved: it must exist (every worker is named
+    /// relative to it).
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    fn canonical_root(&self) -> Result<PathBuf, Failure> {
+        let root = self.root()?;
+        std::fs::canonicalize(root).map_err(|source| {
+            Failure::from(agentlock::Error::Io {
+                path: root.to_path_buf(),
+                source,
+            })
         })
     }
 }

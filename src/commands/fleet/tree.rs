@@ -18,17 +18,32 @@ pub(super) fn list(
     a: &TreeArgs,
     out: &mut Out,
 ) -> Result<ExitCode, Failure> {
+    if a.max_depth.is_some() || !a.skip.is_empty() || a.no_default_skips {
+        return Err(Failure::usage(
+            "--max-depth, --skip and --no-default-skips walk a tree; with --store, list reads the store",
+        ));
+    }
     let json = a.json;
-    let given = store.root()?;
-    let fleet_root = std::fs::canonicalize(given).unwrap_or_else(|_| given.to_path_buf());
-    let mut judged = ops::judge_all(fleet, &fleet_root, &ctx.probes.probes())?;
+    let fleet_root = store.canonical_root()?;
     let root = match &a.root {
-        Some(r) => std::fs::canonicalize(r).map_err(|source| agentlock::Error::Io {
-            path: r.clone(),
-            source,
-        })?,
-        None => fleet_root,
+        Some(r) => {
+            let dir = std::fs::canonicalize(r).map_err(|source| agentlock::Error::Io {
+                path: r.clone(),
+                source,
+            })?;
+            if !dir.starts_with(&fleet_root) {
+                return Err(agentlock::Error::OutsideFleet {
+                    why: format!("not inside the fleet root {}", fleet_root.display()),
+                    path: dir,
+                    root: fleet_root,
+                }
+                .into());
+            }
+            dir
+        }
+        None => fleet_root.clone(),
     };
+    let mut judged = ops::judge_all(fleet, &fleet_root, &ctx.probes.probes())?;
     judged.retain(|j| j.judgement.worker_dir.starts_with(&root));
     if json {
         #[derive(serde::Serialize)]
@@ -66,7 +81,7 @@ pub(super) fn doctor(
     out: &mut Out,
 ) -> Result<ExitCode, Failure> {
     use agentlock::fleet::doctor;
-    let root = store.root()?.to_path_buf();
+    let root = store.canonical_root()?;
     crate::commands::tree::doctor_with(ctx, a, out, |report, fix| {
         let probes = ctx.probes.probes();
         let mut check = doctor::check(fleet, &root, report, &probes)?;

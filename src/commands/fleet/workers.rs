@@ -27,7 +27,7 @@ fn refused(
     j: &FleetJudgement,
     command: &str,
 ) -> ExitCode {
-    worker::refused_as(out, json, &j.judgement, entry(store, j), command)
+    worker::refused_on_store(out, json, &j.judgement, entry(store, j), command)
 }
 
 /// The worker as a claim left it: held by the claimant, with its fence.
@@ -134,12 +134,18 @@ pub(super) fn first_free(
                 e,
             )
         });
+    for w in &ff.untried {
+        out.error_line(format_args!(
+            "not tried: {} (the fleet store stopped answering)",
+            w.display()
+        ));
+    }
     Ok(worker::print_first_free(
         out,
         a.json,
         tried,
         claimed,
-        ff.all_failed(),
+        ff.undecided(),
     ))
 }
 
@@ -188,31 +194,13 @@ pub(super) fn status(
     let mut code = ExitCode::Success;
     let mut judged = Vec::new();
     let mut failed = Vec::new();
-    for w in workers {
-        let one = locate(&store.spec, store.root()?, w)
-            .and_then(|(dir, key)| ops::judge(fleet, &dir, &key, &probes));
+    for (w, one) in ops::judge_many(fleet, store.root()?, workers, &probes) {
         match one {
             Ok(j) => judged.push(j),
-            // Reads never fail on an unreachable store: they cannot tell.
-            Err(e @ agentlock::Error::Store { .. }) => {
-                let dir = std::fs::canonicalize(w).unwrap_or_else(|_| w.clone());
-                let key =
-                    agentlock::fleet::worker_key(&store.spec, store.root()?, w).unwrap_or_default();
-                judged.push(FleetJudgement {
-                    judgement: agentlock::lock::Judgement::at(
-                        &dir,
-                        std::path::Path::new(&key),
-                        agentlock::verdict::State::Unverified,
-                        e.to_string(),
-                    ),
-                    fence: None,
-                    revision: 0,
-                });
-            }
             Err(e) => {
                 out.error_line(&e);
                 code = code.merge(ExitCode::Error);
-                failed.push((w.clone(), e));
+                failed.push((w, e));
             }
         }
     }
