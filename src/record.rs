@@ -239,6 +239,18 @@ fn opt_uint<T: TryFrom<u64>>(
 }
 
 impl LockRecord {
+    /// Whether `other` names the same process as this record: the same PID
+    /// with the same (known) start time, on the same host and boot, in the
+    /// same PID namespace. A refresh by the holder keeps all of these.
+    pub fn same_process(&self, other: &LockRecord) -> bool {
+        self.pid == other.pid
+            && self.pid_start.is_some()
+            && self.pid_start == other.pid_start
+            && self.hostname == other.hostname
+            && self.boot_id == other.boot_id
+            && self.pid_ns == other.pid_ns
+    }
+
     /// Parses a lock file's bytes, with a precise reason when they are not a
     /// valid record. Unknown keys are ignored, as the Go tool does.
     pub fn parse(bytes: &[u8]) -> Result<LockRecord, CorruptReason> {

@@ -63,10 +63,11 @@ pub fn release(
     Ok(FleetReleaseOutcome::Done(Box::new(before)))
 }
 
-/// Removes what a claim wrote: the fleet record if it still is `written`
-/// with `fence` (compare-and-delete on the revision read), and the local
-/// lock file if it still is `written`. A record that is gone or another
-/// holder's is left alone: the worker was lost, not released.
+/// Removes what a claim wrote: the fleet record if it still names the
+/// process of `written` with `fence` (compare-and-delete on the revision
+/// read; the holder may have refreshed it), and the local lock file if it
+/// still names that process. A record that is gone or another holder's is
+/// left alone: the worker was lost, not released.
 pub fn release_written(
     fleet: &Fleet,
     worker: &Path,
@@ -80,11 +81,13 @@ pub fn release_written(
             record: Ok(fr),
             revision,
             ..
-        })) if fr.fence == fence && fr.record == *written => match fleet.delete(key, revision) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Error::LockChanging { path: key.into() }),
-            Err(e) => Err(e),
-        },
+        })) if fr.fence == fence && fr.record.same_process(written) => {
+            match fleet.delete(key, revision) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Error::LockChanging { path: key.into() }),
+                Err(e) => Err(e),
+            }
+        }
         Ok(_) => Ok(()),
         Err(e) => Err(e),
     };

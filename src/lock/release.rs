@@ -72,6 +72,19 @@ pub fn release_written(
     release_where(path.as_ref(), false, probes, &|rec| rec == written)
 }
 
+/// Removes the lock at `path` if it still names the process of `written`
+/// ([`LockRecord::same_process`]), even if that process rewrote it since
+/// (a refresh): what `run` does once its command has exited.
+pub fn release_process(
+    path: impl AsRef<Path>,
+    written: &LockRecord,
+    probes: &Probes,
+) -> Result<ReleaseOutcome> {
+    release_where(path.as_ref(), false, probes, &|rec| {
+        rec.same_process(written)
+    })
+}
+
 fn release_where(
     path: &Path,
     force: bool,

@@ -138,3 +138,49 @@ fn utc_is_written_with_z() {
     let t = DateTime::parse_from_rfc3339("2026-01-05T10:00:00+00:00").unwrap();
     assert_eq!(format_time(&t), "2026-01-05T10:00:00.000000000Z");
 }
+
+#[test]
+fn same_process_needs_a_known_start_and_the_same_host_boot_and_namespace() {
+    let a = LockRecord {
+        pid: 7,
+        pid_start: Some(100),
+        hostname: Some("h".into()),
+        boot_id: Some("b".into()),
+        pid_ns: Some(4),
+        ..LockRecord::default()
+    };
+    let refreshed = LockRecord {
+        session_id: Some("%3".into()),
+        ..a.clone()
+    };
+    assert!(a.same_process(&refreshed));
+    for other in [
+        LockRecord {
+            pid_start: Some(101),
+            ..a.clone()
+        },
+        LockRecord {
+            boot_id: Some("c".into()),
+            ..a.clone()
+        },
+        LockRecord {
+            pid_ns: None,
+            ..a.clone()
+        },
+        LockRecord {
+            hostname: None,
+            ..a.clone()
+        },
+        LockRecord {
+            pid: 8,
+            ..a.clone()
+        },
+    ] {
+        assert!(!a.same_process(&other), "{other:?}");
+    }
+    let unknown = LockRecord {
+        pid_start: None,
+        ..a.clone()
+    };
+    assert!(!unknown.same_process(&unknown.clone()));
+}

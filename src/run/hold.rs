@@ -96,13 +96,14 @@ impl Hold for FileHold<'_> {
     }
 }
 
-/// Removes the lock file `written` if it is still exactly that record.
+/// Removes the lock file if it still names the process of `written` (the
+/// command may have refreshed its own claim).
 pub(crate) fn release_file(
     worker: &Path,
     written: &crate::record::LockRecord,
     probes: &Probes,
 ) -> Result<()> {
-    match lock::release_written(worker, written, probes)? {
+    match lock::release_process(worker, written, probes)? {
         lock::ReleaseOutcome::Done { .. } => Ok(()),
         lock::ReleaseOutcome::Refused(j) => Err(Error::NotReleased {
             path: j.worker_dir,

@@ -518,3 +518,33 @@ fn a_command_in_its_own_group_gets_group_signals_forwarded() {
     .unwrap();
     expect_ints(&marker, 1);
 }
+
+/// Review: a command that refreshes its own claim (`claim --pid $$`) is
+/// still run's holder: the lock is released when it exits, no error.
+#[test]
+fn a_command_that_refreshes_its_own_claim_is_released() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let out = sb
+        .cmd()
+        .args(["run"])
+        .arg(&w)
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "'{BIN}' claim -q \"$AGENTLOCK_WORKER\" --pid $$ && exit 4"
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!lock_path(&w).exists(), "released");
+}
