@@ -39,6 +39,12 @@ impl FleetCheck {
         self.findings.push(f);
         self.repairs.push(repair);
     }
+
+    fn extend(&mut self, f: Option<Finding>) {
+        if let Some(f) = f {
+            self.push(f, None);
+        }
+    }
 }
 
 /// Judges every record of the fleet (workers named under `fleet_root`),
@@ -87,7 +93,17 @@ pub fn check(
                 "--fix deletes it",
                 Some(Repair::Delete(key.clone(), stored.clone())),
             ),
-            _ => continue,
+            (Ok(fr), _) => {
+                out.extend(missing_mirror(
+                    &worker,
+                    key,
+                    fr,
+                    &j.judgement,
+                    local,
+                    probes,
+                ));
+                continue;
+            }
         };
         let message = format!("fleet record {key}: {}; {then}", j.judgement.reason);
         out.push(Finding::other(kind, &worker, message, true), repair);
@@ -123,6 +139,41 @@ pub fn check(
         out.push(f, None);
     }
     Ok(out)
+}
+
+/// This host's live fleet record whose worker, in the tree scanned, has no
+/// lock file naming the same process: `gt` and file tools there see the
+/// worker free (or another's). Left by a claim whose answer was lost, or a
+/// lock file removed by hand.
+fn missing_mirror(
+    worker: &Path,
+    key: &str,
+    fr: &super::FleetRecord,
+    judged: &crate::lock::Judgement,
+    local: &Report,
+    probes: &Probes,
+) -> Option<Finding> {
+    let alive = judged.pid_alive == Some(true) || judged.session_alive == Some(true);
+    if !alive || !this_host(&fr.record, probes) || !worker.starts_with(&local.root) {
+        return None;
+    }
+    let mirror = local.locks.iter().find(|l| l.worker_dir == worker);
+    let seen = match mirror.and_then(|l| l.record.as_ref()) {
+        Some(rec) if rec.same_process(&fr.record) => return None,
+        Some(rec) => format!("names pid {}", rec.pid),
+        None if worker.is_dir() => "is missing".to_string(),
+        None => return None, // not checked out here
+    };
+    let message = format!(
+        "fleet record {key} names pid {} here (fence {}), but the lock file {seen}: gt and file tools do not see its holder; not fixed: the holder is alive",
+        fr.record.pid, fr.fence
+    );
+    Some(Finding::other(
+        FindingKind::Collision,
+        worker,
+        message,
+        false,
+    ))
 }
 
 /// `--fix` on the store: each repair only if the key is still at the

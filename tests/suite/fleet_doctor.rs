@@ -140,6 +140,25 @@ fn doctor_judges_the_store_against_the_lock_files() {
     let seen = b.run(&["status", "--json", wb.to_str().unwrap()]);
     assert_eq!(entry(&seen.stdout)["hostname"], "host-b");
     assert!(lock_path(&a.worker("gt")).exists() && lock_path(&a.worker("both")).exists());
+    // A's own live fleet claim whose lock file was removed by hand: gt would
+    // see the worker free.
+    let hm = sleeper();
+    assert_eq!(a.claim("mirror", hm.pid()).status.code(), Some(0));
+    std::fs::remove_file(lock_path(&a.worker("mirror"))).unwrap();
+    let again = json(&a.run(&["doctor", "--json", &root]).stdout);
+    assert_eq!(
+        kinds(&again),
+        want(&[
+            ("collision", "both"),
+            ("collision", "gt"),
+            ("collision", "mirror")
+        ]),
+        "{again:#}"
+    );
+    assert!(
+        again["findings"].to_string().contains("is missing"),
+        "{again:#}"
+    );
 }
 
 /// `claim --first-free` on the store: skips a worker another host holds and
