@@ -9,7 +9,10 @@
 #    (examples/fleet_rate.rs);
 # 3. failover: host A (own hostname, own keeper, TTL $ttl s) claims, its
 #    keeper is SIGKILLed (the host died), host B retries until it claims:
-#    the time from the kill to B's claim (target: TTL + at most 2 s).
+#    the time from the kill to B's claim (target: TTL + at most 2 s);
+# 4. partition: host A's `run` holds a worker, etcd is SIGSTOPped (no
+#    answers): the time until A's command gets SIGTERM, against the earliest
+#    the lease could expire (TTL - TTL/3 after the stop: renewed every TTL/3).
 # Needs the etcd feature (protoc), etcd, etcdctl, hyperfine and unshare.
 #
 #   scripts/bench-fleet.sh [--runs N]
@@ -27,8 +30,8 @@ etcd --name b1 --data-dir "$dir/etcd" --listen-client-urls "http://127.0.0.1:$po
   >"$dir/etcd.log" 2>&1 &
 etcd_pid=$!
 sleep 10000 & holder=$!
-keeper_pid() { awk '{print $2}' "$dir"/xdg/agentlock/*.lease 2>/dev/null || true; }
-trap 'k=$(keeper_pid); [ -n "$k" ] && kill "$k"; kill $holder $etcd_pid; wait $etcd_pid 2>/dev/null; rm -rf "$dir"' EXIT
+keeper_pids() { cat "$dir"/xdg/agentlock/*.lease "$dir"/*/xdg/agentlock/*.lease 2>/dev/null | awk '{print $2}'; }
+trap 'for k in $(keeper_pids); do kill "$k" 2>/dev/null; done; kill -CONT $etcd_pid; kill $holder $etcd_pid; wait $etcd_pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 export ETCDCTL_API=3 XDG_RUNTIME_DIR=$dir/xdg TMUX_TMPDIR=$dir/tmux
 mkdir -p "$XDG_RUNTIME_DIR" "$TMUX_TMPDIR" "$dir/town/w"; unset TMUX TMUX_PANE
 ep=127.0.0.1:$port
@@ -76,4 +79,23 @@ for i in 1 2 3; do
   bk=$(awk '{print $2}' "$dir"/b/xdg/agentlock/*.lease 2>/dev/null || true)
   [ -n "$bk" ] && kill "$bk"
   rm -f "$dir"/a/xdg/agentlock/*.lease "$dir"/b/xdg/agentlock/*.lease
+done
+
+echo
+for i in 1 2 3; do
+  rm -f "$dir/term" "$dir/started"
+  mkdir -p "$dir/a/town/p"
+  host a --store-timeout 2 run "$dir/a/town/p" -- perl -e '
+    $SIG{TERM} = sub { open my $f, ">", "'"$dir"'/term"; print $f `date +%s.%N`; exit 0 };
+    open my $f, ">", "'"$dir"'/started"; close $f; sleep 1 while 1' 2>/dev/null &
+  run_pid=$!
+  until [ -e "$dir/started" ]; do sleep 0.05; done
+  sleep 1
+  start=$(date +%s.%N)
+  kill -STOP $etcd_pid
+  wait $run_pid || true
+  kill -CONT $etcd_pid
+  awk -v i="$i" -v s="$start" -v e="$(cat "$dir/term")" -v t="$ttl" \
+    'BEGIN { printf "partition %d: etcd stopped -> command SIGTERMed after %.2f s (lease expires >= %.2f s after)\n", i, e - s, t - t / 3 }'
+  for _ in $(seq 100); do etcdctl --endpoints "$ep" get x >/dev/null 2>&1 && break; sleep 0.1; done
 done
