@@ -113,10 +113,7 @@ impl Hold for FleetHold<'_> {
     }
 
     fn claim(&mut self, me: &Claimant, cancel: Arc<AtomicBool>) -> Result<Taken> {
-        let opts = ClaimOptions {
-            cancel: Some(cancel),
-            ..ClaimOptions::default()
-        };
+        let opts = ClaimOptions::cancelled_by(cancel);
         let asked = now();
         match ops::claim(
             self.fleet,

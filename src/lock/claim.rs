@@ -29,6 +29,17 @@ pub struct ClaimOptions {
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
+impl ClaimOptions {
+    /// The default options, giving up the wait for the guard once `cancel`
+    /// is set.
+    pub fn cancelled_by(cancel: Arc<AtomicBool>) -> ClaimOptions {
+        ClaimOptions {
+            cancel: Some(cancel),
+            ..ClaimOptions::default()
+        }
+    }
+}
+
 /// What a successful claim did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimAction {

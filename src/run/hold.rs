@@ -75,10 +75,7 @@ impl Hold for FileHold<'_> {
     }
 
     fn claim(&mut self, me: &Claimant, cancel: Arc<AtomicBool>) -> Result<Taken> {
-        let opts = ClaimOptions {
-            cancel: Some(cancel),
-            ..ClaimOptions::default()
-        };
+        let opts = ClaimOptions::cancelled_by(cancel);
         match lock::claim(&self.worker, me, opts, self.probes)? {
             ClaimOutcome::Done(c) => {
                 self.claimed = Some(*c);
