@@ -6,6 +6,7 @@
 
 pub mod process;
 pub mod tmux;
+mod tmux_call;
 pub mod tmux_query;
 pub mod tmux_sockets;
 

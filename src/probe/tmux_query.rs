@@ -7,102 +7,15 @@
 
 use super::SessionStatus;
 use super::tmux::{FORMAT, ServerReport, ServerState, SessionKind, SessionProbe, TmuxSnapshot};
+use super::tmux_call::{Answer, finish, start};
 pub use super::tmux_sockets::{
     DEFAULT_TIMEOUT, TmuxQuery, env_socket, normalize_socket, socket_dir,
 };
 use super::tmux_sockets::{DELETED, Origin, bound_count, precheck};
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Mutex, mpsc};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-enum Answer {
-    Output {
-        success: bool,
-        stdout: String,
-        stderr: String,
-    },
-    Failed(String),
-}
-
-/// Starts `tmux -S socket ARGS` with its output read on a thread.
-fn start(
-    bin: &Path,
-    socket: &Path,
-    args: &[&str],
-) -> std::io::Result<(i32, mpsc::Receiver<Answer>)> {
-    let mut child = Command::new(bin)
-        // -u: names as they are, whatever the locale. Without a UTF-8
-        // locale (cron, `env -i`) tmux prints `café` as `caf_`, and a live
-        // session would look gone.
-        .arg("-u")
-        .arg("-S")
-        .arg(socket)
-        .args(args)
-        .env_remove("TMUX")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let pid = child.id() as i32;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
-        let mut err_pipe = child.stderr.take();
-        // stderr on its own thread, so a chatty stderr cannot block stdout.
-        let err_reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(e) = err_pipe.as_mut() {
-                let _ = e.read_to_end(&mut buf);
-            }
-            buf
-        });
-        let read_ok = child
-            .stdout
-            .take()
-            .map(|mut o| o.read_to_end(&mut stdout))
-            .transpose();
-        stderr.extend(err_reader.join().unwrap_or_default());
-        let answer = match (read_ok, child.wait()) {
-            (Ok(_), Ok(status)) => Answer::Output {
-                success: status.success(),
-                stdout: String::from_utf8_lossy(&stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
-            },
-            (Err(e), _) | (_, Err(e)) => Answer::Failed(format!("reading tmux output: {e}")),
-        };
-        let _ = tx.send(answer);
-    });
-    Ok((pid, rx))
-}
-
-/// Waits for a started tmux until `deadline`; kills it past the deadline.
-fn finish(
-    started: std::io::Result<(i32, mpsc::Receiver<Answer>)>,
-    deadline: Instant,
-    timeout: Duration,
-) -> Answer {
-    match started {
-        Err(e) => Answer::Failed(format!("cannot run tmux: {e}")),
-        Ok((pid, rx)) => {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(a) => a,
-                Err(_) => {
-                    // The reader thread has not reaped the child yet, so the PID
-                    // is still ours to kill.
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                    Answer::Failed(format!("no answer within {} ms", timeout.as_millis()))
-                }
-            }
-        }
-    }
-}
 
 /// A failed tmux call: "no server running" (or a refused connection) proves
 /// there are no sessions; anything else is an error.
