@@ -251,6 +251,17 @@ impl LockRecord {
             && self.pid_ns == other.pid_ns
     }
 
+    /// Whether `other` is the same claim: the same process
+    /// ([`LockRecord::same_process`]) for the same session on the same tmux
+    /// server. A holder that refreshed its own lock keeps it; one that handed
+    /// it to a tmux session (`claim --session S`) made a claim that outlives
+    /// it, which is not the original claimant's to release.
+    pub fn same_claim(&self, other: &LockRecord) -> bool {
+        self.same_process(other)
+            && self.session_id == other.session_id
+            && self.tmux_socket == other.tmux_socket
+    }
+
     /// Parses a lock file's bytes, with a precise reason when they are not a
     /// valid record. Unknown keys are ignored, as the Go tool does.
     pub fn parse(bytes: &[u8]) -> Result<LockRecord, CorruptReason> {

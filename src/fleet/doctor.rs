@@ -102,6 +102,7 @@ pub fn check(
                     local,
                     probes,
                 ));
+                out.extend(never_judged(&worker, key, fr, stored, probes));
                 continue;
             }
         };
@@ -157,12 +158,16 @@ fn missing_mirror(
     if !alive || !this_host(&fr.record, probes) || !worker.starts_with(&local.root) {
         return None;
     }
-    let mirror = local.locks.iter().find(|l| l.worker_dir == worker);
-    let seen = match mirror.and_then(|l| l.record.as_ref()) {
-        Some(rec) if rec.same_process(&fr.record) => return None,
+    // Read here, not taken from the scan: the scan may have skipped it
+    // (--skip, --max-depth, node_modules).
+    let Ok(mirror) = crate::lock::judge(worker, probes) else {
+        return None; // not checked out here, or unreadable (the scan says)
+    };
+    let seen = match &mirror.record {
+        Some(rec) if rec.same_claim(&fr.record) => return None,
         Some(rec) => format!("names pid {}", rec.pid),
-        None if worker.is_dir() => "is missing".to_string(),
-        None => return None, // not checked out here
+        None if mirror.state == State::Free => "is missing".to_string(),
+        None => format!("is {}", mirror.state.as_str()),
     };
     let message = format!(
         "fleet record {key} names pid {} here (fence {}), but the lock file {seen}: gt and file tools do not see its holder; not fixed: the holder is alive",
@@ -170,6 +175,38 @@ fn missing_mirror(
     );
     Some(Finding::other(
         FindingKind::Collision,
+        worker,
+        message,
+        false,
+    ))
+}
+
+/// A record nobody can ever clear but by hand: one without a lease (it
+/// never expires), or one naming this hostname without a boot id (not
+/// provably this host's, so never swept here).
+fn never_judged(
+    worker: &Path,
+    key: &str,
+    fr: &super::FleetRecord,
+    stored: &Stored,
+    probes: &Probes,
+) -> Option<Finding> {
+    let why = if stored.lease == 0 {
+        "hangs on no lease: it never expires"
+    } else if !this_host(&fr.record, probes)
+        && fr.record.hostname.as_deref() == Some(probes.host.hostname.as_str())
+    {
+        "names this host's name but not this boot: it cannot be judged here and is never swept"
+    } else {
+        return None;
+    };
+    let message = format!(
+        "fleet record {key} (pid {}) {why}; not fixed: if its holder is gone, agentlock release --force {}",
+        fr.record.pid,
+        worker.display()
+    );
+    Some(Finding::other(
+        FindingKind::Unverified,
         worker,
         message,
         false,

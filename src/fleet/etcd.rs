@@ -27,6 +27,8 @@ pub struct Stored {
     /// The value as stored (what a value that is not a record is moved
     /// aside with).
     pub value: Vec<u8>,
+    /// The lease the key hangs on (0: none; it never expires).
+    pub lease: i64,
 }
 
 impl Stored {
@@ -35,6 +37,7 @@ impl Stored {
             record: FleetRecord::parse(kv.value(), kv.mod_revision()),
             revision: kv.mod_revision(),
             value: kv.value().to_vec(),
+            lease: kv.lease(),
         }
     }
 }
@@ -117,11 +120,24 @@ impl Fleet {
         F: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         let n = self.clients.len();
-        let share = share(self.timeout.get(), n);
+        let limit = self.timeout.get();
+        let share = share(limit, n);
+        // The whole call stays within the limit, however many members there
+        // are: each gets its share of what is left.
+        let deadline = std::time::Instant::now() + limit;
         let mut last = None;
         for k in 0..n {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
             let i = (self.good.get() + k) % n;
-            match run(&self.rt, &self.spec, share, f(self.clients[i].clone())) {
+            match run(
+                &self.rt,
+                &self.spec,
+                share.min(left),
+                f(self.clients[i].clone()),
+            ) {
                 Ok(v) => {
                     self.good.set(i);
                     return Ok(v);

@@ -90,9 +90,8 @@ impl<'a> FleetHold<'a> {
         }
     }
 
-    /// Reads the lease's time left, asked at `asked`.
-    fn lease_left(&mut self, asked: Duration) -> Checked {
-        let limit = self.sure_until.saturating_sub(now()).max(MIN_WAIT);
+    /// Reads the lease's time left, asked at `asked`, within `limit`.
+    fn lease_left(&mut self, asked: Duration, limit: Duration) -> Checked {
         match self.fleet.within(limit, |f| f.lease_ttl(self.lease)) {
             Ok(left) if left > 0 => {
                 self.sure_until = asked + Duration::from_secs(left as u64).saturating_sub(MARGIN);
@@ -126,8 +125,9 @@ impl Hold for FleetHold<'_> {
         )? {
             FleetClaimOutcome::Done(c) => {
                 self.held = Some((c.record.clone(), c.fence));
-                // The lease lived when the claim used it.
-                let _ = self.lease_left(asked);
+                // Nothing is known of the lease's time yet: this read may
+                // take the store's whole time limit.
+                let _ = self.lease_left(asked, Duration::MAX);
                 Ok(Taken::Held {
                     fence: Some(c.fence),
                 })
@@ -186,7 +186,8 @@ impl FleetHold<'_> {
             Ok(Some(Stored { record: Ok(fr), .. }))
                 if fr.fence == fence && fr.record.pid == mine.pid =>
             {
-                self.lease_left(asked)
+                let limit = self.sure_until.saturating_sub(now()).max(MIN_WAIT);
+                self.lease_left(asked, limit)
             }
             Ok(Some(Stored { record: Ok(fr), .. })) => Checked::Lost(format!(
                 "taken over: pid {} on host {} holds it now (fence {}, ours was {fence})",

@@ -188,6 +188,16 @@ pub fn claim(
     lease: Option<i64>,
     probes: &Probes,
 ) -> Result<FleetClaimOutcome> {
+    // Without this boot's id the record could never be proven this host's:
+    // nobody could judge it stale, and it would be held until its lease ends.
+    if probes.host.boot_id.is_none() {
+        return Err(Error::io(
+            crate::probe::BOOT_ID,
+            std::io::Error::other(
+                "cannot be read: a fleet claim records it, so this host's keeper can judge the claim later",
+            ),
+        ));
+    }
     let local = match lock::claim(worker, me, opts.clone(), probes)? {
         ClaimOutcome::Done(c) => c,
         ClaimOutcome::Refused(j) => {

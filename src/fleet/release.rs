@@ -63,10 +63,10 @@ pub fn release(
     Ok(FleetReleaseOutcome::Done(Box::new(before)))
 }
 
-/// Removes what a claim wrote: the fleet record if it still names the
-/// process of `written` with `fence` (compare-and-delete on the revision
+/// Removes what a claim wrote: the fleet record if it still is the claim
+/// of `written` with `fence` (compare-and-delete on the revision
 /// read; the holder may have refreshed it), and the local lock file if it
-/// still names that process. A record that is gone or another holder's is
+/// still is that claim. A record that is gone or another holder's is
 /// left alone: the worker was lost, not released.
 pub fn release_written(
     fleet: &Fleet,
@@ -76,21 +76,30 @@ pub fn release_written(
     fence: i64,
     probes: &Probes,
 ) -> Result<()> {
-    let store = match fleet.get(key) {
-        Ok(Some(Stored {
-            record: Ok(fr),
-            revision,
-            ..
-        })) if fr.fence == fence && fr.record.same_process(written) => {
-            match fleet.delete(key, revision) {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(Error::LockChanging { path: key.into() }),
-                Err(e) => Err(e),
-            }
-        }
-        Ok(_) => Ok(()),
-        Err(e) => Err(e),
+    let ours = |s: &Stored| {
+        s.record
+            .as_ref()
+            .is_ok_and(|fr| fr.fence == fence && fr.record.same_claim(written))
     };
+    // Twice at most: this host's keeper may delete the record (its holder
+    // has exited) between the read and the compare-and-delete.
+    let mut store = Ok(());
+    for _ in 0..2 {
+        store = match fleet.get(key) {
+            Ok(Some(s)) if ours(&s) => match fleet.delete(key, s.revision) {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    store = Err(Error::LockChanging { path: key.into() });
+                    continue;
+                }
+                Err(e) => Err(e),
+            },
+            // Gone, or another's: nothing of ours to remove.
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        break;
+    }
     // The local file is this host's: released whatever the store said.
     let local = crate::run::release_file(worker, written, probes);
     store.and(local)

@@ -48,7 +48,7 @@ pub use claim::{
 pub use fs::{Found, Snapshot, Worker};
 pub use guard::Guard;
 pub(crate) use guard::Guarded;
-pub use release::{ReleaseAction, ReleaseOutcome, release, release_process, release_written};
+pub use release::{ReleaseAction, ReleaseOutcome, release, release_claim, release_written};
 
 use crate::error::Result;
 pub use crate::holder::{Asker, Claimant};

@@ -72,17 +72,15 @@ pub fn release_written(
     release_where(path.as_ref(), false, probes, &|rec| rec == written)
 }
 
-/// Removes the lock at `path` if it still names the process of `written`
-/// ([`LockRecord::same_process`]), even if that process rewrote it since
-/// (a refresh): what `run` does once its command has exited.
-pub fn release_process(
+/// Removes the lock at `path` if it still is the claim of `written`
+/// ([`LockRecord::same_claim`]), even if its process rewrote it since (a
+/// refresh): what `run` does once its command has exited.
+pub fn release_claim(
     path: impl AsRef<Path>,
     written: &LockRecord,
     probes: &Probes,
 ) -> Result<ReleaseOutcome> {
-    release_where(path.as_ref(), false, probes, &|rec| {
-        rec.same_process(written)
-    })
+    release_where(path.as_ref(), false, probes, &|rec| rec.same_claim(written))
 }
 
 fn release_where(

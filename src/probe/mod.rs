@@ -15,6 +15,9 @@ pub use tmux::{SessionProbe, TmuxQuery};
 
 use chrono::{DateTime, Utc};
 
+/// Where this boot's id is read.
+pub const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
 /// Whether a PID names a running process, as `kill(pid, 0)` and `/proc` say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Existence {
@@ -89,7 +92,7 @@ impl HostInfo {
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_default(),
             uid: nix::unistd::getuid().as_raw(),
-            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            boot_id: std::fs::read_to_string(BOOT_ID)
                 .ok()
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty()),

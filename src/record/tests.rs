@@ -183,4 +183,16 @@ fn same_process_needs_a_known_start_and_the_same_host_boot_and_namespace() {
         ..a.clone()
     };
     assert!(!unknown.same_process(&unknown.clone()));
+    // The same claim: also the same session on the same server.
+    let plain = LockRecord {
+        session_id: None,
+        ..a.clone()
+    };
+    assert!(plain.same_claim(&plain.clone()));
+    assert!(!plain.same_claim(&refreshed), "handed to a session");
+    let moved = LockRecord {
+        tmux_socket: Some("/s".into()),
+        ..plain.clone()
+    };
+    assert!(!plain.same_claim(&moved));
 }

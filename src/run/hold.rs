@@ -93,14 +93,14 @@ impl Hold for FileHold<'_> {
     }
 }
 
-/// Removes the lock file if it still names the process of `written` (the
-/// command may have refreshed its own claim).
+/// Removes the lock file if it still is the claim of `written` (the
+/// command may have refreshed it).
 pub(crate) fn release_file(
     worker: &Path,
     written: &crate::record::LockRecord,
     probes: &Probes,
 ) -> Result<()> {
-    match lock::release_process(worker, written, probes)? {
+    match lock::release_claim(worker, written, probes)? {
         lock::ReleaseOutcome::Done { .. } => Ok(()),
         lock::ReleaseOutcome::Refused(j) => Err(Error::NotReleased {
             path: j.worker_dir,

@@ -268,15 +268,41 @@ fn stop(child: Pid, tree: &mut Vec<(i32, u64)>, sig: Signal) {
     }
     let _ = nix::sys::signal::kill(child, sig);
     for &(pid, start) in tree.iter() {
-        let now = std::fs::read_to_string(format!("/proc/{pid}/stat"));
-        let same = now
-            .ok()
-            .as_deref()
-            .and_then(crate::probe::process::parse_stat)
-            .is_some_and(|s| s.start_time == start);
-        if same {
+        if still_runs(pid, start) {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
         }
+    }
+}
+
+/// Whether `pid` is still the process that started at `start`, and not a
+/// zombie.
+fn still_runs(pid: i32, start: u64) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+    stat.ok()
+        .as_deref()
+        .and_then(crate::probe::process::parse_stat)
+        .is_some_and(|s| s.start_time == start && s.state != 'Z')
+}
+
+/// Waits until every process of `tree` still alive (same start time, not a
+/// zombie) is gone, or SIGKILLs them at `kill_at`.
+fn outlived(tree: &[(i32, u64)], kill_at: Instant) {
+    loop {
+        let alive: Vec<i32> = tree
+            .iter()
+            .filter(|&&(pid, start)| still_runs(pid, start))
+            .map(|&(pid, _)| pid)
+            .collect();
+        if alive.is_empty() {
+            return;
+        }
+        if Instant::now() >= kill_at {
+            for pid in alive {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -306,6 +332,12 @@ fn watch(
             period.min(t.saturating_duration_since(Instant::now()))
         });
         if !matches!(exited.recv_timeout(wait), Err(Timeout)) {
+            // The command is gone; what it left of the tree told to stop
+            // still works in the worker: given until the SIGKILL, then
+            // killed, before the worker is released.
+            if let Some(at) = kill_at {
+                outlived(&tree, at);
+            }
             return why;
         }
         if why.is_none()

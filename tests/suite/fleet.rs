@@ -180,12 +180,20 @@ impl Host {
 
     /// `agentlock --store S --fleet-root ROOT ARGS` on this host.
     pub fn cmd(&self, args: &[&str]) -> std::process::Command {
+        self.cmd_after("", args)
+    }
+
+    /// [`Host::cmd`] in its own mount namespace too, after `setup` (shell).
+    pub fn cmd_after(&self, setup: &str, args: &[&str]) -> std::process::Command {
         let mut c = std::process::Command::new("unshare");
+        if !setup.is_empty() {
+            c.arg("--mount");
+        }
         c.args([
             "--uts",
             "sh",
             "-c",
-            "hostname \"$1\" && shift && exec \"$@\"",
+            &format!("hostname \"$1\" && shift && {setup} exec \"$@\""),
             "sh",
         ])
         .arg(self.name)

@@ -61,8 +61,17 @@ fn doctor_judges_the_store_against_the_lock_files() {
         ..dead.clone()
     };
     let clone_key = format!("{}/workers/clone", spec.prefix);
-    fleet.create(&clone_key, &unproven, None).unwrap();
+    let lease = fleet.grant(300).unwrap();
+    fleet.create(&clone_key, &unproven, Some(lease)).unwrap();
     let clone = a.worker("clone");
+    // Another host's record on no lease: it never expires.
+    let forever = LockRecord {
+        hostname: Some("host-z".into()),
+        ..unproven.clone()
+    };
+    let forever_key = format!("{}/workers/forever", spec.prefix);
+    fleet.create(&forever_key, &forever, None).unwrap();
+    a.worker("forever");
     etcdctl(
         &etcd,
         &["put", &format!("{}/workers/junk", spec.prefix), "{not json"],
@@ -103,18 +112,29 @@ fn doctor_judges_the_store_against_the_lock_files() {
             ("collision", "both"),
             ("collision", "gt"),
             ("corrupt", "junk"),
-            ("stale", "stale")
+            ("stale", "stale"),
+            ("unverified", "clone"),
+            ("unverified", "forever")
         ]),
         "{report:#}"
     );
     let msgs = report["findings"].to_string();
     assert!(msgs.contains("host-b"), "{msgs}");
+    assert!(
+        msgs.contains("not this boot") && msgs.contains("no lease"),
+        "{msgs}"
+    );
     let fixed = a.run(&["doctor", "--fix", "--json", &root]);
     assert_eq!(fixed.status.code(), Some(1), "collisions remain");
     let after = json(&fixed.stdout);
     assert_eq!(
         kinds(&after),
-        want(&[("collision", "both"), ("collision", "gt")]),
+        want(&[
+            ("collision", "both"),
+            ("collision", "gt"),
+            ("unverified", "clone"),
+            ("unverified", "forever")
+        ]),
         "{after:#}"
     );
     let actions: Vec<&str> = after["fixed"]
@@ -145,13 +165,18 @@ fn doctor_judges_the_store_against_the_lock_files() {
     let hm = sleeper();
     assert_eq!(a.claim("mirror", hm.pid()).status.code(), Some(0));
     std::fs::remove_file(lock_path(&a.worker("mirror"))).unwrap();
+    // One whose lock file is there, in a directory the scan skips: no
+    // finding (its lock file is read, not looked up in the scan).
+    assert_eq!(a.claim("node_modules/w6", hm.pid()).status.code(), Some(0));
     let again = json(&a.run(&["doctor", "--json", &root]).stdout);
     assert_eq!(
         kinds(&again),
         want(&[
             ("collision", "both"),
             ("collision", "gt"),
-            ("collision", "mirror")
+            ("collision", "mirror"),
+            ("unverified", "clone"),
+            ("unverified", "forever")
         ]),
         "{again:#}"
     );
@@ -295,4 +320,34 @@ fn a_claim_over_a_corrupt_value_keeps_it_aside() {
         aside.contains("/junk/corrupt/max@") && aside.contains("garbage"),
         "{aside}"
     );
+}
+
+/// A host whose boot id cannot be read refuses fleet claims: its records
+/// could never be proven its own, so nobody could ever judge them stale.
+#[test]
+fn a_host_without_a_boot_id_refuses_fleet_claims() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let a = Host::new(&sb, "host-a", &etcd.store("noboot"));
+    let w = a.worker("max");
+    let empty = sb.path().join("empty");
+    std::fs::write(&empty, "").unwrap();
+    let me = sleeper();
+    let hide = format!(
+        "mount --bind '{}' /proc/sys/kernel/random/boot_id &&",
+        empty.display()
+    );
+    let out = a
+        .cmd_after(
+            &hide,
+            &["claim", "--pid", &me.pid().to_string(), w.to_str().unwrap()],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("boot_id") && err.lines().count() == 1, "{err}");
+    assert!(!lock_path(&w).exists(), "nothing local either");
+    let seen = a.run(&["status", "--json", w.to_str().unwrap()]);
+    assert_eq!(entry(&seen.stdout)["state"], "free");
 }

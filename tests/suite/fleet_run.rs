@@ -311,3 +311,57 @@ fn a_command_that_ignores_sigterm_after_a_loss_is_killed() {
     // 128 + 9: SIGTERM was ignored, SIGKILL ended it.
     err.wait("exited with 137", Duration::from_secs(5));
 }
+
+/// A command that dies on SIGTERM but leaves a child that ignores it: the
+/// child is SIGKILLed [`agentlock::run::KILL_AFTER`] later, before run
+/// releases the worker and exits.
+#[test]
+fn an_orphan_that_ignores_sigterm_after_a_loss_is_killed() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let store = etcd.store("orphan");
+    let (a, b) = (
+        Host::new(&sb, "host-a", &store),
+        Host::new(&sb, "host-b", &store),
+    );
+    let w = a.worker("max");
+    let seen = sb.path().join("seen");
+    let script = format!(
+        r#"sh -c 'trap "" TERM; echo $$ > "{s}.tmp"; mv "{s}.tmp" "{s}"; exec sleep 600' & wait"#,
+        s = seen.display()
+    );
+    let mut run = a
+        .cmd(&["run", w.to_str().unwrap(), "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = Lines::of(run.stderr.take().unwrap());
+    wait_for("the child to start", Duration::from_secs(30), || {
+        seen.exists()
+    });
+    let orphan: i32 = std::fs::read_to_string(&seen)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _guard = Leftover(orphan, start_of(orphan));
+    wait_exec(orphan, "sleep");
+    let other = sleeper();
+    let wb = b.worker("max");
+    let forced = b.run(&[
+        "claim",
+        "--force",
+        "--pid",
+        &other.pid().to_string(),
+        wb.to_str().unwrap(),
+    ]);
+    assert_eq!(forced.status.code(), Some(0));
+    err.wait("worker lost", Duration::from_secs(30));
+    assert_eq!(wait_exit(&mut run, Duration::from_secs(60)), 76);
+    assert!(
+        !pid_alive(orphan),
+        "run exited with the orphan still running"
+    );
+    assert!(!lock_path(&w).exists(), "released once the orphan was gone");
+}

@@ -548,3 +548,29 @@ fn a_command_that_refreshes_its_own_claim_is_released() {
     );
     assert!(!lock_path(&w).exists(), "released");
 }
+
+/// Review: a command that hands its worker to a live tmux session
+/// (`claim --session S`) made a claim that outlives it: run leaves it.
+#[test]
+fn a_lock_handed_to_a_live_session_is_left_to_it() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let _tmux = sb.tmux("handoff", "agent");
+    let out = sb
+        .cmd()
+        .arg("run")
+        .arg(&w)
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "'{BIN}' claim -q \"$AGENTLOCK_WORKER\" --pid $$ --session agent && exit 0"
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(state_of(&sb, &w, &[]), "held-by-session");
+}
