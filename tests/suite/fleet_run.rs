@@ -286,27 +286,7 @@ fn a_command_that_ignores_sigterm_after_a_loss_is_killed() {
         r#"$SIG{{TERM}} = "IGNORE"; open my $f, ">", "{s}.tmp"; print $f "$$\n"; close $f; rename "{s}.tmp", "{s}"; sleep 1 while 1;"#,
         s = seen.display()
     );
-    let mut run = a
-        .cmd(&["run", w.to_str().unwrap(), "--", "perl", "-e", &script])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = Lines::of(run.stderr.take().unwrap());
-    wait_for("the command to start", Duration::from_secs(30), || {
-        seen.exists()
-    });
-    let other = sleeper();
-    let wb = b.worker("max");
-    let forced = b.run(&[
-        "claim",
-        "--force",
-        "--pid",
-        &other.pid().to_string(),
-        wb.to_str().unwrap(),
-    ]);
-    assert_eq!(forced.status.code(), Some(0));
-    err.wait("worker lost", Duration::from_secs(30));
+    let (mut run, mut err) = run_then_take_over(&a, &b, &w, &["perl", "-e", &script], &seen);
     assert_eq!(wait_exit(&mut run, Duration::from_secs(60)), 76);
     // 128 + 9: SIGTERM was ignored, SIGKILL ended it.
     err.wait("exited with 137", Duration::from_secs(5));
@@ -330,38 +310,42 @@ fn an_orphan_that_ignores_sigterm_after_a_loss_is_killed() {
         r#"sh -c 'trap "" TERM; echo $$ > "{s}.tmp"; mv "{s}.tmp" "{s}"; exec sleep 600' & wait"#,
         s = seen.display()
     );
-    let mut run = a
-        .cmd(&["run", w.to_str().unwrap(), "--", "sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = Lines::of(run.stderr.take().unwrap());
-    wait_for("the child to start", Duration::from_secs(30), || {
-        seen.exists()
-    });
+    let (mut run, _err) = run_then_take_over(&a, &b, &w, &["sh", "-c", &script], &seen);
     let orphan: i32 = std::fs::read_to_string(&seen)
         .unwrap()
         .trim()
         .parse()
         .unwrap();
     let _guard = Leftover(orphan, start_of(orphan));
-    wait_exec(orphan, "sleep");
-    let other = sleeper();
-    let wb = b.worker("max");
-    let forced = b.run(&[
-        "claim",
-        "--force",
-        "--pid",
-        &other.pid().to_string(),
-        wb.to_str().unwrap(),
-    ]);
-    assert_eq!(forced.status.code(), Some(0));
-    err.wait("worker lost", Duration::from_secs(30));
     assert_eq!(wait_exit(&mut run, Duration::from_secs(60)), 76);
     assert!(
         !pid_alive(orphan),
         "run exited with the orphan still running"
     );
     assert!(!lock_path(&w).exists(), "released once the orphan was gone");
+}
+
+/// Host `a` runs `argv` in `w` (stderr read line by line) until `seen`
+/// exists; then host `b` takes the worker over with `--force`, and run
+/// reports the loss.
+fn run_then_take_over(a: &Host, b: &Host, w: &Path, argv: &[&str], seen: &Path) -> (Child, Lines) {
+    let mut args = vec!["run", w.to_str().unwrap(), "--"];
+    args.extend(argv);
+    let mut run = a
+        .cmd(&args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = Lines::of(run.stderr.take().unwrap());
+    wait_for("the command to start", Duration::from_secs(30), || {
+        seen.exists()
+    });
+    let other = sleeper();
+    let wb = b.worker("max");
+    let pid = other.pid().to_string();
+    let forced = b.run(&["claim", "--force", "--pid", &pid, wb.to_str().unwrap()]);
+    assert_eq!(forced.status.code(), Some(0));
+    err.wait("worker lost", Duration::from_secs(30));
+    (run, err)
 }
