@@ -152,19 +152,21 @@ impl Hold for FleetHold<'_> {
         let Some((rec, fence)) = self.held.take() else {
             return Ok(());
         };
-        let (fleet, worker, key, probes) = (self.fleet, &self.worker, &self.key, self.probes);
-        let release = || ops::release_written(fleet, worker, key, &rec, fence, probes);
-        if !self.lost {
-            return release();
-        }
-        // Lost: the record is gone, another's, or ours on a store that did
-        // not answer. Then it waits for this host's keeper, which deletes it
-        // once the store answers (its holder is dead by then); the local
-        // file is released either way.
-        match fleet.within(LOST_RELEASE, |_| release()) {
-            Err(Error::Store { .. }) => crate::run::release_file(worker, &rec, probes),
-            other => other,
-        }
+        let (fleet, key) = (self.fleet, self.key.as_str());
+        let store = if self.lost {
+            // Lost: the record is gone, another's, or ours on a store that
+            // did not answer. Then it waits for this host's keeper, which
+            // deletes it once the store answers (its holder is dead by then).
+            match fleet.within(LOST_RELEASE, |f| ops::release_stored(f, key, &rec, fence)) {
+                Err(Error::Store { .. }) => Ok(()),
+                other => other,
+            }
+        } else {
+            ops::release_stored(fleet, key, &rec, fence)
+        };
+        // The local file is this host's: released whatever the store said.
+        let local = crate::run::release_file(&self.worker, &rec, self.probes);
+        store.and(local)
     }
 }
 

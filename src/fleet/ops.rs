@@ -13,7 +13,7 @@ use crate::record::LockRecord;
 use crate::verdict::{self, State};
 use std::path::{Path, PathBuf};
 
-pub use super::release::{FleetReleaseOutcome, release, release_written};
+pub use super::release::{FleetReleaseOutcome, release, release_stored};
 
 /// A worker judged on the fleet store.
 #[derive(Debug, Clone)]

@@ -63,19 +63,12 @@ pub fn release(
     Ok(FleetReleaseOutcome::Done(Box::new(before)))
 }
 
-/// Removes what a claim wrote: the fleet record if it still is the claim
-/// of `written` with `fence` (compare-and-delete on the revision
-/// read; the holder may have refreshed it), and the local lock file if it
-/// still is that claim. A record that is gone or another holder's is
-/// left alone: the worker was lost, not released.
-pub fn release_written(
-    fleet: &Fleet,
-    worker: &Path,
-    key: &str,
-    written: &LockRecord,
-    fence: i64,
-    probes: &Probes,
-) -> Result<()> {
+/// Removes the fleet record of a claim: if it still is the claim of
+/// `written` with `fence` (the holder may have refreshed it), by
+/// compare-and-delete on the revision read. A record that is gone or another
+/// holder's is left alone: the worker was lost, not released. (The local
+/// lock file is the caller's: [`crate::run::FileHold`]'s rule.)
+pub fn release_stored(fleet: &Fleet, key: &str, written: &LockRecord, fence: i64) -> Result<()> {
     let ours = |s: &Stored| {
         s.record
             .as_ref()
@@ -83,24 +76,16 @@ pub fn release_written(
     };
     // Twice at most: this host's keeper may delete the record (its holder
     // has exited) between the read and the compare-and-delete.
-    let mut store = Ok(());
     for _ in 0..2 {
-        store = match fleet.get(key) {
-            Ok(Some(s)) if ours(&s) => match fleet.delete(key, s.revision) {
-                Ok(true) => Ok(()),
-                Ok(false) => {
-                    store = Err(Error::LockChanging { path: key.into() });
-                    continue;
+        match fleet.get(key)? {
+            Some(s) if ours(&s) => {
+                if fleet.delete(key, s.revision)? {
+                    return Ok(());
                 }
-                Err(e) => Err(e),
-            },
+            }
             // Gone, or another's: nothing of ours to remove.
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
-        };
-        break;
+            _ => return Ok(()),
+        }
     }
-    // The local file is this host's: released whatever the store said.
-    let local = crate::run::release_file(worker, written, probes);
-    store.and(local)
+    Err(Error::LockChanging { path: key.into() })
 }

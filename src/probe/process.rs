@@ -62,8 +62,7 @@ impl ProcessProbe for LiveProcesses {
     }
 
     fn start_time(&self, pid: i32) -> Option<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let seen = parse_stat(&stat)?.start_time as i128;
+        let seen = stat_of(pid)?.start_time as i128;
         // /proc shows start times shifted by the reader's time namespace
         // offset: undo it, so every namespace records and compares the same.
         u64::try_from(seen - own_boottime_offset_ticks()).ok()
@@ -134,8 +133,19 @@ pub(crate) fn own_boottime_offset_ticks() -> i128 {
 }
 
 fn proc_state(pid: i32) -> Option<char> {
+    stat_of(pid).map(|s| s.state)
+}
+
+/// `/proc/<pid>/stat`, read and parsed (start time as shown to this reader).
+pub fn stat_of(pid: i32) -> Option<Stat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&stat).map(|s| s.state)
+    parse_stat(&stat)
+}
+
+/// Whether `pid` is still the process whose [`stat_of`] start time was
+/// `start`, and not a zombie.
+pub fn still_runs(pid: i32, start: u64) -> bool {
+    stat_of(pid).is_some_and(|s| s.start_time == start && s.state != 'Z')
 }
 
 /// The fields of `/proc/<pid>/stat` this tool needs.
@@ -163,15 +173,15 @@ pub fn parse_stat(stat: &str) -> Option<Stat> {
 }
 
 /// Every process descending from `root` now (its children, theirs, …),
-/// each with its start time, from one pass over `/proc`; not `root` itself.
+/// each with its [`stat_of`] start time (for [`still_runs`]), from one pass
+/// over `/proc`; not `root` itself.
 pub fn descendants(root: i32) -> Vec<(i32, u64)> {
     let mut children: std::collections::HashMap<i32, Vec<(i32, u64)>> = Default::default();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
-        if let Some(s) = stat.ok().as_deref().and_then(parse_stat) {
+        if let Some(s) = stat_of(pid) {
             children
                 .entry(s.ppid)
                 .or_default()
@@ -190,8 +200,7 @@ pub fn descendants(root: i32) -> Vec<(i32, u64)> {
 
 /// Parent of `pid`, from `/proc`.
 pub fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&stat).map(|s| s.ppid)
+    stat_of(pid).map(|s| s.ppid)
 }
 
 /// Whether `pid` is a command substitution of its parent: the same

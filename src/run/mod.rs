@@ -268,20 +268,10 @@ fn stop(child: Pid, tree: &mut Vec<(i32, u64)>, sig: Signal) {
     }
     let _ = nix::sys::signal::kill(child, sig);
     for &(pid, start) in tree.iter() {
-        if still_runs(pid, start) {
+        if crate::probe::process::still_runs(pid, start) {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
         }
     }
-}
-
-/// Whether `pid` is still the process that started at `start`, and not a
-/// zombie.
-fn still_runs(pid: i32, start: u64) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
-    stat.ok()
-        .as_deref()
-        .and_then(crate::probe::process::parse_stat)
-        .is_some_and(|s| s.start_time == start && s.state != 'Z')
 }
 
 /// Waits until every process of `tree` still alive (same start time, not a
@@ -290,7 +280,7 @@ fn outlived(tree: &[(i32, u64)], kill_at: Instant) {
     loop {
         let alive: Vec<i32> = tree
             .iter()
-            .filter(|&&(pid, start)| still_runs(pid, start))
+            .filter(|&&(pid, start)| crate::probe::process::still_runs(pid, start))
             .map(|&(pid, _)| pid)
             .collect();
         if alive.is_empty() {
