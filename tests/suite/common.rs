@@ -582,6 +582,21 @@ pub fn hold_guard(w: &Path) -> Group {
 
 /// A private etcd member on free loopback ports with a temp data dir,
 /// killed by its PID on drop.
+/// `etcdctl --endpoints ENDPOINT ARGS` (v3 API, 2 s per command): its
+/// stdout if it succeeded.
+#[cfg(feature = "etcd")]
+pub fn etcdctl(endpoint: &str, args: &[&str]) -> Option<Vec<u8>> {
+    let out = std::process::Command::new("etcdctl")
+        .args(["--endpoints", endpoint, "--command-timeout=2s"])
+        .args(args)
+        .env("ETCDCTL_API", "3")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status.success().then_some(out.stdout)
+}
+
 #[cfg(feature = "etcd")]
 pub struct Etcd {
     child: Child,
@@ -628,19 +643,7 @@ impl Etcd {
             _data: data,
         };
         wait_for("etcd to answer", Duration::from_secs(60), || {
-            std::process::Command::new("etcdctl")
-                .args([
-                    "--endpoints",
-                    &e.endpoint,
-                    "--command-timeout=2s",
-                    "get",
-                    "x",
-                ])
-                .env("ETCDCTL_API", "3")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
+            etcdctl(&e.endpoint, &["get", "x"]).is_some()
         });
         e
     }
@@ -729,22 +732,9 @@ impl EtcdCluster {
             _data: data,
         };
         wait_for("the cluster to answer", Duration::from_secs(60), || {
-            c.endpoints.iter().all(|e| {
-                std::process::Command::new("etcdctl")
-                    .args([
-                        "--endpoints",
-                        e,
-                        "--command-timeout=2s",
-                        "put",
-                        "ready",
-                        "1",
-                    ])
-                    .env("ETCDCTL_API", "3")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-            })
+            c.endpoints
+                .iter()
+                .all(|e| etcdctl(e, &["put", "ready", "1"]).is_some())
         });
         c
     }
@@ -774,14 +764,8 @@ impl EtcdCluster {
         wait_for("a leader", Duration::from_secs(60), || {
             found = self.endpoints.iter().enumerate().find_map(|(i, e)| {
                 self.members[i].as_ref()?;
-                let out = std::process::Command::new("etcdctl")
-                    .args(["--endpoints", e, "--command-timeout=2s"])
-                    .args(["endpoint", "status", "-w", "json"])
-                    .env("ETCDCTL_API", "3")
-                    .stderr(Stdio::null())
-                    .output()
-                    .ok()?;
-                let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+                let out = etcdctl(e, &["endpoint", "status", "-w", "json"])?;
+                let v: serde_json::Value = serde_json::from_slice(&out).ok()?;
                 let status = &v.get(0)?["Status"];
                 let me = status["header"]["member_id"].as_u64()?;
                 (me == status["leader"].as_u64()?).then_some(i)

@@ -172,6 +172,14 @@ impl Host {
         h
     }
 
+    /// Hosts `host-a` and `host-b` on one store.
+    pub fn pair(sb: &Sandbox, store: &str) -> (Host, Host) {
+        (
+            Host::new(sb, "host-a", store),
+            Host::new(sb, "host-b", store),
+        )
+    }
+
     pub fn worker(&self, rel: &str) -> std::path::PathBuf {
         let w = self.root.join(rel);
         std::fs::create_dir_all(&w).unwrap();
@@ -263,10 +271,7 @@ fn another_hosts_claim_is_held_until_its_keeper_proves_it_stale() {
     let etcd = Etcd::start();
     let sb = Sandbox::new();
     let store = etcd.store("hosts");
-    let (a, b) = (
-        Host::new(&sb, "host-a", &store),
-        Host::new(&sb, "host-b", &store),
-    );
+    let (a, b) = Host::pair(&sb, &store);
     let holder = sleeper();
     let won = a.claim("rig/max", holder.pid());
     assert_eq!(
@@ -325,10 +330,7 @@ fn a_dead_hosts_workers_are_free_after_its_lease_expires() {
     let etcd = Etcd::start();
     let sb = Sandbox::new();
     let store = etcd.store("death");
-    let (a, b) = (
-        Host::new(&sb, "host-a", &store),
-        Host::new(&sb, "host-b", &store),
-    );
+    let (a, b) = Host::pair(&sb, &store);
     let holder = sleeper();
     let won = a.claim("max", holder.pid());
     assert_eq!(won.status.code(), Some(0));
@@ -599,10 +601,7 @@ fn a_refused_fleet_claim_keeps_the_holders_own_local_lock() {
     let etcd = Etcd::start();
     let sb = Sandbox::new();
     let store = etcd.store("keep");
-    let (a, b) = (
-        Host::new(&sb, "host-a", &store),
-        Host::new(&sb, "host-b", &store),
-    );
+    let (a, b) = Host::pair(&sb, &store);
     let hb = sleeper();
     assert_eq!(b.claim("toast", hb.pid()).status.code(), Some(0));
     let ha = sleeper();

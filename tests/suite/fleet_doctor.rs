@@ -13,18 +13,8 @@ fn lock_of(host: &str, pid: i32) -> String {
 }
 
 fn etcdctl(etcd: &Etcd, args: &[&str]) -> String {
-    let out = std::process::Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args(["--endpoints", &etcd.endpoint])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let out = crate::common::etcdctl(&etcd.endpoint, args);
+    String::from_utf8_lossy(&out.unwrap_or_else(|| panic!("etcdctl {args:?} failed"))).into_owned()
 }
 
 /// doctor on host A: A's own record of a dead holder is `stale` (fixed by
@@ -37,10 +27,7 @@ fn doctor_judges_the_store_against_the_lock_files() {
     let etcd = Etcd::start();
     let sb = Sandbox::new();
     let store = etcd.store("doc");
-    let (a, b) = (
-        Host::new(&sb, "host-a", &store),
-        Host::new(&sb, "host-b", &store),
-    );
+    let (a, b) = Host::pair(&sb, &store);
     let spec = StoreSpec::parse(&store).unwrap();
     let fleet = Fleet::connect(&spec, Duration::from_secs(5)).unwrap();
     // A's record of a dead holder, on no lease (no keeper runs for A).
@@ -194,10 +181,7 @@ fn first_free_and_list_root_on_the_store() {
     let etcd = Etcd::start();
     let sb = Sandbox::new();
     let store = etcd.store("pool");
-    let (a, b) = (
-        Host::new(&sb, "host-a", &store),
-        Host::new(&sb, "host-b", &store),
-    );
+    let (a, b) = Host::pair(&sb, &store);
     let hb = sleeper();
     assert_eq!(b.claim("pool/p1", hb.pid()).status.code(), Some(0));
     let me = sleeper();

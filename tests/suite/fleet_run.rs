@@ -128,10 +128,7 @@ fn a_run_whose_lease_expires_stops_its_command() {
     let etcd = Etcd::start();
     let sb = Sandbox::new();
     let store = etcd.store("partition");
-    let (a, b) = (
-        Host::new(&sb, "host-a", &store),
-        Host::new(&sb, "host-b", &store),
-    );
+    let (a, b) = Host::pair(&sb, &store);
     let w = a.worker("max");
     let (seen, go) = (sb.path().join("seen"), sb.path().join("go"));
     let (mut run, mut err, sleep) = start_run(&a, &w, &seen, &go, &[]);
@@ -184,10 +181,7 @@ fn a_run_taken_over_with_on_lost_warn_only_warns() {
     let etcd = Etcd::start();
     let sb = Sandbox::new();
     let store = etcd.store("takeover");
-    let (a, b) = (
-        Host::new(&sb, "host-a", &store),
-        Host::new(&sb, "host-b", &store),
-    );
+    let (a, b) = Host::pair(&sb, &store);
     let w = a.worker("max");
     let (seen, go) = (sb.path().join("seen"), sb.path().join("go"));
     let (mut run, mut err, _sleep) = start_run(&a, &w, &seen, &go, &["--on-lost", "warn"]);
@@ -276,10 +270,7 @@ fn a_command_that_ignores_sigterm_after_a_loss_is_killed() {
     let etcd = Etcd::start();
     let sb = Sandbox::new();
     let store = etcd.store("stubborn");
-    let (a, b) = (
-        Host::new(&sb, "host-a", &store),
-        Host::new(&sb, "host-b", &store),
-    );
+    let (a, b) = Host::pair(&sb, &store);
     let w = a.worker("max");
     let seen = sb.path().join("seen");
     let script = format!(
@@ -300,10 +291,7 @@ fn an_orphan_that_ignores_sigterm_after_a_loss_is_killed() {
     let etcd = Etcd::start();
     let sb = Sandbox::new();
     let store = etcd.store("orphan");
-    let (a, b) = (
-        Host::new(&sb, "host-a", &store),
-        Host::new(&sb, "host-b", &store),
-    );
+    let (a, b) = Host::pair(&sb, &store);
     let w = a.worker("max");
     let seen = sb.path().join("seen");
     let script = format!(
