@@ -123,7 +123,10 @@ pub fn keeper_pid(spec: &StoreSpec) -> Option<i32> {
 }
 
 /// The lease of this host's keeper for `spec`, starting the keeper (in the
-/// background, detached) when none runs.
+/// background, detached) when none runs. Either way the store is asked
+/// first, within the time limit: an unreachable store is an error here,
+/// before a caller touches anything local (and before a keeper is started
+/// that could only wait for it).
 pub fn ensure(
     spec: &StoreSpec,
     store: &str,
@@ -134,6 +137,7 @@ pub fn ensure(
     if let Some(id) = running_lease(spec, fleet)? {
         return Ok(id);
     }
+    fleet.get(&spec.prefix)?;
     let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
     let mut cmd = std::process::Command::new(&exe);
     cmd.args(["keeper", "--foreground", "--store", store, "--lease-ttl"])

@@ -20,7 +20,6 @@ pub(super) fn run(
 ) -> Result<ExitCode, Failure> {
     let (worker, key) = locate(&store.spec, store.root()?, &a.worker)?;
     // An unreachable store fails here, before anything is forked.
-    fleet.get(&key)?;
     let lease = keeper::ensure(&store.spec, &store.raw, store.ttl, store.timeout, fleet)?;
     let probes = ctx.probes.probes();
     let mut hold =

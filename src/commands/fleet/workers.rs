@@ -67,7 +67,6 @@ pub(super) fn claim(
     let (worker, key) = locate(&store.spec, store.root()?, worker)?;
     let worker = &worker;
     // An unreachable store fails here, before anything local is touched.
-    fleet.get(&key)?;
     let lease = keeper::ensure(&store.spec, &store.raw, store.ttl, store.timeout, fleet)?;
     let opts = ClaimOptions {
         force: a.force,
@@ -107,7 +106,6 @@ pub(super) fn first_free(
 ) -> Result<ExitCode, Failure> {
     let (me, warnings) = claimant_of(ctx, a.holder, out)?;
     // An unreachable store fails here, before anything local is touched.
-    fleet.get(&store.spec.prefix)?;
     let lease = keeper::ensure(&store.spec, &store.raw, store.ttl, store.timeout, fleet)?;
     let probes = ctx.probes.probes();
     let ff = ops::claim_first_free(fleet, store.root()?, &a.workers, &me, Some(lease), &probes);
