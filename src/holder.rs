@@ -129,9 +129,21 @@ fn is_ancestor_of(rec: &LockRecord, pid: i32, probes: &Probes) -> bool {
         && verdict::pid_status(rec, &probes.host, probes.procs) == PidStatus::Alive
 }
 
-/// The predicate: does `asker` hold the lock `rec` (SPEC §2a)?
-pub fn holds(rec: &LockRecord, asker: &Asker, scope: Scope, probes: &Probes) -> bool {
+/// The predicate: does `asker` hold the lock `rec`? `file_uid` is the owner
+/// of the lock file (`None` for a fleet value): a lock that does not speak
+/// for its file's owner ([`crate::trust::speaker`]) is nobody's.
+pub fn holds(
+    rec: &LockRecord,
+    file_uid: Option<u32>,
+    asker: &Asker,
+    scope: Scope,
+    probes: &Probes,
+) -> bool {
     if verdict::foreign(rec, &probes.host).is_some() {
+        return false;
+    }
+    let alive = verdict::pid_status(rec, &probes.host, probes.procs) == PidStatus::Alive;
+    if crate::trust::speaker(rec, file_uid, alive, probes.procs).is_err() {
         return false;
     }
     let recorded = rec.session_id.as_deref();
@@ -243,7 +255,7 @@ mod tests {
             procs: &procs,
             sessions: &sessions,
         };
-        holds(r, a, scope, &probes)
+        holds(r, None, a, scope, &probes)
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`record`]: the lock file format.
 //! - [`probe`]: processes, tmux servers, this host.
 //! - [`verdict`]: the seven states and their reasons.
+//! - [`trust`]: whom a lock speaks for, and outside strings made safe to print.
 //! - [`holder`]: holder identity, the one "is this lock mine?" predicate.
 //! - [`lock`]: guarded, atomic claim / release / inspect on one worker.
 //! - [`run`]: holding a worker for a command's lifetime.
@@ -36,6 +37,7 @@ pub mod probe;
 pub mod record;
 pub mod run;
 pub mod scan;
+pub mod trust;
 pub mod verdict;
 
 pub use error::{Error, Result};

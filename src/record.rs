@@ -2,7 +2,7 @@
 //!
 //! The first four keys (`pid`, `acquired_at`, `session_id`, `hostname`) are the
 //! Go tool's (`gt`, gastown `internal/lock.LockInfo`) and keep its meaning;
-//! `pid_start`, `boot_id`, `uid`, `tmux_socket` and `pid_ns` are ours and the
+//! `pid_start`, `boot_id`, `uid`, `tmux_socket`, `pid_ns` and `mnt_ns` are ours and the
 //! Go tool ignores them.
 //!
 //! ```
@@ -64,6 +64,10 @@ pub struct LockRecord {
     /// nothing outside it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid_ns: Option<u64>,
+    /// Inode of the claimer's mount namespace (`/proc/self/ns/mnt`): a socket
+    /// path means nothing outside it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mnt_ns: Option<u64>,
 }
 
 fn is_blank(s: &Option<String>) -> bool {
@@ -333,6 +337,7 @@ impl LockRecord {
             uid: opt_uint(&obj, "uid", "a 32-bit user id")?,
             tmux_socket: opt_string(&obj, "tmux_socket")?.filter(|s| !s.is_empty()),
             pid_ns: opt_uint(&obj, "pid_ns", "a non-negative integer")?,
+            mnt_ns: opt_uint(&obj, "mnt_ns", "a non-negative integer")?,
         })
     }
 

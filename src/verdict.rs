@@ -170,28 +170,43 @@ pub fn pid_status(rec: &LockRecord, host: &HostInfo, procs: &dyn ProcessProbe) -
     }
 }
 
-/// Whose tmux servers hold the recorded session: the lock's `uid`, else the
-/// owner of the lock file (the Go tool records no uid).
+/// Whose tmux servers hold the recorded session: `speaker`'s, the user the
+/// lock speaks for ([`crate::trust::speaker`]). A recorded server is asked,
+/// but only its owner's answer can prove the session gone; and from another
+/// mount namespace than the recorder's (a sandbox's private `/tmp`), tmux
+/// servers seen here prove nothing absent.
 fn session_status(
     rec: &LockRecord,
     id: &str,
-    file_uid: Option<u32>,
+    speaker: Option<u32>,
     host: &HostInfo,
     sessions: &dyn SessionProbe,
 ) -> SessionStatus {
-    if let Some(socket) = rec.tmux_socket.as_deref() {
-        return sessions.session_status(id, Some(Path::new(socket)));
-    }
-    match rec.uid.or(file_uid) {
-        Some(uid) if uid != host.uid => SessionStatus::Unknown(format!(
-            "the lock belongs to uid {uid} and records no tmux server; that user's servers cannot be queried with certainty"
-        )),
-        _ => sessions.session_status(id, None),
+    let status = if let Some(socket) = rec.tmux_socket.as_deref() {
+        sessions.session_status(id, Some(Path::new(socket)), speaker)
+    } else {
+        match speaker {
+            Some(uid) if uid != host.uid => {
+                return SessionStatus::Unknown(format!(
+                    "the lock belongs to uid {uid} and records no tmux server; that user's servers cannot be queried with certainty"
+                ));
+            }
+            _ => sessions.session_status(id, None, speaker),
+        }
+    };
+    match (status, rec.mnt_ns, host.mnt_ns) {
+        (SessionStatus::Gone, Some(theirs), Some(ours)) if theirs != ours => {
+            SessionStatus::Unknown(format!(
+                "recorded in mount namespace {theirs}, this is {ours}: its tmux server may not be visible from here"
+            ))
+        }
+        (status, _, _) => status,
     }
 }
 
 /// Judges a valid record with the given probes. `file_uid` is the owner of
-/// the lock file, standing in for a `uid` the record lacks.
+/// the lock file (`None` for a fleet value): the lock speaks only for that
+/// user ([`crate::trust::speaker`]).
 pub fn judge(
     rec: &LockRecord,
     file_uid: Option<u32>,
@@ -208,10 +223,25 @@ pub fn judge(
         };
     }
     let pid = pid_status(rec, host, procs);
+    let speaker = match crate::trust::speaker(rec, file_uid, pid == PidStatus::Alive, procs) {
+        Ok(speaker) => speaker,
+        Err(reason) => {
+            return Verdict {
+                state: State::Unverified,
+                reason,
+                pid_alive: match pid {
+                    PidStatus::Alive => Some(true),
+                    PidStatus::Dead(_) => Some(false),
+                    PidStatus::Unknown(_) => None,
+                },
+                session_alive: None,
+            };
+        }
+    };
     let session = rec.session_id.as_deref().map(|id| {
         (
             describe_session(id),
-            session_status(rec, id, file_uid, host, sessions),
+            session_status(rec, id, speaker, host, sessions),
         )
     });
     judge_statuses(rec.pid, pid, session)

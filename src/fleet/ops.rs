@@ -59,6 +59,7 @@ pub fn judge_stored(
             record: Some(rec.clone()),
             pid_alive: v.pid_alive,
             session_alive: v.session_alive,
+            owner: rec.uid,
             ..at(v.state, v.reason)
         }
     } else {
@@ -250,7 +251,15 @@ fn claim_store(
     };
     let before = judge_stored(worker, key, Some(&stored), probes);
     let previous = stored.record.as_ref().ok();
-    let mine = previous.is_some_and(|p| holds(&p.record, &Asker::from(me), Scope::Claim, probes));
+    let mine = previous.is_some_and(|p| {
+        holds(
+            &p.record,
+            p.record.uid,
+            &Asker::from(me),
+            Scope::Claim,
+            probes,
+        )
+    });
     let (action, keep_fence) = match before.judgement.state {
         _ if mine && opts.only_free => return Ok(refused(before, "already yours")),
         _ if mine => (ClaimAction::Refreshed, previous.map(|p| p.fence)),

@@ -31,7 +31,7 @@ pub fn release(
     let before = judge(fleet, worker, key, probes)?;
     let stored_record = before.judgement.record.clone();
     if let Some(rec) = &stored_record {
-        if !force && !holds(rec, who, Scope::ActFor, probes) {
+        if !force && !holds(rec, rec.uid, who, Scope::ActFor, probes) {
             return Ok(FleetReleaseOutcome::Refused(Box::new(before)));
         }
         if !fleet.delete(key, before.revision)? {

@@ -1,7 +1,7 @@
 //! `claim` and `claim --first-free`: judge under the guard, then publish,
 //! refresh, replace or refuse.
 
-use super::fs::{Found, Worker};
+use super::fs::{Found, Snapshot, Worker};
 use super::guard::Guarded;
 use super::signal::signal_previous;
 use super::{Judgement, judge_found};
@@ -126,6 +126,7 @@ fn record_for(
         uid: Some(probes.procs.owner_uid(me.pid).unwrap_or(host.uid)),
         tmux_socket: socket,
         pid_ns: host.pid_ns,
+        mnt_ns: host.mnt_ns,
     }
 }
 
@@ -177,10 +178,12 @@ fn claim_as(
     }
     let mut moved_aside = None;
     let mut signal = None;
-    let mine = |rec: &LockRecord| holds(rec, &Asker::from(me), Scope::Claim, probes);
+    let mine = |rec: &LockRecord, snap: &Snapshot| {
+        holds(rec, Some(snap.uid), &Asker::from(me), Scope::Claim, probes)
+    };
     let action = match &found {
         Found::Absent => ClaimAction::Claimed,
-        Found::Record(rec, _) if mine(rec) => {
+        Found::Record(rec, snap) if mine(rec, snap) => {
             if opts.only_free {
                 before.reason = format!("already yours: {}", before.reason);
                 return Ok(ClaimOutcome::Refused(Box::new(before)));
@@ -204,9 +207,9 @@ fn claim_as(
             ClaimAction::ReplacedCorrupt
         }
         Found::Record(..) if before.state == State::Stale => ClaimAction::ReplacedStale,
-        Found::Record(rec, _) if opts.force => {
+        Found::Record(rec, snap) if opts.force => {
             if opts.signal_other {
-                signal = Some(signal_previous(rec, probes));
+                signal = Some(signal_previous(rec, Some(snap.uid), probes));
             }
             ClaimAction::TookOver
         }

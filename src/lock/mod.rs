@@ -90,6 +90,9 @@ pub struct Judgement {
     pub pid_alive: Option<bool>,
     /// Whether the recorded session is alive: `None` when none is recorded or it cannot be told.
     pub session_alive: Option<bool>,
+    /// Owner of the lock file: the only user the lock speaks for (a fleet
+    /// value's recorded uid). `None` when there is no valid record.
+    pub owner: Option<u32>,
 }
 
 /// Where an asker stands with a judged worker: what `check` answers.
@@ -107,10 +110,9 @@ impl Judgement {
     /// Where `asker` stands with this worker, by the one holder predicate
     /// ([`crate::holder::holds`], acting-for scope).
     pub fn standing(&self, asker: &Asker, probes: &Probes) -> Standing {
-        let yours = self
-            .record
-            .as_ref()
-            .is_some_and(|r| crate::holder::holds(r, asker, crate::holder::Scope::ActFor, probes));
+        let yours = self.record.as_ref().is_some_and(|r| {
+            crate::holder::holds(r, self.owner, asker, crate::holder::Scope::ActFor, probes)
+        });
         if yours {
             Standing::Yours
         } else if self.state.claimable() {
@@ -134,6 +136,7 @@ impl Judgement {
             record: None,
             pid_alive: None,
             session_alive: None,
+            owner: None,
         }
     }
 }
@@ -162,6 +165,7 @@ pub fn judge_found(
                 record: Some(rec.clone()),
                 pid_alive: v.pid_alive,
                 session_alive: v.session_alive,
+                owner: Some(snap.uid),
                 ..at(v.state, v.reason)
             }
         }

@@ -56,8 +56,8 @@ pub fn release(
     force: bool,
     probes: &Probes,
 ) -> Result<ReleaseOutcome> {
-    release_where(path.as_ref(), force, probes, &|rec| {
-        holds(rec, who, Scope::ActFor, probes)
+    release_where(path.as_ref(), force, probes, &|rec, owner| {
+        holds(rec, owner, who, Scope::ActFor, probes)
     })
 }
 
@@ -69,7 +69,7 @@ pub fn release_written(
     written: &LockRecord,
     probes: &Probes,
 ) -> Result<ReleaseOutcome> {
-    release_where(path.as_ref(), false, probes, &|rec| rec == written)
+    release_where(path.as_ref(), false, probes, &|rec, _| rec == written)
 }
 
 /// Removes the lock at `path` if it still is the claim of `written`
@@ -80,14 +80,16 @@ pub fn release_claim(
     written: &LockRecord,
     probes: &Probes,
 ) -> Result<ReleaseOutcome> {
-    release_where(path.as_ref(), false, probes, &|rec| rec.same_claim(written))
+    release_where(path.as_ref(), false, probes, &|rec, _| {
+        rec.same_claim(written)
+    })
 }
 
 fn release_where(
     path: &Path,
     force: bool,
     probes: &Probes,
-    is_mine: &dyn Fn(&LockRecord) -> bool,
+    is_mine: &dyn Fn(&LockRecord, Option<u32>) -> bool,
 ) -> Result<ReleaseOutcome> {
     let worker = Worker::open(path)?;
     // A worker without .runtime is free: nothing to create, nothing to guard.
@@ -132,7 +134,7 @@ fn release_where(
                 }
             }
             Found::Record(rec, snap) => {
-                if !force && !is_mine(rec) {
+                if !force && !is_mine(rec, Some(snap.uid)) {
                     return Ok(ReleaseOutcome::Refused(before));
                 }
                 if g.remove_if_unchanged(snap)? {

@@ -6,12 +6,28 @@ use crate::probe::{Existence, Probes};
 use crate::record::LockRecord;
 use crate::verdict;
 
-/// Why `--signal-other` must not signal `pid`, if it must not: PID 1, this
-/// process or any of its ancestors, a tmux server, a process of another user,
-/// one on another host or PID namespace, or one not proven to be the process
-/// that claimed.
-fn refuse_signal(rec: &LockRecord, probes: &Probes) -> Option<String> {
+/// Why `--signal-other` must not signal `pid`, if it must not: a lock whose
+/// file owner or recorded uid is not the caller (a lock speaks only for its
+/// writer, and may be forged), PID 1, this process or any of its ancestors,
+/// a tmux server, a process of another user, one on another host or PID
+/// namespace, or one not proven to be the process that claimed.
+fn refuse_signal(rec: &LockRecord, file_uid: Option<u32>, probes: &Probes) -> Option<String> {
     let pid = rec.pid;
+    let me = probes.host.uid;
+    match file_uid {
+        Some(owner) if owner == me => {}
+        Some(owner) => {
+            return Some(format!(
+                "the lock file belongs to uid {owner}, not {me}: only your own locks name processes you may signal"
+            ));
+        }
+        None => return Some("the lock file's owner is not known".into()),
+    }
+    match rec.uid {
+        Some(uid) if uid == me => {}
+        Some(uid) => return Some(format!("the lock names uid {uid}, not {me}")),
+        None => return Some("the lock records no uid, so its holder's user is not proven".into()),
+    }
     if let Some(why) = verdict::foreign(rec, &probes.host) {
         return Some(why);
     }
@@ -54,9 +70,9 @@ fn refuse_signal(rec: &LockRecord, probes: &Probes) -> Option<String> {
 
 /// `--signal-other`: SIGTERM the previous holder when [`refuse_signal`] finds
 /// no reason not to. Returns the one-line outcome.
-pub(super) fn signal_previous(rec: &LockRecord, probes: &Probes) -> String {
+pub(super) fn signal_previous(rec: &LockRecord, file_uid: Option<u32>, probes: &Probes) -> String {
     let pid = rec.pid;
-    if let Some(why) = refuse_signal(rec, probes) {
+    if let Some(why) = refuse_signal(rec, file_uid, probes) {
         return format!("did not signal pid {pid}: {why}");
     }
     match nix::sys::signal::kill(
@@ -84,6 +100,7 @@ mod tests {
             hostname: Some("here".into()),
             pid_ns: Some(7),
             pid_start: Some(555),
+            uid: Some(1000),
             ..LockRecord::default()
         }
     }
@@ -113,13 +130,21 @@ mod tests {
     }
 
     fn refusal(rec: &LockRecord, procs: &MockProcessProbe) -> Option<String> {
+        refusal_of_file(rec, Some(1000), procs)
+    }
+
+    fn refusal_of_file(
+        rec: &LockRecord,
+        file_uid: Option<u32>,
+        procs: &MockProcessProbe,
+    ) -> Option<String> {
         let sessions = MockSessionProbe::new();
         let probes = Probes {
             host: host(),
             procs,
             sessions: &sessions,
         };
-        refuse_signal(rec, &probes)
+        refuse_signal(rec, file_uid, &probes)
     }
 
     #[test]
@@ -156,5 +181,28 @@ mod tests {
             why(&rec(HOLDER), &procs("claude", 0)),
             "it belongs to uid 0, not 1000"
         );
+    }
+
+    #[test]
+    fn a_forged_lock_never_names_a_process_to_signal() {
+        let ok = procs("claude", 1000);
+        // Another user's file, even naming this user and a live process of it.
+        let why = refusal_of_file(&rec(HOLDER), Some(65534), &ok).unwrap();
+        assert!(why.contains("belongs to uid 65534"), "{why}");
+        // A root daemon named by this user's own file: the recorded uid is not ours.
+        let root = LockRecord {
+            uid: Some(0),
+            ..rec(HOLDER)
+        };
+        assert_eq!(
+            refusal(&root, &procs("daemon", 0)).unwrap(),
+            "the lock names uid 0, not 1000"
+        );
+        let no_uid = LockRecord {
+            uid: None,
+            ..rec(HOLDER)
+        };
+        assert!(refusal(&no_uid, &ok).unwrap().contains("records no uid"));
+        assert!(refusal_of_file(&rec(HOLDER), None, &ok).is_some());
     }
 }

@@ -7,6 +7,7 @@
 pub mod process;
 pub mod tmux;
 mod tmux_call;
+mod tmux_peer;
 pub mod tmux_query;
 pub mod tmux_sockets;
 
@@ -55,6 +56,8 @@ pub struct HostInfo {
     pub boot_id: Option<String>,
     /// Inode of this process's PID namespace (`/proc/self/ns/pid`).
     pub pid_ns: Option<u64>,
+    /// Inode of this process's mount namespace (`/proc/self/ns/mnt`).
+    pub mnt_ns: Option<u64>,
     /// When this host booted (`btime` of `/proc/stat`).
     pub boot_time: Option<DateTime<Utc>>,
     /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), the unit of start times.
@@ -63,8 +66,15 @@ pub struct HostInfo {
 
 /// Inode of this process's PID namespace.
 pub fn own_pid_ns() -> Option<u64> {
+    own_ns("pid")
+}
+
+/// Inode of this process's namespace of `kind` (`/proc/self/ns/<kind>`).
+fn own_ns(kind: &str) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+    std::fs::metadata(format!("/proc/self/ns/{kind}"))
+        .ok()
+        .map(|m| m.ino())
 }
 
 /// When this host booted. `btime` is shifted back by the reader's time
@@ -97,6 +107,7 @@ impl HostInfo {
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty()),
             pid_ns: own_pid_ns(),
+            mnt_ns: own_ns("mnt"),
             boot_time: boot_time(ticks),
             ticks_per_sec: ticks,
         }

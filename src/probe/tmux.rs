@@ -18,10 +18,17 @@ pub use super::tmux_query::{DEFAULT_TIMEOUT, Tmux, TmuxQuery, env_socket, socket
 pub trait SessionProbe {
     /// Status of a recorded `session_id` (`%N` pane, `$N` session id, or
     /// name), on the recorded server `socket` only when one is given, else on
-    /// every server asked.
+    /// every server asked. `speaker` is the user the lock speaks for: a
+    /// server of another user can keep the session alive but never prove it
+    /// gone.
     // The named lifetime is for mockall, which cannot mock `Option<&Path>` without one.
     #[allow(clippy::needless_lifetimes)]
-    fn session_status<'a>(&self, id: &str, socket: Option<&'a Path>) -> SessionStatus;
+    fn session_status<'a>(
+        &self,
+        id: &str,
+        socket: Option<&'a Path>,
+        speaker: Option<u32>,
+    ) -> SessionStatus;
 
     /// Forgets what tmux said so far: the next question asks again. Called
     /// before acting on a `stale` verdict, so that the session is looked up
@@ -73,6 +80,10 @@ pub struct ServerReport {
     pub state: ServerState,
     /// The details, in words.
     pub detail: String,
+    /// The user the listening process runs as (`SO_PEERCRED`), when known:
+    /// only that user's locks can be proven gone by its answer.
+    #[serde(skip)]
+    pub owner: Option<u32>,
 }
 
 /// Everything one run learned from tmux.
@@ -239,7 +250,12 @@ fn unknown(bad: &ServerReport) -> SessionStatus {
 }
 
 impl SessionProbe for TmuxSnapshot {
-    fn session_status(&self, id: &str, socket: Option<&Path>) -> SessionStatus {
+    fn session_status(
+        &self,
+        id: &str,
+        socket: Option<&Path>,
+        speaker: Option<u32>,
+    ) -> SessionStatus {
         if self.matching(id, socket).next().is_some() {
             return SessionStatus::Alive;
         }
@@ -249,6 +265,18 @@ impl SessionProbe for TmuxSnapshot {
                     SessionStatus::Unknown(format!("tmux server {} was not asked", s.display()))
                 }
                 Some(r) if r.state == ServerState::Error => unknown(r),
+                Some(ServerReport {
+                    state: ServerState::Ok,
+                    owner,
+                    ..
+                }) if owner.is_none() || speaker.is_none() || owner != &speaker => {
+                    SessionStatus::Unknown(format!(
+                        "tmux server {} runs as {}, but the lock speaks for {}: its answer cannot prove that user's session gone",
+                        s.display(),
+                        owner.map_or("an unknown user".to_string(), |u| format!("uid {u}")),
+                        speaker.map_or("an unknown user".to_string(), |u| format!("uid {u}")),
+                    ))
+                }
                 Some(_) => SessionStatus::Gone,
             },
             None => match self.servers.iter().find(|s| s.state == ServerState::Error) {
@@ -272,6 +300,7 @@ mod tests {
                     socket: format!("/tmp/s{i}").into(),
                     state: *s,
                     detail: "boom".into(),
+                    owner: Some(1000),
                 })
                 .collect(),
             panes: parse_list_panes(Path::new("/tmp/s0"), panes),
@@ -279,7 +308,7 @@ mod tests {
     }
 
     fn st(s: &TmuxSnapshot, id: &str) -> SessionStatus {
-        s.session_status(id, None)
+        s.session_status(id, None, Some(1000))
     }
 
     #[test]
@@ -364,26 +393,26 @@ mod tests {
         );
         // %0 lives on /tmp/s0; a lock made for %0 on /tmp/s2 is not kept alive by it.
         assert_eq!(
-            s.session_status("%0", Some(Path::new("/tmp/s0"))),
+            s.session_status("%0", Some(Path::new("/tmp/s0")), Some(1000)),
             SessionStatus::Alive
         );
         assert!(matches!(
-            s.session_status("%0", Some(Path::new("/tmp/s2"))),
+            s.session_status("%0", Some(Path::new("/tmp/s2")), Some(1000)),
             SessionStatus::Unknown(_)
         ));
         // On a server that answered without it: gone, whatever other servers say.
         assert_eq!(
-            s.session_status("%7", Some(Path::new("/tmp/s0"))),
+            s.session_status("%7", Some(Path::new("/tmp/s0")), Some(1000)),
             SessionStatus::Gone
         );
         // On a server that failed: unknown.
         assert!(matches!(
-            s.session_status("%0", Some(Path::new("/tmp/s1"))),
+            s.session_status("%0", Some(Path::new("/tmp/s1")), Some(1000)),
             SessionStatus::Unknown(_)
         ));
         s.servers[1].state = ServerState::NoServer;
         assert_eq!(
-            s.session_status("%0", Some(Path::new("/tmp/s1"))),
+            s.session_status("%0", Some(Path::new("/tmp/s1")), Some(1000)),
             SessionStatus::Gone
         );
     }

@@ -1,10 +1,12 @@
-//! One tmux client call with a deadline: `tmux -u -S SOCKET ARGS` spawned
-//! with its output read on its own threads, and killed (by its own PID,
-//! before it is reaped) when it does not answer in time.
+//! One tmux client call with a deadline: a client against a vetted server
+//! (see [`super::tmux_peer`]) spawned with its output read on its own
+//! threads, and killed (by its own PID, before it is reaped) when it does not
+//! answer in time.
 
+use super::tmux_peer::Vetted;
 use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -18,21 +20,14 @@ pub(super) enum Answer {
     Failed(String),
 }
 
-/// Starts `tmux -S socket ARGS` with its output read on a thread.
-pub(super) fn start(
-    bin: &Path,
-    socket: &Path,
-    args: &[&str],
-) -> std::io::Result<(i32, mpsc::Receiver<Answer>)> {
-    let mut child = Command::new(bin)
-        // -u: names as they are, whatever the locale. Without a UTF-8
-        // locale (cron, `env -i`) tmux prints `café` as `caf_`, and a live
-        // session would look gone.
-        .arg("-u")
-        .arg("-S")
-        .arg(socket)
-        .args(args)
-        .env_remove("TMUX")
+/// A started client: its PID and where its answer arrives.
+pub(super) type Started = std::io::Result<(i32, mpsc::Receiver<Answer>)>;
+
+/// Starts a tmux client against a vetted server, with its output read on a
+/// thread.
+pub(super) fn start(bin: &Path, server: &Vetted, args: &[&str]) -> Started {
+    let mut child = server
+        .command(bin, args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -71,11 +66,7 @@ pub(super) fn start(
 }
 
 /// Waits for a started tmux until `deadline`; kills it past the deadline.
-pub(super) fn finish(
-    started: std::io::Result<(i32, mpsc::Receiver<Answer>)>,
-    deadline: Instant,
-    timeout: Duration,
-) -> Answer {
+pub(super) fn finish(started: Started, deadline: Instant, timeout: Duration) -> Answer {
     match started {
         Err(e) => Answer::Failed(format!("cannot run tmux: {e}")),
         Ok((pid, rx)) => {

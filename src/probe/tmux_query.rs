@@ -7,7 +7,8 @@
 
 use super::SessionStatus;
 use super::tmux::{FORMAT, ServerReport, ServerState, SessionKind, SessionProbe, TmuxSnapshot};
-use super::tmux_call::{Answer, finish, start};
+use super::tmux_call::{Answer, Started, finish, start};
+use super::tmux_peer::vet;
 pub use super::tmux_sockets::{
     DEFAULT_TIMEOUT, TmuxQuery, env_socket, normalize_socket, socket_dir,
 };
@@ -32,6 +33,22 @@ pub fn classify_failure(stderr: &str) -> (ServerState, String) {
     }
 }
 
+/// Vets the listener on `socket` and, when this caller may ask it, starts
+/// `tmux ARGS` against it. The owner is known whenever the listener was.
+fn vet_and_start(
+    socket: &Path,
+    bin: &Path,
+    args: &[&str],
+) -> (Option<u32>, Result<Started, (ServerState, String)>) {
+    match vet(socket, bin) {
+        Err(refusal) => (None, Err(refusal)),
+        Ok(server) => (
+            Some(server.uid),
+            server.askable().map(|()| start(bin, &server, args)),
+        ),
+    }
+}
+
 /// Asks each server once, in parallel; returns their reports and panes.
 fn ask(targets: Vec<(PathBuf, Origin)>, timeout: Duration) -> TmuxSnapshot {
     let mut snap = TmuxSnapshot::default();
@@ -39,16 +56,21 @@ fn ask(targets: Vec<(PathBuf, Origin)>, timeout: Duration) -> TmuxSnapshot {
     let pending: Vec<_> = targets
         .into_iter()
         .map(|(socket, origin)| {
-            let started = match (precheck(&socket, origin), &bin) {
-                (Some(known), _) => Err(known),
-                (None, None) => Err((ServerState::Error, "tmux binary not found on PATH".into())),
-                (None, Some(bin)) => Ok(start(bin, &socket, &["list-panes", "-a", "-F", FORMAT])),
+            let (owner, started) = match (precheck(&socket, origin), &bin) {
+                (Some(known), _) => (None, Err(known)),
+                (None, None) => (
+                    None,
+                    Err((ServerState::Error, "tmux binary not found on PATH".into())),
+                ),
+                (None, Some(bin)) => {
+                    vet_and_start(&socket, bin, &["list-panes", "-a", "-F", FORMAT])
+                }
             };
-            (socket, origin, started)
+            (socket, origin, owner, started)
         })
         .collect();
     let deadline = Instant::now() + timeout;
-    for (socket, origin, started) in pending {
+    for (socket, origin, owner, started) in pending {
         let (state, detail) = match started {
             Err(known) => known,
             Ok(started) => match finish(started, deadline, timeout) {
@@ -81,6 +103,7 @@ fn ask(targets: Vec<(PathBuf, Origin)>, timeout: Duration) -> TmuxSnapshot {
             socket,
             state,
             detail,
+            owner,
         });
     }
     snap
@@ -233,13 +256,10 @@ impl Tmux {
             .servers
             .iter()
             .filter(|s| s.state == ServerState::Ok)
-            .map(|s| {
-                let a = start(
-                    &bin,
-                    &s.socket,
-                    &["display-message", "-p", "-t", target, "#{pane_id}"],
-                );
-                (s.socket.clone(), a)
+            .filter_map(|s| {
+                let args = ["display-message", "-p", "-t", target, "#{pane_id}"];
+                let (_, started) = vet_and_start(&s.socket, &bin, &args);
+                Some((s.socket.clone(), started.ok()?))
             })
             .collect();
         let deadline = Instant::now() + self.query.timeout;
@@ -297,12 +317,17 @@ impl SessionProbe for Tmux {
         *self.lock() = (false, TmuxSnapshot::default());
     }
 
-    fn session_status(&self, id: &str, socket: Option<&Path>) -> SessionStatus {
+    fn session_status(
+        &self,
+        id: &str,
+        socket: Option<&Path>,
+        speaker: Option<u32>,
+    ) -> SessionStatus {
         match socket {
             Some(s) => self.ensure([s]),
             None => self.ensure_default(),
         }
-        let st = self.lock().1.session_status(id, socket);
+        let st = self.lock().1.session_status(id, socket, speaker);
         // Restricted by --tmux-socket, a lock that names no server may live on
         // a server not asked: absence there proves nothing.
         if st == SessionStatus::Gone && socket.is_none() && !self.query.sockets.is_empty() {

@@ -99,6 +99,7 @@ impl TmuxQuery {
                     socket: dir.clone(),
                     state: ServerState::Error,
                     detail: format!("cannot list socket directory: {e}"),
+                    owner: None,
                 })),
             }
         } else {
@@ -123,6 +124,7 @@ impl TmuxQuery {
                         socket: path,
                         state: ServerState::Error,
                         detail: DELETED.into(),
+                        owner: None,
                     }));
                 }
             }

@@ -117,6 +117,7 @@ fn writes_go_layout_and_round_trips() {
         uid: None,
         tmux_socket: None,
         pid_ns: None,
+        mnt_ns: None,
     };
     assert_eq!(
         r.to_json(),
@@ -128,6 +129,7 @@ fn writes_go_layout_and_round_trips() {
         uid: Some(1000),
         tmux_socket: Some("/tmp/tmux-1000/default".into()),
         pid_ns: Some(4026531836),
+        mnt_ns: Some(4026531841),
         ..r
     };
     assert_eq!(LockRecord::parse(full.to_json().as_bytes()).unwrap(), full);

@@ -10,6 +10,7 @@ fn host() -> HostInfo {
         uid: 1000,
         boot_id: Some("boot-now".into()),
         pid_ns: Some(7),
+        mnt_ns: Some(9),
         boot_time: Some("2026-11-20T00:00:00Z".parse().unwrap()),
         ticks_per_sec: 100,
     }
@@ -187,7 +188,11 @@ fn another_users_session_is_looked_up_only_on_its_recorded_server() {
     r.tmux_socket = Some("/tmp/tmux-65534/default".into());
     let mut s = MockSessionProbe::new();
     s.expect_session_status()
-        .withf(|id, sock| id == "%1" && *sock == Some(Path::new("/tmp/tmux-65534/default")))
+        .withf(|id, sock, speaker| {
+            id == "%1"
+                && *sock == Some(Path::new("/tmp/tmux-65534/default"))
+                && *speaker == Some(65534)
+        })
         .return_const(SessionStatus::Alive);
     let v = judge(&r, Some(65534), &host(), &procs(Existence::Gone, None), &s);
     assert_eq!(v.state, State::HeldBySession);

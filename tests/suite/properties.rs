@@ -39,6 +39,7 @@ fn record() -> impl Strategy<Value = LockRecord> {
         proptest::option::of(any::<u32>()),
         text(),
         proptest::option::of(any::<u64>()),
+        proptest::option::of(any::<u64>()),
     )
         .prop_map(
             |(
@@ -51,6 +52,7 @@ fn record() -> impl Strategy<Value = LockRecord> {
                 uid,
                 tmux_socket,
                 pid_ns,
+                mnt_ns,
             )| {
                 LockRecord {
                     pid,
@@ -62,6 +64,7 @@ fn record() -> impl Strategy<Value = LockRecord> {
                     uid,
                     tmux_socket,
                     pid_ns,
+                    mnt_ns,
                 }
             },
         )

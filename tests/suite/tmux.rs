@@ -127,9 +127,17 @@ fn failing_tmux_makes_locks_unverified_and_nothing_is_removed() {
 fn hung_tmux_server_times_out_as_unverified() {
     let sb = Sandbox::new();
     let w = sb.worker("w");
-    std::fs::create_dir_all(sb.socket_dir()).unwrap();
-    // A socket that accepts connections but never answers: a hung server.
-    let _listener = std::os::unix::net::UnixListener::bind(sb.socket_dir().join("hung")).unwrap();
+    // A real server, stopped: it accepts connections but never answers.
+    let tmux = sb.tmux("hung", "other");
+    let pid = nix::unistd::Pid::from_raw(tmux.server_pid);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    struct Cont(nix::unistd::Pid);
+    impl Drop for Cont {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+    let _cont = Cont(pid);
     write_lock(&w, &go_lock(dead_pid(), Some("agent")));
     let start = std::time::Instant::now();
     let out = sb.cmd().args(["status", "--json"]).arg(&w).assert().code(0);
@@ -138,6 +146,26 @@ fn hung_tmux_server_times_out_as_unverified() {
     assert_eq!(e["state"], "unverified", "{e}");
     assert!(
         e["reason"].as_str().unwrap().contains("no answer within"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_listener_that_is_not_tmux_is_never_asked() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    std::fs::create_dir_all(sb.socket_dir()).unwrap();
+    // A socket that accepts connections, held by this (non-tmux) process.
+    let _listener = std::os::unix::net::UnixListener::bind(sb.socket_dir().join("fake")).unwrap();
+    write_lock(&w, &go_lock(dead_pid(), Some("agent")));
+    let out = sb.cmd().args(["status", "--json"]).arg(&w).assert().code(0);
+    let e = entry(&out.get_output().stdout);
+    assert_eq!(e["state"], "unverified", "{e}");
+    assert!(
+        e["reason"]
+            .as_str()
+            .unwrap()
+            .contains("is not a tmux server"),
         "{e}"
     );
 }
