@@ -21,6 +21,16 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The path cannot be a worker: `/`, a `.runtime` directory or anything
+    /// inside one. Nothing is created there.
+    #[error("{path}: not a worker directory: {why}")]
+    NotAWorker {
+        /// The path as given.
+        path: PathBuf,
+        /// Why, with the worker probably meant.
+        why: String,
+    },
+
     /// `.runtime` is a symlink or not a directory; it is never followed or replaced.
     #[error("{path}: {why}; refusing to follow or replace it")]
     UnsafeRuntime {
@@ -142,6 +152,7 @@ impl Error {
         match self {
             Error::NoSuchWorker { .. } => "no-such-worker",
             Error::NotADirectory { .. } => "not-a-directory",
+            Error::NotAWorker { .. } => "not-a-worker",
             Error::UnsafeRuntime { .. } => "unsafe-runtime",
             Error::UnsafeLock { .. } => "unsafe-lock",
             Error::Io { .. } => "io",
@@ -162,6 +173,7 @@ impl Error {
         match self {
             Error::NoSuchWorker { path }
             | Error::NotADirectory { path }
+            | Error::NotAWorker { path, .. }
             | Error::UnsafeRuntime { path, .. }
             | Error::UnsafeLock { path, .. }
             | Error::Io { path, .. }

@@ -47,7 +47,7 @@ pub(super) fn run_on(
             ExitCode::Signal(signal)
         }
         RunOutcome::CannotRun { not_found, why } => {
-            out.error_line(why);
+            out.error_line(output::esc(why));
             if not_found {
                 ExitCode::NotFound
             } else {
@@ -61,8 +61,12 @@ pub(super) fn run_on(
         } => {
             match released {
                 Ok(()) => {}
-                Err(e @ agentlock::Error::NotReleased { .. }) => out.error_line(e),
-                Err(e) => out.error_line(format_args!("{}: {e}", a.worker.display())),
+                Err(e @ agentlock::Error::NotReleased { .. }) => out.error_line(output::esc(e)),
+                Err(e) => out.error_line(format_args!(
+                    "{}: {}",
+                    output::path(&a.worker),
+                    output::esc(e)
+                )),
             }
             match lost {
                 Some(_) => {

@@ -80,7 +80,7 @@ pub(super) fn list(ctx: &Ctx, a: TreeArgs, out: &mut Out) -> Result<ExitCode, Fa
             out.raw(output::list_table(&report, ctx.style));
         }
         for f in &scan_errors {
-            out.error_line(&f.message);
+            out.error_line(output::esc(&f.message));
         }
     }
     Ok(if scan_errors.is_empty() {
@@ -126,7 +126,7 @@ pub(super) fn doctor_with(
         out.line(output::doctor_text(&report, a.fix));
     }
     for e in &errors {
-        out.error_line(e);
+        out.error_line(output::esc(e));
     }
     Ok(if !errors.is_empty() {
         ExitCode::Error

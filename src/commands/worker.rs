@@ -46,7 +46,7 @@ pub(super) fn claim(ctx: &Ctx, a: ClaimArgs, out: &mut Out) -> Result<ExitCode, 
             // The --signal-other outcome is always printed: it says what
             // happened to another process.
             if let Some(s) = &c.signal {
-                out.error_line(s);
+                out.error_line(output::esc(s));
             }
             if a.json {
                 let mut e = LockEntry::of(&c.after).with_action(c.action.as_str());
@@ -159,7 +159,7 @@ pub(super) fn print_first_free(
     if let Some(dir) = dir {
         if !json {
             // The claimed worker alone on stdout: slot=$(agentlock claim --first-free a b c)
-            out.line(dir.display());
+            out.line(output::path(dir));
         }
         return ExitCode::Success;
     }
@@ -223,7 +223,7 @@ pub(super) fn status(ctx: &Ctx, a: StatusArgs, out: &mut Out) -> Result<ExitCode
             Ok(_) => {}
             Err(e) => {
                 code = code.merge(ExitCode::Error);
-                out.error_line(e);
+                out.error_line(output::esc(e));
             }
         }
     }
@@ -245,7 +245,7 @@ pub(super) fn check(ctx: &Ctx, a: CheckArgs, out: &mut Out) -> Result<ExitCode, 
             Ok(ins) => ins,
             Err(e) => {
                 code = code.merge(ExitCode::Error);
-                out.error_line(e);
+                out.error_line(output::esc(e));
                 continue;
             }
         };

@@ -119,8 +119,14 @@ pub fn worker_key(spec: &StoreSpec, fleet_root: &Path, worker: &Path) -> Result<
 
 /// `worker` resolved (canonical) and the key it is kept under.
 pub fn locate(spec: &StoreSpec, fleet_root: &Path, worker: &Path) -> Result<(PathBuf, String)> {
+    if let Some(e) = crate::lock::not_a_worker(worker) {
+        return Err(e);
+    }
     let key = worker_key(spec, fleet_root, worker)?;
     let dir = std::fs::canonicalize(worker).map_err(|e| Error::io(worker, e))?;
+    if let Some(e) = crate::lock::not_a_worker(&dir) {
+        return Err(e);
+    }
     Ok((dir, key))
 }
 

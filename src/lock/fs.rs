@@ -36,13 +36,52 @@ pub(crate) fn give_to_owner(worker: &Worker, fd: &impl AsFd, path: &Path) -> Res
     }
 }
 
+/// Why `path` cannot be a worker, if it cannot: the root directory, a
+/// `.runtime` directory or anything inside one (the worker meant is named).
+pub fn not_a_worker(path: &Path) -> Option<Error> {
+    use std::path::Component;
+    let refuse = |why: String| {
+        Some(Error::NotAWorker {
+            path: path.into(),
+            why,
+        })
+    };
+    if path.parent().is_none() && path.has_root() {
+        return refuse("the root directory holds no agent".into());
+    }
+    let mut worker = PathBuf::new();
+    for c in path.components() {
+        if c == Component::Normal(RUNTIME_DIR.as_ref()) {
+            let meant = if worker.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                worker.as_path()
+            };
+            return refuse(format!(
+                "it is a {RUNTIME_DIR} directory or inside one; did you mean {}?",
+                crate::trust::shell_quote(&meant.to_string_lossy())
+            ));
+        }
+        worker.push(c);
+    }
+    None
+}
+
 impl Worker {
-    /// Opens a worker directory given on the command line.
+    /// Opens a worker directory given on the command line. `/`, a `.runtime`
+    /// directory and anything inside one are refused, as given and as
+    /// resolved.
     pub fn open(path: &Path) -> Result<Worker> {
+        if let Some(e) = not_a_worker(path) {
+            return Err(e);
+        }
         let dir = std::fs::canonicalize(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::NoSuchWorker { path: path.into() },
             _ => Error::io(path, e),
         })?;
+        if let Some(e) = not_a_worker(&dir) {
+            return Err(e);
+        }
         let fd = openat(
             nix::fcntl::AT_FDCWD,
             &dir,

@@ -45,7 +45,7 @@ mod signal;
 pub use claim::{
     ClaimAction, ClaimOptions, ClaimOutcome, Claimed, FirstFree, claim, claim_first_free,
 };
-pub use fs::{Found, Snapshot, Worker};
+pub use fs::{Found, Snapshot, Worker, not_a_worker};
 pub use guard::Guard;
 pub(crate) use guard::Guarded;
 pub use release::{ReleaseAction, ReleaseOutcome, release, release_claim, release_written};

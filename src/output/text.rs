@@ -1,19 +1,44 @@
 //! The human lines: status and refusal blocks, the `list` table, the
 //! `doctor` report. Nothing here decides anything.
+//!
+//! Every string from outside (lock fields, paths, tmux answers, reasons and
+//! messages that quote them) goes through [`esc`] or [`path`] before it is
+//! placed in a line, so no control character from a lock file reaches the
+//! terminal; suggested commands quote their words with [`shell_quote`].
 
 use agentlock::doctor::{self, Report};
 use agentlock::lock::{Claimed, Judgement, ReleaseAction, Standing};
 use agentlock::scan::Progress;
+use agentlock::trust::{escape, shell_quote};
 use agentlock::verdict::{State, describe_session};
 use chrono::{DateTime, FixedOffset, Utc};
+use std::fmt::Display;
 use std::path::Path;
 
-/// A worker path relative to the scan root (`.` for the root itself).
-pub fn relative<'a>(path: &'a Path, root: &Path) -> std::borrow::Cow<'a, str> {
-    match path.strip_prefix(root) {
+/// An outside string (or a message quoting one), escaped for a terminal.
+pub fn esc(s: impl Display) -> String {
+    escape(&s.to_string()).into_owned()
+}
+
+/// A path, escaped for a terminal.
+pub fn path(p: &Path) -> String {
+    escape(&p.to_string_lossy()).into_owned()
+}
+
+/// `agentlock SUBCOMMAND WORKER --force`, with the worker shell-quoted.
+fn command_line(command: &str, worker: &Path, rest: &str) -> String {
+    format!(
+        "agentlock {command} {} {rest}",
+        shell_quote(&worker.to_string_lossy())
+    )
+}
+
+/// A worker path relative to the scan root (`.` for the root itself), escaped.
+pub fn relative(p: &Path, root: &Path) -> String {
+    match p.strip_prefix(root) {
         Ok(rel) if rel.as_os_str().is_empty() => ".".into(),
-        Ok(rel) => rel.to_string_lossy(),
-        Err(_) => path.to_string_lossy(),
+        Ok(rel) => path(rel),
+        Err(_) => path(p),
     }
 }
 
@@ -26,13 +51,13 @@ pub fn list_table(report: &Report, style: Style) -> String {
         .map(|ins| {
             let rec = ins.record.as_ref();
             [
-                relative(&ins.worker_dir, &report.root).into_owned(),
+                relative(&ins.worker_dir, &report.root),
                 ins.state.to_string(),
                 rec.map_or("-".into(), |r| r.pid.to_string()),
-                rec.and_then(|r| r.session_id.clone())
-                    .unwrap_or_else(|| "-".into()),
-                rec.and_then(|r| r.hostname.clone())
-                    .unwrap_or_else(|| "-".into()),
+                rec.and_then(|r| r.session_id.as_deref())
+                    .map_or("-".into(), esc),
+                rec.and_then(|r| r.hostname.as_deref())
+                    .map_or("-".into(), esc),
                 rec.and_then(|r| r.acquired_at.as_ref())
                     .map_or("-".into(), |t| age(t, now)),
             ]
@@ -79,7 +104,7 @@ pub fn doctor_text(report: &Report, fixing: bool) -> String {
             out.push_str(&format!(
                 "  {}: {}\n",
                 relative(&f.worker_dir, &report.root),
-                f.message
+                esc(&f.message)
             ));
         }
     }
@@ -91,7 +116,7 @@ pub fn doctor_text(report: &Report, fixing: bool) -> String {
                 relative(&f.worker_dir, &report.root),
                 f.kind.as_str(),
                 f.action,
-                f.path.display()
+                path(&f.path)
             ));
         }
     }
@@ -142,10 +167,10 @@ pub fn holder(ins: &Judgement) -> Option<String> {
     let rec = ins.record.as_ref()?;
     let mut parts = vec![format!("pid {}", rec.pid)];
     if let Some(s) = rec.session_id.as_deref() {
-        parts.push(describe_session(s));
+        parts.push(esc(describe_session(s)));
     }
     if let Some(h) = rec.hostname.as_deref() {
-        parts.push(format!("host {h}"));
+        parts.push(format!("host {}", esc(h)));
     }
     if let Some(t) = rec.acquired_at.as_ref() {
         let age = age(t, Utc::now());
@@ -168,18 +193,18 @@ pub fn claimed_lines(c: &Claimed) -> String {
     if let Some(to) = &c.moved_aside {
         out.push_str(&format!(
             "moved corrupt lock aside to {} ({})\n",
-            to.display(),
-            c.before.reason
+            path(to),
+            esc(&c.before.reason)
         ));
     }
     let before = match c.before.state {
         State::Free => String::new(),
-        _ => format!(", was {}: {}", c.before.state, c.before.reason),
+        _ => format!(", was {}: {}", c.before.state, esc(&c.before.reason)),
     };
     out.push_str(&format!(
         "{} {} ({}{before})\n",
         c.action.as_str(),
-        c.after.worker_dir.display(),
+        path(&c.after.worker_dir),
         holder(&c.after).unwrap_or_default()
     ));
     out
@@ -211,9 +236,9 @@ impl Style {
 pub fn status_lines(ins: &Judgement, style: Style) -> String {
     let mut out = format!(
         "{}: {} ({})",
-        ins.worker_dir.display(),
+        path(&ins.worker_dir),
         style.state(ins.state),
-        ins.reason
+        esc(&ins.reason)
     );
     if let Some(h) = holder(ins) {
         out.push_str(&format!("\n  holder: {h}"));
@@ -223,21 +248,19 @@ pub fn status_lines(ins: &Judgement, style: Style) -> String {
 
 /// The way out of a refusal, for the given state.
 fn way_out(ins: &Judgement, command: &str, signal_other: bool) -> String {
-    let w = ins.worker_dir.display();
+    let force = command_line(command, &ins.worker_dir, "--force");
     match ins.state {
         State::HeldBySession => format!(
-            "the agent lives on in tmux; end that session/pane first, or take over with: agentlock {command} {w} --force"
+            "the agent lives on in tmux; end that session/pane first, or take over with: {force}"
         ),
         State::Unverified => format!(
-            "nothing was changed because the holder could not be verified; if you know it is gone: agentlock {command} {w} --force"
+            "nothing was changed because the holder could not be verified; if you know it is gone: {force}"
         ),
-        State::Corrupt => {
-            format!("to move the corrupt file aside: agentlock {command} {w} --force")
+        State::Corrupt => format!("to move the corrupt file aside: {force}"),
+        _ if signal_other => {
+            format!("to take over anyway: {force} (add --signal-other to SIGTERM the holder)")
         }
-        _ if signal_other => format!(
-            "to take over anyway: agentlock {command} {w} --force (add --signal-other to SIGTERM the holder)"
-        ),
-        _ => format!("to take over anyway: agentlock {command} {w} --force"),
+        _ => format!("to take over anyway: {force}"),
     }
 }
 
@@ -251,17 +274,17 @@ pub fn refusal(ins: &Judgement, command: &str) -> String {
 pub fn refusal_with(ins: &Judgement, command: &str, signal_other: bool) -> String {
     let mut out = format!(
         "agentlock: {} is {} ({})",
-        ins.worker_dir.display(),
+        path(&ins.worker_dir),
         ins.state,
-        ins.reason
+        esc(&ins.reason)
     );
     if let Some(h) = holder(ins) {
         out.push_str(&format!("\n  holder: {h}"));
     }
     let out_cmd = if command == "release" && ins.state != State::Corrupt {
         format!(
-            "  only the holder may release it; to remove it anyway: agentlock release {} --force",
-            ins.worker_dir.display()
+            "  only the holder may release it; to remove it anyway: {}",
+            command_line("release", &ins.worker_dir, "--force")
         )
     } else {
         format!("  {}", way_out(ins, command, signal_other))
@@ -273,7 +296,7 @@ pub fn refusal_with(ins: &Judgement, command: &str, signal_other: bool) -> Strin
 
 /// A warning line (after `agentlock: `).
 pub fn warning(w: &str) -> String {
-    format!("warning: {w}")
+    format!("warning: {}", esc(w))
 }
 
 /// What a successful claim did, said if its output then fails.
@@ -281,7 +304,7 @@ pub fn claim_done(c: &Claimed) -> String {
     format!(
         "{} {} (the lock stays held)",
         c.action.as_str(),
-        c.after.worker_dir.display()
+        path(&c.after.worker_dir)
     )
 }
 
@@ -289,34 +312,34 @@ pub fn claim_done(c: &Claimed) -> String {
 pub fn first_free_done(c: &Claimed) -> String {
     format!(
         "claimed {} (the lock stays held)",
-        c.after.worker_dir.display()
+        path(&c.after.worker_dir)
     )
 }
 
 /// `--first-free`: a worker skipped because of an error.
-pub fn skipped(path: &Path, e: &agentlock::Error) -> String {
-    format!("skipped {}: {e}", path.display())
+pub fn skipped(p: &Path, e: &agentlock::Error) -> String {
+    format!("skipped {}: {}", path(p), esc(e))
 }
 
 /// `--first-free`: a worker that was not claimable.
 pub fn not_free(ins: &Judgement) -> String {
     format!(
         "{} is {} ({})",
-        ins.worker_dir.display(),
+        path(&ins.worker_dir),
         ins.state,
-        ins.reason
+        esc(&ins.reason)
     )
 }
 
 /// What `release` did, said if its output then fails.
 pub fn release_done(action: ReleaseAction, before: &Judgement) -> String {
-    format!("{} {}", action.as_str(), before.worker_dir.display())
+    format!("{} {}", action.as_str(), path(&before.worker_dir))
 }
 
 /// The line `release` prints.
 pub fn released(action: ReleaseAction, before: &Judgement, moved_to: Option<&Path>) -> String {
     match moved_to {
-        Some(to) => format!("moved corrupt lock aside to {}", to.display()),
+        Some(to) => format!("moved corrupt lock aside to {}", path(to)),
         None => release_done(action, before),
     }
 }
@@ -327,14 +350,18 @@ pub fn check_line(ins: &Judgement, standing: Standing, style: Style) -> String {
         Standing::Yours => "held by you".to_string(),
         _ => style.state(ins.state),
     };
-    format!("{}: {verdict} ({})", ins.worker_dir.display(), ins.reason)
+    format!(
+        "{}: {verdict} ({})",
+        path(&ins.worker_dir),
+        esc(&ins.reason)
+    )
 }
 
 /// `run`: a signal arrived before the command started.
 pub fn interrupted(worker: &Path, signal: i32) -> String {
     format!(
         "{}: interrupted by signal {signal} before the command started; it was not started and nothing is held",
-        worker.display()
+        path(worker)
     )
 }
 
@@ -345,14 +372,14 @@ pub fn lost(worker: &Path, why: &str, stopping: bool) -> String {
     } else {
         "the command runs on (--on-lost=warn)"
     };
-    format!("{}: worker lost: {why}; {then}", worker.display())
+    format!("{}: worker lost: {}; {then}", path(worker), esc(why))
 }
 
 /// `run`'s last line after a loss: its exit code is 76, not the command's.
 pub fn lost_exit(worker: &Path, code: i32) -> String {
     format!(
         "{}: the command exited with {code} after the worker was lost; exiting 76",
-        worker.display()
+        path(worker)
     )
 }
 

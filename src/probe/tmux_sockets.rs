@@ -135,6 +135,11 @@ impl TmuxQuery {
 
 /// What is at a socket path before tmux is run: `None` to go ahead and ask.
 pub(crate) fn precheck(socket: &Path, origin: Origin) -> Option<(ServerState, String)> {
+    if !socket.is_absolute() {
+        // A recorded relative path would be looked up from wherever the
+        // checker happens to run.
+        return Some((ServerState::Error, "not an absolute socket path".into()));
+    }
     match std::fs::symlink_metadata(socket) {
         // Two servers bound to one path: the first lost its file to the
         // second, and tmux would answer for the second only.

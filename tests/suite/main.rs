@@ -17,6 +17,7 @@ mod fleet_doctor;
 #[cfg(feature = "etcd")]
 mod fleet_run;
 mod go_interop;
+mod hostile;
 mod identity;
 mod interop;
 mod properties;

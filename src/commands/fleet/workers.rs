@@ -77,7 +77,11 @@ pub(super) fn claim(
         FleetClaimOutcome::Refused(j) => Ok(refused(store, out, a.json, &j, "claim")),
         FleetClaimOutcome::Done(c) => {
             let after = held(&c);
-            out.done = Some(format!("{} {key} (the lock stays held)", c.action.as_str()));
+            out.done = Some(format!(
+                "{} {} (the lock stays held)",
+                c.action.as_str(),
+                output::esc(&key)
+            ));
             if a.json {
                 let e = entry(store, &after).with_action(c.action.as_str());
                 out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
@@ -85,10 +89,10 @@ pub(super) fn claim(
                 out.line(format_args!(
                     "{} {} (pid {}, fence {}, {})",
                     c.action.as_str(),
-                    worker.display(),
+                    output::path(worker),
                     c.record.pid,
                     c.fence,
-                    key
+                    output::esc(&key)
                 ));
             }
             Ok(ExitCode::Success)
@@ -128,14 +132,14 @@ pub(super) fn first_free(
             let dir = after.judgement.worker_dir.as_path();
             (
                 dir,
-                format!("claimed {} (the lock stays held)", dir.display()),
+                format!("claimed {} (the lock stays held)", output::path(dir)),
                 e,
             )
         });
     for w in &ff.untried {
         out.error_line(format_args!(
             "not tried: {} (the fleet store stopped answering)",
-            w.display()
+            output::path(w)
         ));
     }
     Ok(worker::print_first_free(
@@ -166,12 +170,12 @@ pub(super) fn release(
             } else {
                 "released"
             };
-            out.done = Some(format!("{action} {key}"));
+            out.done = Some(format!("{action} {}", output::esc(&key)));
             if a.json {
                 let e = entry(store, &j).with_action(action);
                 out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
             } else if !ctx.quiet {
-                out.line(format_args!("{action} {}", worker.display()));
+                out.line(format_args!("{action} {}", output::path(&worker)));
             }
             Ok(ExitCode::Success)
         }
@@ -196,7 +200,7 @@ pub(super) fn status(
         match one {
             Ok(j) => judged.push(j),
             Err(e) => {
-                out.error_line(&e);
+                out.error_line(output::esc(&e));
                 code = code.merge(ExitCode::Error);
                 failed.push((w, e));
             }
