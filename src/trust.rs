@@ -112,10 +112,10 @@ pub fn escape(s: &str) -> Cow<'_, str> {
 /// assert_eq!(shell_quote("/t/a\nb"), "$'/t/a\\nb'");
 /// ```
 pub fn shell_quote(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(unsafe_char) {
-        if let Ok(q) = shlex::try_quote(s) {
-            return q;
-        }
+    if !s.chars().any(unsafe_char)
+        && let Ok(q) = shlex::try_quote(s)
+    {
+        return q;
     }
     let mut out = String::from("$'");
     for c in s.chars() {

@@ -55,7 +55,7 @@ pub enum Created {
     /// The key was absent and now holds the record; its fence.
     Fence(i64),
     /// The key exists: what it holds (nothing was written).
-    Exists(Stored),
+    Exists(Box<Stored>),
 }
 
 /// A connection to the fleet's etcd cluster: one client per member, tried
@@ -199,7 +199,7 @@ impl Fleet {
             _ => None,
         });
         match existing {
-            Some(s) => Ok(Created::Exists(s)),
+            Some(s) => Ok(Created::Exists(Box::new(s))),
             // Deleted between the compare and the get of the same
             // transaction cannot happen; a missing answer is the store's fault.
             None => Err(store_error(

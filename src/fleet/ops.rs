@@ -247,7 +247,7 @@ fn claim_store(
             let before = judge_stored(worker, key, None, probes);
             return Ok(done(ClaimAction::Claimed, before, record.clone(), fence));
         }
-        Created::Exists(s) => s,
+        Created::Exists(s) => *s,
     };
     let before = judge_stored(worker, key, Some(&stored), probes);
     let previous = stored.record.as_ref().ok();

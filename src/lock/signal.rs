@@ -13,20 +13,15 @@ use crate::verdict;
 /// namespace, or one not proven to be the process that claimed.
 fn refuse_signal(rec: &LockRecord, file_uid: Option<u32>, probes: &Probes) -> Option<String> {
     let pid = rec.pid;
-    let me = probes.host.uid;
+    let my_uid = probes.host.uid;
     match file_uid {
-        Some(owner) if owner == me => {}
+        Some(owner) if owner == my_uid => {}
         Some(owner) => {
             return Some(format!(
-                "the lock file belongs to uid {owner}, not {me}: only your own locks name processes you may signal"
+                "the lock file belongs to uid {owner}, not {my_uid}: only your own locks name processes you may signal"
             ));
         }
         None => return Some("the lock file's owner is not known".into()),
-    }
-    match rec.uid {
-        Some(uid) if uid == me => {}
-        Some(uid) => return Some(format!("the lock names uid {uid}, not {me}")),
-        None => return Some("the lock records no uid, so its holder's user is not proven".into()),
     }
     if let Some(why) = verdict::foreign(rec, &probes.host) {
         return Some(why);
@@ -53,6 +48,11 @@ fn refuse_signal(rec: &LockRecord, file_uid: Option<u32>, probes: &Probes) -> Op
             return Some("the PID now belongs to another process (start time differs)".into());
         }
         None => return Some("its start time cannot be read".into()),
+    }
+    match rec.uid {
+        Some(uid) if uid == my_uid => {}
+        Some(uid) => return Some(format!("the lock names uid {uid}, not {my_uid}")),
+        None => return Some("the lock records no uid, so its holder's user is not proven".into()),
     }
     if probes
         .procs
