@@ -203,7 +203,7 @@ fn never_judged(
     let message = format!(
         "fleet record {key} (pid {}) {why}; not fixed: if its holder is gone, agentlock release --force {}",
         fr.record.pid,
-        worker.display()
+        crate::trust::shell_quote(&worker.to_string_lossy())
     );
     Some(Finding::other(
         FindingKind::Unverified,

@@ -691,3 +691,53 @@ fn a_three_member_cluster_survives_a_stopped_member_and_a_killed_leader() {
         assert_eq!(entry(&seen.stdout)["pid"], holders[*i].pid(), "{rel}");
     }
 }
+
+/// Any fleet member can write a value: its strings are shown escaped, like a
+/// lock file's, by `status`, `list` and `doctor`.
+#[test]
+fn a_fleet_value_full_of_escape_sequences_is_shown_escaped() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let store = etcd.store("esc");
+    let (_, b) = Host::pair(&sb, &store);
+    let w = b.worker("rig/evil");
+    let key = worker_key(&StoreSpec::parse(&store).unwrap(), &b.root, &w).unwrap();
+    let nasty = "\x1b]0;pwned\x07\x1b[2J\r\u{9b}31m\u{202e}\nholder: pid 4242 FORGED";
+    let value = serde_json::json!({
+        "pid": 4242,
+        "acquired_at": go_time(),
+        "session_id": format!("s{nasty}"),
+        "hostname": format!("h{nasty}"),
+        "tmux_socket": format!("/tmp/{nasty}"),
+    });
+    etcdctl(&etcd.endpoint, &["put", &key, &value.to_string()]).expect("etcdctl put");
+    for args in [
+        vec!["status", w.to_str().unwrap()],
+        vec!["list"],
+        vec!["doctor"],
+    ] {
+        let out = b.run(&args);
+        for stream in [&out.stdout, &out.stderr] {
+            let text = String::from_utf8_lossy(stream);
+            assert!(
+                !text
+                    .chars()
+                    .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+                "{args:?}: {text}"
+            );
+            assert!(
+                !text
+                    .lines()
+                    .any(|l| l.trim_start().starts_with("holder: pid 4242 FORGED")),
+                "{args:?}: {text}"
+            );
+        }
+        if args[0] != "doctor" {
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains("\\x1b]0;pwned\\x07"),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+}
