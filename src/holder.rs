@@ -118,15 +118,22 @@ pub fn same_session(a: &str, a_socket: Option<&Path>, b: &str, b_socket: Option<
     names && servers
 }
 
+/// Whether the lock's process is alive here and provably the one that
+/// claimed: the reuse slack that keeps a lock alive never makes a later
+/// process its holder.
+fn claimer_alive(rec: &LockRecord, probes: &Probes) -> bool {
+    verdict::pid_status(rec, &probes.host, probes.procs) == PidStatus::Alive
+        && verdict::proven_claimer(rec, &probes.host, probes.procs)
+}
+
 /// Whether the lock's process is `pid`'s very process, proven alive here.
 fn same_process(rec: &LockRecord, pid: i32, probes: &Probes) -> bool {
-    rec.pid == pid && verdict::pid_status(rec, &probes.host, probes.procs) == PidStatus::Alive
+    rec.pid == pid && claimer_alive(rec, probes)
 }
 
 /// Whether the lock's process, alive and not reused, is an ancestor of `pid`.
 fn is_ancestor_of(rec: &LockRecord, pid: i32, probes: &Probes) -> bool {
-    ancestors(probes.procs, pid).contains(&rec.pid)
-        && verdict::pid_status(rec, &probes.host, probes.procs) == PidStatus::Alive
+    ancestors(probes.procs, pid).contains(&rec.pid) && claimer_alive(rec, probes)
 }
 
 /// The predicate: does `asker` hold the lock `rec`? `file_uid` is the owner
@@ -171,8 +178,9 @@ pub fn holds(
         return match verdict::pid_status(rec, &probes.host, probes.procs) {
             PidStatus::Dead(_) => true,
             PidStatus::Alive => {
-                asker.this_process == rec.pid
-                    || ancestors(probes.procs, asker.this_process).contains(&rec.pid)
+                (asker.this_process == rec.pid
+                    || ancestors(probes.procs, asker.this_process).contains(&rec.pid))
+                    && verdict::proven_claimer(rec, &probes.host, probes.procs)
             }
             PidStatus::Unknown(_) => false,
         };

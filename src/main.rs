@@ -17,10 +17,13 @@ fn main() -> ExitCode {
     commands::execute(cli).into()
 }
 
-/// clap's own message (help and version included); with `--json` on the
-/// command line, a usage error is also one JSON document on stdout.
+/// clap's own message (help and version included). Help and version go to
+/// stdout through [`out::Out`], so a full disk is an error (exit 2), not a
+/// silent success; with `--json` on the command line, a usage error is also
+/// one JSON document on stdout, with clap's whole message.
 fn usage_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
+    use std::io::IsTerminal;
     let mut out = out::Out::default();
     let is_usage = !matches!(
         e.kind(),
@@ -28,24 +31,41 @@ fn usage_error(e: clap::Error) -> ExitCode {
             | ErrorKind::DisplayVersion
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     );
+    if !is_usage && e.exit_code() == 0 {
+        let styled = e.render();
+        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        out.raw(if color {
+            styled.ansi().to_string()
+        } else {
+            styled.to_string()
+        });
+        return out.finish(exit_codes::ExitCode::Success).into();
+    }
     if is_usage && std::env::args_os().any(|a| a == "--json") {
-        let msg = e.kind().as_str().unwrap_or("invalid usage").to_string();
-        let first = e
-            .to_string()
-            .lines()
-            .next()
-            .unwrap_or(&msg)
-            .trim_start_matches("error: ")
-            .to_string();
         out.line(output::error_json(
             None,
-            &output::ErrorJson::new("usage", first),
+            &output::ErrorJson::new("usage", usage_message(&e)),
         ));
     }
     let _ = e.print();
-    let code = match e.exit_code() {
-        0 => exit_codes::ExitCode::Success,
-        _ => exit_codes::ExitCode::Error,
-    };
-    out.finish(code).into()
+    out.finish(exit_codes::ExitCode::Error).into()
+}
+
+/// clap's whole message on one line: without its `error: ` prefix, its
+/// usage block and its "For more information" hint.
+fn usage_message(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let msg = lines.join(" ");
+    let msg = msg.trim_start_matches("error: ").to_string();
+    if msg.is_empty() {
+        e.kind().as_str().unwrap_or("invalid usage").to_string()
+    } else {
+        msg
+    }
 }

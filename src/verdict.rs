@@ -99,8 +99,14 @@ pub fn describe_session(id: &str) -> String {
     }
 }
 
+/// Inode of the initial PID namespace: the kernel's fixed `PROC_PID_INIT_INO`.
+pub const INIT_PID_NS: u64 = 4026531836;
+
 /// Why a lock cannot be judged from here (another host, another PID
-/// namespace), or `None` when its PID and session mean something here.
+/// namespace), or `None` when its PID and session mean something here. A
+/// lock that records no PID namespace (the Go tool's) was written in an
+/// unknown one: only a checker in the initial namespace, which sees every
+/// process, can judge its PID.
 pub fn foreign(rec: &LockRecord, host: &HostInfo) -> Option<String> {
     if !host.is_local(rec.hostname.as_deref()) {
         return Some(format!(
@@ -117,6 +123,10 @@ pub fn foreign(rec: &LockRecord, host: &HostInfo) -> Option<String> {
         (Some(theirs), None) => Some(format!(
             "written in PID namespace {theirs}, and this process cannot read its own"
         )),
+        (None, ours) if ours != Some(INIT_PID_NS) => Some(format!(
+            "the lock records no PID namespace and this checker is not in the initial one: pid {} may be a process it cannot see",
+            rec.pid
+        )),
         _ => None,
     }
 }
@@ -125,26 +135,48 @@ fn utc(t: &DateTime<FixedOffset>) -> DateTime<Utc> {
     t.with_timezone(&Utc)
 }
 
+/// Whether the live process `pid` is provably the one that claimed, as an
+/// asker must be: by its recorded start time, or, for a lock without one
+/// (the Go tool's), by having started before the lock was acquired. The
+/// clock slack that keeps a lock alive does not make a later process its
+/// holder (only a second, for the coarse boot time).
+pub fn proven_claimer(rec: &LockRecord, host: &HostInfo, procs: &dyn ProcessProbe) -> bool {
+    match (rec.pid_start, procs.start_time(rec.pid)) {
+        (Some(recorded), Some(actual)) => recorded == actual,
+        (None, Some(actual)) => match (rec.acquired_at.as_ref(), host.started_at(actual)) {
+            (Some(acq), Some(started)) => started <= utc(acq) + chrono::Duration::seconds(1),
+            _ => false,
+        },
+        (_, None) => false,
+    }
+}
+
 /// Judges the recorded PID on this host, including PID reuse and reboots:
 /// by `pid_start`/`boot_id` where the record has them, else (the Go tool's
 /// locks) by a process that started after `acquired_at`, or an
 /// `acquired_at` before this boot.
 pub fn pid_status(rec: &LockRecord, host: &HostInfo, procs: &dyn ProcessProbe) -> PidStatus {
     let pid = rec.pid;
+    let acquired_before_boot = |slack: chrono::Duration| matches!((rec.acquired_at.as_ref(), host.boot_time), (Some(acq), Some(boot)) if utc(acq) + slack < boot);
     match (rec.boot_id.as_deref(), host.boot_id.as_deref()) {
+        // Another boot id with this hostname: a reboot only when the lock
+        // predates this boot; otherwise another machine of the same name (a
+        // clone) wrote it, and its PID means nothing here.
         (Some(then), Some(now)) if then != now => {
-            return PidStatus::Dead(format!(
-                "pid {pid} died: the host rebooted since the lock was written"
-            ));
+            return if acquired_before_boot(CLOCK_SLACK) {
+                PidStatus::Dead(format!(
+                    "pid {pid} died: the host rebooted since the lock was written"
+                ))
+            } else {
+                PidStatus::Unknown(format!(
+                    "the lock names boot {then} but this host booted as {now} before it was acquired: another machine with this hostname (a clone) may have written it"
+                ))
+            };
         }
-        (None, _) => {
-            if let (Some(acq), Some(boot)) = (rec.acquired_at.as_ref(), host.boot_time)
-                && utc(acq) + CLOCK_SLACK < boot
-            {
-                return PidStatus::Dead(format!(
-                    "pid {pid} died: the lock was acquired before this host booted"
-                ));
-            }
+        (None, _) if acquired_before_boot(CLOCK_SLACK) => {
+            return PidStatus::Dead(format!(
+                "pid {pid} died: the lock was acquired before this host booted"
+            ));
         }
         _ => {}
     }

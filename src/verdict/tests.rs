@@ -9,7 +9,7 @@ fn host() -> HostInfo {
         hostname: "here".into(),
         uid: 1000,
         boot_id: Some("boot-now".into()),
-        pid_ns: Some(7),
+        pid_ns: Some(INIT_PID_NS),
         mnt_ns: Some(9),
         boot_time: Some("2026-11-20T00:00:00Z".parse().unwrap()),
         ticks_per_sec: 100,
@@ -116,11 +116,78 @@ fn reused_pid_counts_as_dead() {
 fn reboot_counts_as_dead_without_probing_the_pid() {
     let mut r = rec(Some("%1"));
     r.boot_id = Some("boot-before".into());
+    r.acquired_at = at("2026-11-19T23:00:00Z");
     let mut p = MockProcessProbe::new();
     p.expect_existence().never();
     let v = judge(&r, None, &host(), &p, &sessions(SessionStatus::Gone));
     assert_eq!(v.state, State::Stale);
     assert!(v.reason.contains("rebooted"));
+}
+
+#[test]
+fn another_boot_id_after_this_boot_is_a_clone_not_a_reboot() {
+    let mut r = rec(Some("%1"));
+    r.boot_id = Some("boot-of-the-clone".into());
+    let mut p = MockProcessProbe::new();
+    p.expect_existence().never();
+    // Acquired after this host booted (or within the slack before it), or
+    // at an unknown time: another machine of this name wrote it.
+    for t in ["2026-11-25T00:00:00Z", "2026-11-19T23:59:30Z"] {
+        r.acquired_at = at(t);
+        let v = judge(&r, None, &host(), &p, &sessions(SessionStatus::Gone));
+        assert_eq!(v.state, State::Unverified, "{t}: {}", v.reason);
+        assert!(v.reason.contains("clone"), "{}", v.reason);
+    }
+    r.acquired_at = None;
+    let v = judge(&r, None, &host(), &p, &sessions(SessionStatus::Gone));
+    assert_eq!(v.state, State::Unverified);
+}
+
+#[test]
+fn a_lock_without_a_pid_namespace_is_judged_only_from_the_initial_one() {
+    let r = rec(None);
+    let mut in_container = host();
+    in_container.pid_ns = Some(4026532999);
+    let mut p = MockProcessProbe::new();
+    p.expect_existence().never();
+    let mut s = MockSessionProbe::new();
+    s.expect_session_status().never();
+    let v = judge(&r, None, &in_container, &p, &s);
+    assert_eq!(v.state, State::Unverified);
+    assert!(v.reason.contains("not in the initial one"), "{}", v.reason);
+    // The same lock, naming the container's namespace, is judged there.
+    let mut r = r;
+    r.pid_ns = Some(4026532999);
+    let v = judge(&r, None, &in_container, &procs(Existence::Gone, None), &s);
+    assert_eq!(v.state, State::Stale);
+}
+
+#[test]
+fn the_reuse_slack_keeps_a_lock_but_never_makes_an_asker_its_claimer() {
+    // Boot at 2026-11-20T00:00:00Z, 100 ticks a second; acquired a day later.
+    let mut r = rec(None);
+    r.acquired_at = at("2026-11-21T00:00:00Z");
+    let day = 86_400 * 100;
+    for (start, claimer) in [(day - 100, true), (day + 50, true), (day + 3_000, false)] {
+        let p = procs(Existence::Alive, Some(start));
+        assert_eq!(
+            pid_status(&r, &host(), &p),
+            PidStatus::Alive,
+            "within the slack the lock lives"
+        );
+        assert_eq!(proven_claimer(&r, &host(), &p), claimer, "start {start}");
+    }
+    r.pid_start = Some(day);
+    assert!(proven_claimer(
+        &r,
+        &host(),
+        &procs(Existence::Alive, Some(day))
+    ));
+    assert!(!proven_claimer(
+        &r,
+        &host(),
+        &procs(Existence::Alive, Some(day + 1))
+    ));
 }
 
 #[test]
@@ -140,7 +207,7 @@ fn another_pid_namespace_is_unverified_without_any_probe() {
     assert_eq!(v.state, State::Unverified);
     assert!(v.reason.contains("PID namespace 8"), "{}", v.reason);
     // The same namespace: judged as usual.
-    r.pid_ns = Some(7);
+    r.pid_ns = Some(INIT_PID_NS);
     assert_eq!(
         state(&r, Existence::Gone, None, SessionStatus::Gone),
         State::Stale

@@ -183,7 +183,7 @@ fn reused_pid_and_reboot_count_as_dead() {
     write_lock(
         &w,
         &format!(
-            r#"{{"pid":{},"hostname":"{}","boot_id":"not-this-boot"}}"#,
+            r#"{{"pid":{},"acquired_at":"2001-01-01T00:00:00Z","hostname":"{}","boot_id":"not-this-boot"}}"#,
             other.pid(),
             hostname()
         ),

@@ -25,3 +25,4 @@ mod race;
 mod run;
 mod snapshots;
 mod tmux;
+mod visibility;

@@ -1,0 +1,181 @@
+//! A fact proves absence only where it is visible: a PID in the PID
+//! namespace it was recorded in, a boot on the machine that booted, a
+//! process as the claimer only when it started before the claim. Each test
+//! here deleted or replaced a live lock, or answered "yours" to a stranger,
+//! before these rules.
+
+use crate::common::*;
+
+/// A Go-tool lock (no `pid_ns`) of a live host process, judged from inside
+/// a child PID namespace that shares the hostname and the workers (a
+/// container): the process is invisible there, which proves nothing.
+#[test]
+fn a_container_never_judges_a_go_lock_of_the_host_dead() {
+    let sb = Sandbox::new();
+    let root = sb.worker("town");
+    let w = sb.worker("town/w");
+    let holder = sleeper();
+    write_lock(&w, &go_lock(holder.pid(), None));
+    let before = std::fs::read(lock_path(&w)).unwrap();
+    let inside = |args: &[&str]| {
+        let script = format!("exec '{BIN}' \"$@\"");
+        sb.command("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "sh", "-c", &script, "sh"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = inside(&["status", "--json", w.to_str().unwrap()]);
+    let e = entry(&out.stdout);
+    assert_eq!(e["state"], "unverified", "{e}");
+    assert!(
+        e["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not in the initial one"),
+        "{e}"
+    );
+    // A claimant of the container (its own sleep), refused.
+    let script = format!("sleep 600 & '{BIN}' claim --pid $! \"$1\"; r=$?; kill $!; exit $r");
+    let out = sb
+        .command("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", &script, "sh"])
+        .arg(&w)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = inside(&["doctor", "--fix", root.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        std::fs::read(lock_path(&w)).unwrap(),
+        before,
+        "the live lock stays"
+    );
+    // From the host, the same lock is judged as usual.
+    assert_eq!(state_of(&sb, &w, &[]), "held");
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Two machines with one hostname (a cloned VM) sharing workers: another
+/// boot id on a lock acquired after this boot is the clone's, not a reboot.
+#[test]
+fn a_clone_with_the_same_hostname_is_not_a_reboot() {
+    let sb = Sandbox::new();
+    let root = sb.worker("town");
+    let w = sb.worker("town/w");
+    let clone_boot = "00000000-0000-4000-8000-000000000001";
+    assert_ne!(clone_boot, boot_id());
+    let lock = |at: &str| {
+        serde_json::json!({
+            "pid": 4242,
+            "acquired_at": at,
+            "hostname": hostname(),
+            "boot_id": clone_boot,
+            "pid_start": 1,
+        })
+        .to_string()
+    };
+    write_lock(&w, &lock(&go_time()));
+    let out = sb
+        .cmd()
+        .args(["status", "--json"])
+        .arg(&w)
+        .output()
+        .unwrap();
+    let e = entry(&out.stdout);
+    assert_eq!(e["state"], "unverified", "{e}");
+    assert!(e["reason"].as_str().unwrap().contains("clone"), "{e}");
+    let claimer = sleeper();
+    sb.claim(&w, claimer.pid(), &[]).code(1);
+    sb.cmd()
+        .args(["doctor", "--fix"])
+        .arg(&root)
+        .assert()
+        .code(1);
+    assert!(lock_path(&w).exists());
+    // Acquired before this boot: a reboot, stale.
+    write_lock(&w, &lock("2001-01-01T00:00:00Z"));
+    assert_eq!(state_of(&sb, &w, &[]), "stale");
+}
+
+/// A Go-tool lock whose PID now belongs to a process that started after the
+/// claim, within the clock slack: the lock lives on (the slack protects
+/// holders), but that process is not its holder for claim, check or release.
+#[test]
+fn the_reuse_slack_never_makes_a_newcomer_the_holder() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let newcomer = sleeper();
+    let acquired = (chrono::Utc::now() - chrono::Duration::seconds(20)).to_rfc3339();
+    let lock = format!(
+        r#"{{"pid":{},"acquired_at":"{acquired}","hostname":"{}"}}"#,
+        newcomer.pid(),
+        hostname()
+    );
+    write_lock(&w, &lock);
+    assert_eq!(state_of(&sb, &w, &[]), "held");
+    let pid = newcomer.pid().to_string();
+    for args in [
+        vec!["claim", "--pid", &pid],
+        vec!["check", "--pid", &pid],
+        vec!["release", "--pid", &pid],
+    ] {
+        let out = sb.cmd().args(&args).arg(&w).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(std::fs::read_to_string(lock_path(&w)).unwrap(), lock);
+    // The same lock acquired after the process started: it is the holder.
+    let now = format!(
+        r#"{{"pid":{},"acquired_at":"{}","hostname":"{}"}}"#,
+        newcomer.pid(),
+        go_time(),
+        hostname()
+    );
+    write_lock(&w, &now);
+    sb.cmd()
+        .args(["check", "--pid", &pid])
+        .arg(&w)
+        .assert()
+        .code(0);
+}
+
+/// `--json` usage errors carry clap's whole message; help and version that
+/// cannot be written are an error, not a silent success.
+#[test]
+fn usage_errors_and_help_are_whole_and_checked() {
+    let sb = Sandbox::new();
+    let out = sb.cmd().args(["claim", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let e = json(&out.stdout);
+    let msg = e["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("<WORKER>"), "{msg}");
+    for args in [vec!["--help"], vec!["--version"], vec!["claim", "--help"]] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = sb.std_cmd().args(&args).stdout(full).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("No space left"),
+            "{args:?}"
+        );
+    }
+}
