@@ -7,8 +7,7 @@
 
 use super::SessionStatus;
 use super::tmux::{FORMAT, ServerReport, ServerState, SessionKind, SessionProbe, TmuxSnapshot};
-use super::tmux_call::{Answer, Started, finish, start};
-use super::tmux_peer::vet;
+use super::tmux_call::{Answer, call_all};
 pub use super::tmux_sockets::{
     DEFAULT_TIMEOUT, TmuxQuery, env_socket, normalize_socket, socket_dir,
 };
@@ -16,7 +15,7 @@ use super::tmux_sockets::{DELETED, Origin, bound_count, precheck};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A failed tmux call: "no server running" (or a refused connection) proves
 /// there are no sessions; anything else is an error.
@@ -33,71 +32,62 @@ pub fn classify_failure(stderr: &str) -> (ServerState, String) {
     }
 }
 
-/// Vets the listener on `socket` and, when this caller may ask it, starts
-/// `tmux ARGS` against it. The owner is known whenever the listener was.
-fn vet_and_start(
-    socket: &Path,
-    bin: &Path,
-    args: &[&str],
-) -> (Option<u32>, Result<Started, (ServerState, String)>) {
-    match vet(socket, bin) {
-        Err(refusal) => (None, Err(refusal)),
-        Ok(server) => (
-            Some(server.uid),
-            server.askable().map(|()| start(bin, &server, args)),
-        ),
-    }
-}
-
 /// Asks each server once, in parallel; returns their reports and panes.
 fn ask(targets: Vec<(PathBuf, Origin)>, timeout: Duration) -> TmuxSnapshot {
     let mut snap = TmuxSnapshot::default();
     let bin = which::which("tmux").ok();
-    let pending: Vec<_> = targets
-        .into_iter()
-        .map(|(socket, origin)| {
-            let (owner, started) = match (precheck(&socket, origin), &bin) {
-                (Some(known), _) => (None, Err(known)),
-                (None, None) => (
-                    None,
-                    Err((ServerState::Error, "tmux binary not found on PATH".into())),
-                ),
-                (None, Some(bin)) => {
-                    vet_and_start(&socket, bin, &["list-panes", "-a", "-F", FORMAT])
-                }
-            };
-            (socket, origin, owner, started)
+    let known: Vec<Option<(ServerState, String)>> = targets
+        .iter()
+        .map(|(socket, origin)| match (precheck(socket, *origin), &bin) {
+            (Some(known), _) => Some(known),
+            (None, None) => Some((ServerState::Error, "tmux binary not found on PATH".into())),
+            (None, Some(_)) => None,
         })
         .collect();
-    let deadline = Instant::now() + timeout;
-    for (socket, origin, owner, started) in pending {
-        let (state, detail) = match started {
-            Err(known) => known,
-            Ok(started) => match finish(started, deadline, timeout) {
-                Answer::Output {
-                    success: true,
-                    stdout,
-                    ..
-                } => {
-                    let panes = super::tmux::parse_list_panes(&socket, &stdout);
-                    let detail = format!("{} panes", panes.len());
-                    snap.panes.extend(panes);
-                    (ServerState::Ok, detail)
-                }
-                // Listed or recorded, then gone before tmux connected: exited,
-                // unless a server still listens on the path.
-                Answer::Output { stderr, .. }
-                    if origin != Origin::Named && stderr.contains("No such file") =>
-                {
-                    if bound_count(&socket) > 0 {
-                        (ServerState::Error, DELETED.into())
-                    } else {
-                        (ServerState::NoServer, stderr)
-                    }
-                }
-                Answer::Output { stderr, .. } => classify_failure(&stderr),
-                Answer::Failed(why) => (ServerState::Error, why),
+    let to_ask: Vec<PathBuf> = targets
+        .iter()
+        .zip(&known)
+        .filter(|(_, k)| k.is_none())
+        .map(|((s, _), _)| s.clone())
+        .collect();
+    let mut calls = match &bin {
+        Some(bin) => call_all(bin, &to_ask, &["list-panes", "-a", "-F", FORMAT], timeout),
+        None => Vec::new(),
+    }
+    .into_iter();
+    for ((socket, origin), known) in targets.into_iter().zip(known) {
+        let (owner, result) = match known {
+            Some(known) => (None, Err(known)),
+            None => match calls.next() {
+                Some(call) => (call.owner, call.result),
+                None => (None, Err((ServerState::Error, "not asked".into()))),
             },
+        };
+        let (state, detail) = match result {
+            Err(known) => known,
+            Ok(Answer::Output {
+                success: true,
+                stdout,
+                ..
+            }) => {
+                let panes = super::tmux::parse_list_panes(&socket, &stdout);
+                let detail = format!("{} panes", panes.len());
+                snap.panes.extend(panes);
+                (ServerState::Ok, detail)
+            }
+            // Listed or recorded, then gone before tmux connected: exited,
+            // unless a server still listens on the path.
+            Ok(Answer::Output { stderr, .. })
+                if origin != Origin::Named && stderr.contains("No such file") =>
+            {
+                if bound_count(&socket) > 0 {
+                    (ServerState::Error, DELETED.into())
+                } else {
+                    (ServerState::NoServer, stderr)
+                }
+            }
+            Ok(Answer::Output { stderr, .. }) => classify_failure(&stderr),
+            Ok(Answer::Failed(why)) => (ServerState::Error, why),
         };
         snap.servers.push(ServerReport {
             socket,
@@ -252,32 +242,27 @@ impl Tmux {
         let Ok(bin) = which::which("tmux") else {
             return Vec::new();
         };
-        let started: Vec<_> = snap
+        let sockets: Vec<PathBuf> = snap
             .servers
             .iter()
             .filter(|s| s.state == ServerState::Ok)
-            .filter_map(|s| {
-                let args = ["display-message", "-p", "-t", target, "#{pane_id}"];
-                let (_, started) = vet_and_start(&s.socket, &bin, &args);
-                Some((s.socket.clone(), started.ok()?))
-            })
+            .map(|s| s.socket.clone())
             .collect();
-        let deadline = Instant::now() + self.query.timeout;
-        started
+        let args = ["display-message", "-p", "-t", target, "#{pane_id}"];
+        call_all(&bin, &sockets, &args, self.query.timeout)
             .into_iter()
-            .filter_map(
-                |(socket, a)| match finish(a, deadline, self.query.timeout) {
-                    Answer::Output {
-                        success: true,
-                        stdout,
-                        ..
-                    } => {
-                        let pane = stdout.trim().to_string();
-                        (SessionKind::of(&pane) == SessionKind::Pane).then_some((pane, socket))
-                    }
-                    _ => None,
-                },
-            )
+            .zip(sockets)
+            .filter_map(|(call, socket)| match call.result {
+                Ok(Answer::Output {
+                    success: true,
+                    stdout,
+                    ..
+                }) => {
+                    let pane = stdout.trim().to_string();
+                    (SessionKind::of(&pane) == SessionKind::Pane).then_some((pane, socket))
+                }
+                _ => None,
+            })
             .collect()
     }
 }

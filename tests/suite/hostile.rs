@@ -656,3 +656,79 @@ fn paths_that_cannot_be_workers_are_refused_and_nothing_is_created() {
     assert_eq!(tree_digest(sb.path()), before, "nothing created or changed");
     assert_eq!(Path::new("/.runtime").exists(), root_runtime_existed);
 }
+
+/// Listeners that pass for tmux and never answer, one per lock: at most a
+/// bounded number of tmux clients run at once, all within one time limit;
+/// the servers not reached by then are errors (unverified), not a process
+/// each.
+#[test]
+fn many_hanging_servers_cost_a_bounded_number_of_clients() {
+    const N: usize = 40;
+    const PARALLEL: usize = 16;
+    let sb = Sandbox::new();
+    let fake_bin = sb.worker("bin2").join("tmux");
+    std::fs::copy("/usr/bin/perl", &fake_bin).unwrap();
+    let dir = sb.worker("socks");
+    let script = sb.path().join("hang.pl");
+    std::fs::write(
+        &script,
+        r#"use IO::Socket::UNIX; use Socket; my ($dir, $n) = @ARGV; my @l;
+for my $i (1..$n) { push @l, IO::Socket::UNIX->new(Type => SOCK_STREAM, Local => "$dir/s$i", Listen => 16) or die "bind: $!"; }
+open(my $r, '>', "$dir/ready") or die; close $r; sleep 600;"#,
+    )
+    .unwrap();
+    let _hang = Proc(
+        std::process::Command::new(&fake_bin)
+            .arg(&script)
+            .arg(&dir)
+            .arg(N.to_string())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the hanging listeners", Duration::from_secs(20), || {
+        dir.join("ready").exists()
+    });
+    let workers: Vec<PathBuf> = (1..=N)
+        .map(|i| {
+            let w = sb.worker(&format!("town/w{i:02}"));
+            write_lock(
+                &w,
+                &lock_json(&[
+                    ("pid", dead_pid().into()),
+                    ("session_id", "%0".into()),
+                    (
+                        "tmux_socket",
+                        dir.join(format!("s{i}")).to_str().unwrap().into(),
+                    ),
+                ]),
+            );
+            w
+        })
+        .collect();
+    let out = sb
+        .cmd()
+        .args(["status", "--json"])
+        .args(&workers)
+        .output()
+        .unwrap();
+    let doc = json(&out.stdout);
+    let reasons: Vec<String> = doc["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["state"], "unverified", "{e}");
+            e["reason"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let timed_out = reasons
+        .iter()
+        .filter(|r| r.contains("no answer within"))
+        .count();
+    let not_asked = reasons.iter().filter(|r| r.contains("not asked")).count();
+    assert_eq!(
+        (timed_out, not_asked),
+        (PARALLEL, N - PARALLEL),
+        "{reasons:#?}"
+    );
+}

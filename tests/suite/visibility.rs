@@ -179,3 +179,78 @@ fn usage_errors_and_help_are_whole_and_checked() {
         );
     }
 }
+
+/// An agent sandboxed in its own mount and network namespaces (bubblewrap's
+/// `--unshare-net --tmpfs /tmp`, systemd's `PrivateTmp=` + `PrivateNetwork=`)
+/// claims with its tmux session: from the host its server is invisible, its
+/// socket directory empty and its socket in no listening table here. That
+/// proves nothing: the lock is unverified, never stale.
+#[test]
+fn a_sandboxed_agents_session_is_never_proven_gone_from_outside() {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let root = sb.worker("town");
+    let w = sb.worker("town/w");
+    let server_pid = sb.path().join("server-pid");
+    let script = format!(
+        "mount -t tmpfs none \"$TMUX_TMPDIR\" && \
+         tmux -f /dev/null new-session -d -s agent 'sleep 600' && \
+         tmux display -p '#{{pid}}' > '{}' && \
+         '{BIN}' claim --session agent --pid $$ \"$1\"",
+        server_pid.display(),
+    );
+    let out = sb
+        .command("unshare")
+        .args(["--mount", "--net", "--fork", "sh", "-c", &script, "sh"])
+        .arg(&w)
+        .output()
+        .unwrap();
+    let pid: i32 = std::fs::read_to_string(&server_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Ended by its own PID: from here its socket cannot be reached.
+    struct Server(i32);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    let _server = Server(pid);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The host has the same socket directory, empty: "the server exited"
+    // would be read there, but from another mount namespace it proves nothing.
+    std::fs::create_dir_all(sb.socket_dir()).unwrap();
+    let rec = record_at(&w);
+    assert!(rec.mnt_ns.is_some() && rec.tmux_socket.is_some(), "{rec:?}");
+    let out = sb
+        .cmd()
+        .args(["status", "--json"])
+        .arg(&w)
+        .output()
+        .unwrap();
+    let e = entry(&out.stdout);
+    assert_eq!(e["state"], "unverified", "{e}");
+    assert!(
+        e["reason"].as_str().unwrap().contains("mount namespace"),
+        "{e}"
+    );
+    sb.cmd()
+        .args(["doctor", "--fix"])
+        .arg(&root)
+        .assert()
+        .code(1);
+    assert!(lock_path(&w).exists());
+    let claimer = sleeper();
+    sb.claim(&w, claimer.pid(), &[]).code(1);
+}
