@@ -238,8 +238,16 @@ fn asker_of(ctx: &Ctx, a: AskerArgs, warnings: &mut Vec<String>) -> Result<Asker
     Ok(match (a.pid.map(parse_pid).transpose()?, a.session) {
         (Some(p), _) => Asker::new(Some(p), None, None),
         (None, Some(s)) => {
-            let (session, socket) = session_of(ctx, Some(s), warnings);
-            Asker::new(None, session, socket)
+            // A session that lives on several servers names none of them:
+            // acting for it could release another server's live lock.
+            let r = ctx.probes.tmux.resolve(&s);
+            if let Some(n) = r.ambiguous {
+                return Err(Failure::usage(format!(
+                    "--session {s}: it exists on {n} tmux servers, so it names none of them; pass --tmux-socket to pick one"
+                )));
+            }
+            warnings.extend(r.warning);
+            Asker::new(None, Some(r.session), r.socket)
         }
         (None, None) => {
             let (session, socket) = session_of(ctx, None, warnings);

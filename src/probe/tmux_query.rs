@@ -119,6 +119,9 @@ pub struct Resolved {
     pub socket: Option<PathBuf>,
     /// Said on stderr when the session does not exist now, or is ambiguous.
     pub warning: Option<String>,
+    /// How many servers have it, when more than one: it names no one
+    /// session then, and must not act for any of them.
+    pub ambiguous: Option<usize>,
 }
 
 impl Tmux {
@@ -207,6 +210,7 @@ impl Tmux {
                 session: session.clone(),
                 socket: Some(socket.clone()),
                 warning: None,
+                ambiguous: None,
             },
             [] => Resolved {
                 session: requested.to_string(),
@@ -220,6 +224,7 @@ impl Tmux {
                         "no tmux session or pane {requested:?} exists now on the servers asked; recorded as given"
                     )
                 }),
+                ambiguous: None,
             },
             many => Resolved {
                 session: requested.to_string(),
@@ -228,6 +233,7 @@ impl Tmux {
                     "{requested:?} exists on {} tmux servers; recorded without a server (pass --tmux-socket to pick one)",
                     many.len()
                 )),
+                ambiguous: Some(many.len()),
             },
         }
     }

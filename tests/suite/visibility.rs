@@ -254,3 +254,52 @@ fn a_sandboxed_agents_session_is_never_proven_gone_from_outside() {
     let claimer = sleeper();
     sb.claim(&w, claimer.pid(), &[]).code(1);
 }
+
+/// `release --session %0` from outside tmux while two servers each have a
+/// pane `%0`: it names neither, so nothing is released until
+/// `--tmux-socket` picks one.
+#[test]
+fn an_ambiguous_session_releases_nothing() {
+    let sb = Sandbox::new();
+    let _a = sb.tmux("a", "alpha");
+    let b = sb.tmux("b", "beta");
+    assert_eq!(b.pane_id("beta"), "%0");
+    let w = sb.worker("w");
+    let holder = sleeper();
+    sb.claim(
+        &w,
+        holder.pid(),
+        &[
+            "--session",
+            "%0",
+            "--tmux-socket",
+            b.socket.to_str().unwrap(),
+        ],
+    )
+    .code(0);
+    let pid = holder.pid();
+    drop(holder);
+    wait_gone(pid, std::time::Duration::from_secs(10));
+    assert_eq!(state_of(&sb, &w, &[]), "held-by-session");
+    let before = std::fs::read(lock_path(&w)).unwrap();
+    let out = sb
+        .cmd()
+        .args(["release", "--session", "%0"])
+        .arg(&w)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exists on 2 tmux servers"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(lock_path(&w)).unwrap(), before);
+    sb.cmd()
+        .args(["release", "--session", "%0", "--tmux-socket"])
+        .arg(&b.socket)
+        .arg(&w)
+        .assert()
+        .code(0);
+    assert!(!lock_path(&w).exists());
+}
