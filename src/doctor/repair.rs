@@ -122,6 +122,10 @@ pub fn remove_stale(worker_dir: &Path, judged: &Snapshot, probes: &Probes) -> Re
 pub fn move_corrupt_aside(worker_dir: &Path, judged: &Snapshot) -> Result<FixOutcome> {
     let worker = Worker::open(worker_dir)?;
     let g = Guarded::enter(&worker, false)?;
+    // Another doctor (or a claim) got there first: nothing left to do.
+    if matches!(g.read()?, Found::Absent) {
+        return Ok(FixOutcome::Vanished);
+    }
     Ok(match g.move_aside(judged)? {
         Some(to) => FixOutcome::Done(to),
         None => FixOutcome::Skipped(CHANGED.into()),
@@ -140,6 +144,11 @@ pub fn remove_temp(
     let Some(name) = temp.file_name() else {
         return Ok(FixOutcome::Skipped("not a file name".into()));
     };
+    // Removed meanwhile (another doctor, or its writer finished): not a
+    // finding any more, whatever its writer is.
+    if std::fs::symlink_metadata(temp).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+        return Ok(FixOutcome::Vanished);
+    }
     if !still_leftover() {
         return Ok(FixOutcome::Skipped(
             "its writer is alive or it is recent".into(),

@@ -204,3 +204,61 @@ fn doctor_fix_never_removes_a_live_lock() {
         "doctor actually fixed stale locks while racing"
     );
 }
+
+/// Whether process `pid` has `file` open (it waits for the guard on it).
+fn has_open(pid: u32, file: &std::path::Path) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == file))
+        })
+        .unwrap_or(false)
+}
+
+/// Two `doctor --fix` over one tree, both scanned before either fixes: one
+/// fixes each finding, the other finds it gone, and neither reports the
+/// other's fixes as findings it could not fix.
+#[test]
+fn two_doctors_at_once_agree_on_a_healthy_tree() {
+    let sb = Sandbox::new();
+    let root = sb.worker("town");
+    let stale = sb.worker("town/stale");
+    let corrupt = sb.worker("town/corrupt");
+    write_lock(&stale, &go_lock(dead_pid(), None));
+    std::fs::write(
+        stale.join(format!(".runtime/agent.lock.tmp.{}.abc123", dead_pid())),
+        "{",
+    )
+    .unwrap();
+    write_lock(&corrupt, "{not json");
+    let g1 = hold_guard(&stale);
+    let g2 = hold_guard(&corrupt);
+    let doctor = || {
+        sb.std_cmd()
+            .args(["doctor", "--fix", "--json"])
+            .arg(&root)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (doctor(), doctor());
+    let guard = stale.join(".runtime/agent.lock.flock");
+    wait_for(
+        "both doctors to wait for the guard",
+        Duration::from_secs(30),
+        || has_open(a.id(), &guard) && has_open(b.id(), &guard),
+    );
+    drop(g1);
+    drop(g2);
+    let mut fixed = 0;
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        let doc = json(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{doc:#}");
+        assert_eq!(doc["findings"].as_array().unwrap().len(), 0, "{doc:#}");
+        fixed += doc["fixed"].as_array().unwrap().len();
+    }
+    assert_eq!(fixed, 3, "each finding fixed exactly once");
+    sb.cmd().args(["doctor"]).arg(&root).assert().code(0);
+}
