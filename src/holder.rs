@@ -150,9 +150,9 @@ pub fn holds(
         return false;
     }
     let alive = verdict::pid_status(rec, &probes.host, probes.procs) == PidStatus::Alive;
-    if crate::trust::speaker(rec, file_uid, alive, probes.procs).is_err() {
+    let Ok(speaker) = crate::trust::speaker(rec, file_uid, alive, probes.procs) else {
         return false;
-    }
+    };
     let recorded = rec.session_id.as_deref();
     let rec_socket = rec.tmux_socket.as_deref().map(Path::new);
     let asker_socket = asker.tmux_socket.as_deref();
@@ -171,7 +171,12 @@ pub fn holds(
             return true;
         }
     }
+    // A session names no user: acting for a lock through its session alone
+    // is for the user the lock speaks for (or anyone's lock, as root).
+    let my_lock =
+        speaker.is_none_or(|u| u == probes.host.uid) || probes.host.uid == 0 && file_uid == Some(0);
     if scope == Scope::ActFor
+        && my_lock
         && let (Some(r), Some(a)) = (recorded, asker.session.as_deref())
         && same_session(r, rec_socket, a, asker_socket)
     {

@@ -5,13 +5,19 @@
 //! worker wrote, and a tmux client obeys its server: a server may tell the
 //! client to exec a program (`MSG_SHELL`). So a client is only ever run
 //! against a listener whose owner is known from the kernel (`SO_PEERCRED`),
-//! that is a tmux server process (running tmux), and only
-//! as that owner: the caller's own servers as the caller; another user's
-//! server as that user when the caller is root (supplementary groups, gid
-//! and uid dropped to the owner's, environment cleared, before exec) and
-//! not at all otherwise. The client reaches the very socket that was vetted
-//! through an `O_PATH` descriptor (`-S /proc/self/fd/3`), so the path cannot
-//! be swapped between the check and the call.
+//! that runs tmux and lives in the caller's mount namespace, and only as
+//! that owner: the caller's own servers as the caller; another user's server
+//! as that user when the caller is root (supplementary groups, gid and uid
+//! dropped to the owner's, environment cleared, before exec) and not at all
+//! otherwise; always in a session of its own, without the caller's
+//! terminal. The client reaches the very socket that was vetted through an
+//! `O_PATH` descriptor (`-S /proc/self/fd/3`), so the path cannot be swapped
+//! between the check and the call.
+//!
+//! The "runs tmux" check only classifies the listener (anything else is an
+//! `error`): a process can listen and then exec tmux. What makes a forged
+//! server harmless is the rest: its client runs as the server's own user,
+//! with no terminal and nothing of the caller's but two pipes.
 
 use super::tmux::ServerState;
 use nix::errno::Errno;
@@ -32,6 +38,8 @@ const CLIENT_FD: i32 = 3;
 /// A listener found to be a tmux server, with the credentials it runs as.
 #[derive(Debug)]
 pub(crate) struct Vetted {
+    /// The listening process.
+    pid: i32,
     /// Its user.
     pub uid: u32,
     /// Its group.
@@ -114,6 +122,7 @@ pub(crate) fn vet(socket: &Path, bin: &Path) -> Result<Vetted, Refusal> {
     }
     runs_tmux(cred.pid(), bin).map_err(err)?;
     Ok(Vetted {
+        pid: cred.pid(),
         uid: cred.uid(),
         gid: cred.gid(),
         fd,
@@ -130,19 +139,38 @@ fn socket_fd() -> nix::Result<OwnedFd> {
 }
 
 impl Vetted {
-    /// Whether this caller may ask the server: its own, or any as root.
+    /// Whether this caller may ask the server: its own, or any as root; and
+    /// only a server of this mount namespace (one reached through another
+    /// namespace's view, such as `/proc/PID/root/...`, runs where its owner
+    /// may be someone else entirely, and its answer means nothing here).
     pub fn askable(&self) -> Result<(), Refusal> {
         let me = nix::unistd::geteuid().as_raw();
-        if self.uid == me || me == 0 {
-            Ok(())
-        } else {
-            Err((
+        if self.uid != me && me != 0 {
+            return Err((
                 ServerState::Error,
                 format!(
                     "the server belongs to uid {}; only that user or root can ask it",
                     self.uid
                 ),
-            ))
+            ));
+        }
+        let ns = |p: String| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
+        match (
+            ns(format!("/proc/{}/ns/mnt", self.pid)),
+            ns("/proc/self/ns/mnt".into()),
+        ) {
+            (Ok(theirs), Ok(ours)) if theirs == ours => Ok(()),
+            (Ok(_), Ok(_)) => Err((
+                ServerState::Error,
+                format!(
+                    "the server (pid {}) runs in another mount namespace: not asked from here",
+                    self.pid
+                ),
+            )),
+            (Err(e), _) | (_, Err(e)) => Err((
+                ServerState::Error,
+                format!("cannot tell the server's mount namespace: {e}"),
+            )),
         }
     }
 
@@ -163,10 +191,17 @@ impl Vetted {
         let fd = self.fd.as_raw_fd();
         let drop_to = (nix::unistd::geteuid().as_raw() != self.uid).then_some((self.uid, self.gid));
         // SAFETY: between fork and exec only async-signal-safe system calls
-        // are made (dup2, fcntl, setgroups, setgid, setuid); nothing allocates.
+        // are made (setsid, dup2, fcntl, setgroups, setgid, setuid); nothing
+        // allocates.
         unsafe {
             cmd.pre_exec(move || {
                 use nix::libc;
+                // Its own session, without a controlling terminal: a client
+                // run as another user (who can ptrace it, or make it exec a
+                // program) must never reach the caller's terminal.
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 if fd == CLIENT_FD {
                     if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
                         return Err(std::io::Error::last_os_error());

@@ -47,7 +47,10 @@ impl World {
         let payload = sb.path().join("payload.sh");
         std::fs::write(
             &payload,
-            format!("#!/bin/sh\nid -u > {}/ran-as\n", drop_box.display()),
+            format!(
+                "#!/bin/sh\nid -u > {d}/ran-as\ncut -d' ' -f7 /proc/self/stat > {d}/tty\n",
+                d = drop_box.display()
+            ),
         )
         .unwrap();
         std::fs::set_permissions(&payload, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -250,10 +253,24 @@ fn a_server_that_passes_for_tmux_is_asked_only_as_its_owner() {
             ("uid", NOBODY.into()),
         ]),
     );
-    w.sb.cmd().args(["status"]).arg(&worker).output().unwrap();
-    // The client obeyed its server, as tmux does, but as the server's owner:
-    // the attacker ran a program as itself, which it could anyway.
+    // Root runs it from a terminal (`script` gives it one).
+    let status = format!("'{BIN}' status '{}'", worker.display());
+    let out =
+        w.sb.command("script")
+            .args(["-qec", &status, "/dev/null"])
+            .output()
+            .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The client obeyed its server, as tmux does, but as the server's owner
+    // and without root's terminal: the attacker ran a program as itself,
+    // which it could anyway, and cannot type into root's shell.
     assert_eq!(w.payload_ran_as().as_deref(), Some("65534"));
+    let tty = std::fs::read_to_string(w.drop_box.join("tty")).unwrap();
+    assert_eq!(tty.trim(), "0", "the payload had a controlling terminal");
 }
 
 #[test]
@@ -730,5 +747,113 @@ open(my $r, '>', "$dir/ready") or die; close $r; sleep 600;"#,
         (timed_out, not_asked),
         (PARALLEL, N - PARALLEL),
         "{reasons:#?}"
+    );
+}
+
+/// A root listener inside another mount namespace (a container's root, a
+/// sandbox), reached through `/proc/PID/root/...`: root would run its client
+/// as root, so it is never asked from here.
+#[test]
+fn a_server_in_another_mount_namespace_is_never_asked() {
+    if !root_only() {
+        return;
+    }
+    let w = World::new();
+    let fake_bin = w.sb.worker("bin3").join("tmux");
+    std::fs::copy("/usr/bin/perl", &fake_bin).unwrap();
+    let script = w.sb.path().join("fake-tmux.pl");
+    std::fs::write(&script, FAKE_SERVER).unwrap();
+    let hidden = w.sb.worker("hidden");
+    let inner = format!(
+        "mount -t tmpfs none '{h}' && exec '{}' '{}' '{h}/sock' '{}'",
+        fake_bin.display(),
+        script.display(),
+        w.payload.display(),
+        h = hidden.display()
+    );
+    let fake = Proc(
+        w.sb.command("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &inner])
+            .spawn()
+            .unwrap(),
+    );
+    let through = PathBuf::from(format!(
+        "/proc/{}/root{}/sock",
+        fake.pid(),
+        hidden.display()
+    ));
+    let ready = PathBuf::from(format!("{}.ready", through.display()));
+    wait_for("the hidden fake server", Duration::from_secs(20), || {
+        ready.exists()
+    });
+    let worker = w.nobody_lock(
+        "town/w",
+        &lock_json(&[
+            ("pid", dead_pid().into()),
+            ("session_id", "%0".into()),
+            ("tmux_socket", through.to_str().unwrap().into()),
+        ]),
+    );
+    let out =
+        w.sb.cmd()
+            .args(["status", "--json"])
+            .arg(&worker)
+            .output()
+            .unwrap();
+    let e = entry(&out.stdout);
+    assert_eq!(w.payload_ran_as(), None, "the hidden server's payload ran");
+    assert_eq!(e["state"], "unverified", "{e}");
+    assert!(
+        e["reason"]
+            .as_str()
+            .unwrap()
+            .contains("another mount namespace"),
+        "{e}"
+    );
+}
+
+/// Another user's lock, naming only a session: root asking from a pane of
+/// that name is not its holder (a session names no user).
+#[test]
+fn a_session_never_makes_another_users_lock_yours() {
+    if !root_only() {
+        return;
+    }
+    let w = World::new();
+    let worker = w.nobody_lock(
+        "town/w",
+        &lock_json(&[("pid", dead_pid().into()), ("session_id", "%0".into())]),
+    );
+    let before = std::fs::read(lock_path(&worker)).unwrap();
+    w.sb.cmd()
+        .args(["check", "--session", "%0"])
+        .arg(&worker)
+        .assert()
+        .code(1);
+    w.sb.cmd()
+        .env("TMUX_PANE", "%0")
+        .args(["check"])
+        .arg(&worker)
+        .assert()
+        .code(1);
+    w.sb.cmd()
+        .args(["release", "--session", "%0"])
+        .arg(&worker)
+        .assert()
+        .code(1);
+    assert_eq!(std::fs::read(lock_path(&worker)).unwrap(), before);
+    // Its own user, asking from that pane, may.
+    let out =
+        w.sb.as_user(
+            NOBODY,
+            &[BIN, "check", "--session", "%0", worker.to_str().unwrap()],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
