@@ -23,12 +23,14 @@ pub enum Error {
 
     /// The path cannot be a worker: `/`, a `.runtime` directory or anything
     /// inside one. Nothing is created there.
-    #[error("{path}: not a worker directory: {why}")]
+    #[error("{path}: not a worker directory: {why}{}", did_you_mean(.meant.as_deref()))]
     NotAWorker {
         /// The path as given.
         path: PathBuf,
-        /// Why, with the worker probably meant.
+        /// Why.
         why: String,
+        /// The worker probably meant (for a path inside a `.runtime`).
+        meant: Option<PathBuf>,
     },
 
     /// `.runtime` is a symlink or not a directory; it is never followed or replaced.
@@ -144,6 +146,12 @@ pub enum Error {
         /// The guard waited for.
         path: PathBuf,
     },
+}
+
+fn did_you_mean(meant: Option<&std::path::Path>) -> String {
+    meant
+        .map(|m| format!("; did you mean {}?", m.display()))
+        .unwrap_or_default()
 }
 
 impl Error {

@@ -131,7 +131,7 @@ pub fn execute(cli: Cli) -> ExitCode {
     let code = match result {
         Ok(code) => code,
         Err(Failure { error: e, code }) => {
-            out.error_line(output::esc(&e.message));
+            out.error_line(&e.human);
             match shape {
                 JsonShape::None => {}
                 JsonShape::Workers => out.line(output::workers_json(&[], Some(&e))),

@@ -61,11 +61,13 @@ pub(super) fn run_on(
         } => {
             match released {
                 Ok(()) => {}
-                Err(e @ agentlock::Error::NotReleased { .. }) => out.error_line(output::esc(e)),
+                Err(e @ agentlock::Error::NotReleased { .. }) => {
+                    out.error_line(output::error_text(&e))
+                }
                 Err(e) => out.error_line(format_args!(
                     "{}: {}",
                     output::path(&a.worker),
-                    output::esc(e)
+                    output::error_text(&e)
                 )),
             }
             match lost {

@@ -126,7 +126,7 @@ pub(super) fn doctor_with(
         out.line(output::doctor_text(&report, a.fix));
     }
     for e in &errors {
-        out.error_line(output::esc(e));
+        out.error_line(output::error_text(e));
     }
     Ok(if !errors.is_empty() {
         ExitCode::Error

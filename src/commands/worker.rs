@@ -223,7 +223,7 @@ pub(super) fn status(ctx: &Ctx, a: StatusArgs, out: &mut Out) -> Result<ExitCode
             Ok(_) => {}
             Err(e) => {
                 code = code.merge(ExitCode::Error);
-                out.error_line(output::esc(e));
+                out.error_line(output::error_text(e));
             }
         }
     }
@@ -245,7 +245,7 @@ pub(super) fn check(ctx: &Ctx, a: CheckArgs, out: &mut Out) -> Result<ExitCode, 
             Ok(ins) => ins,
             Err(e) => {
                 code = code.merge(ExitCode::Error);
-                out.error_line(output::esc(e));
+                out.error_line(output::error_text(e));
                 continue;
             }
         };

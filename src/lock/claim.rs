@@ -11,6 +11,7 @@ use crate::probe::{Existence, Probes};
 use crate::record::LockRecord;
 use crate::verdict::State;
 use chrono::{DateTime, FixedOffset};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -209,7 +210,10 @@ fn claim_as(
         Found::Record(..) if before.state == State::Stale => ClaimAction::ReplacedStale,
         Found::Record(rec, snap) if opts.force => {
             if opts.signal_other {
-                signal = Some(signal_previous(rec, Some(snap.uid), probes));
+                let runtime = std::fs::symlink_metadata(worker.runtime_path())
+                    .ok()
+                    .map(|m| (m.uid(), m.mode()));
+                signal = Some(signal_previous(rec, Some(snap.uid), runtime, probes));
             }
             ClaimAction::TookOver
         }

@@ -40,27 +40,28 @@ pub(crate) fn give_to_owner(worker: &Worker, fd: &impl AsFd, path: &Path) -> Res
 /// `.runtime` directory or anything inside one (the worker meant is named).
 pub fn not_a_worker(path: &Path) -> Option<Error> {
     use std::path::Component;
-    let refuse = |why: String| {
+    let refuse = |why: String, meant: Option<PathBuf>| {
         Some(Error::NotAWorker {
             path: path.into(),
             why,
+            meant,
         })
     };
     if path.parent().is_none() && path.has_root() {
-        return refuse("the root directory holds no agent".into());
+        return refuse("the root directory holds no agent".into(), None);
     }
     let mut worker = PathBuf::new();
     for c in path.components() {
         if c == Component::Normal(RUNTIME_DIR.as_ref()) {
             let meant = if worker.as_os_str().is_empty() {
-                Path::new(".")
+                PathBuf::from(".")
             } else {
-                worker.as_path()
+                worker
             };
-            return refuse(format!(
-                "it is a {RUNTIME_DIR} directory or inside one; did you mean {}?",
-                crate::trust::shell_quote(&meant.to_string_lossy())
-            ));
+            return refuse(
+                format!("it is a {RUNTIME_DIR} directory or inside one"),
+                Some(meant),
+            );
         }
         worker.push(c);
     }
@@ -68,30 +69,18 @@ pub fn not_a_worker(path: &Path) -> Option<Error> {
 }
 
 impl Worker {
-    /// Opens a worker directory given on the command line. `/`, a `.runtime`
-    /// directory and anything inside one are refused, as given and as
-    /// resolved.
+    /// Opens a worker directory given on the command line, walked without a
+    /// race and without another user's symlink ([`super::resolve`]). `/`, a
+    /// `.runtime` directory and anything inside one are refused, as given
+    /// and as resolved.
     pub fn open(path: &Path) -> Result<Worker> {
         if let Some(e) = not_a_worker(path) {
             return Err(e);
         }
-        let dir = std::fs::canonicalize(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NoSuchWorker { path: path.into() },
-            _ => Error::io(path, e),
-        })?;
+        let (fd, dir) = super::resolve::open_dir(path)?;
         if let Some(e) = not_a_worker(&dir) {
             return Err(e);
         }
-        let fd = openat(
-            nix::fcntl::AT_FDCWD,
-            &dir,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| match e {
-            Errno::ENOTDIR => Error::NotADirectory { path: dir.clone() },
-            e => Error::io(&dir, e),
-        })?;
         let fd = File::from(fd);
         let owner = fstat(fd.as_fd()).map(|st| st.st_uid).ok();
         Ok(Worker { dir, fd, owner })

@@ -40,6 +40,7 @@ mod claim;
 pub(crate) mod fs;
 mod guard;
 mod release;
+mod resolve;
 mod signal;
 
 pub use claim::{

@@ -11,7 +11,16 @@ use crate::verdict;
 /// writer, and may be forged), PID 1, this process or any of its ancestors,
 /// a tmux server, a process of another user, one on another host or PID
 /// namespace, or one not proven to be the process that claimed.
-fn refuse_signal(rec: &LockRecord, file_uid: Option<u32>, probes: &Probes) -> Option<String> {
+/// `runtime` is the owner and mode of the `.runtime` directory the lock was
+/// found in: a directory another user can write may hold a lock of the
+/// caller's that was moved there from another worker, so it names a process
+/// that holds something else.
+fn refuse_signal(
+    rec: &LockRecord,
+    file_uid: Option<u32>,
+    runtime: Option<(u32, u32)>,
+    probes: &Probes,
+) -> Option<String> {
     let pid = rec.pid;
     let my_uid = probes.host.uid;
     match file_uid {
@@ -22,6 +31,19 @@ fn refuse_signal(rec: &LockRecord, file_uid: Option<u32>, probes: &Probes) -> Op
             ));
         }
         None => return Some("the lock file's owner is not known".into()),
+    }
+    if let Some((owner, mode)) = runtime {
+        if owner != my_uid && owner != 0 {
+            return Some(format!(
+                "its .runtime directory belongs to uid {owner}, who could have moved the lock there from another worker"
+            ));
+        }
+        if mode & 0o022 != 0 {
+            return Some(format!(
+                "its .runtime directory is writable by others (mode {:o}): the lock could have been moved there from another worker",
+                mode & 0o7777
+            ));
+        }
     }
     if let Some(why) = verdict::foreign(rec, &probes.host) {
         return Some(why);
@@ -70,9 +92,14 @@ fn refuse_signal(rec: &LockRecord, file_uid: Option<u32>, probes: &Probes) -> Op
 
 /// `--signal-other`: SIGTERM the previous holder when [`refuse_signal`] finds
 /// no reason not to. Returns the one-line outcome.
-pub(super) fn signal_previous(rec: &LockRecord, file_uid: Option<u32>, probes: &Probes) -> String {
+pub(super) fn signal_previous(
+    rec: &LockRecord,
+    file_uid: Option<u32>,
+    runtime: Option<(u32, u32)>,
+    probes: &Probes,
+) -> String {
     let pid = rec.pid;
-    if let Some(why) = refuse_signal(rec, file_uid, probes) {
+    if let Some(why) = refuse_signal(rec, file_uid, runtime, probes) {
         return format!("did not signal pid {pid}: {why}");
     }
     match nix::sys::signal::kill(
@@ -144,7 +171,7 @@ mod tests {
             procs,
             sessions: &sessions,
         };
-        refuse_signal(rec, file_uid, &probes)
+        refuse_signal(rec, file_uid, None, &probes)
     }
 
     #[test]
@@ -204,5 +231,26 @@ mod tests {
         };
         assert!(refusal(&no_uid, &ok).unwrap().contains("records no uid"));
         assert!(refusal_of_file(&rec(HOLDER), None, &ok).is_some());
+    }
+
+    #[test]
+    fn a_lock_in_a_directory_others_write_may_have_been_moved_there() {
+        let ok = procs("claude", 1000);
+        let sessions = MockSessionProbe::new();
+        let probes = Probes {
+            host: host(),
+            procs: &ok,
+            sessions: &sessions,
+        };
+        let r = rec(HOLDER);
+        let with = |runtime| refuse_signal(&r, Some(1000), Some(runtime), &probes);
+        assert_eq!(with((1000, 0o40755)), None);
+        assert_eq!(with((0, 0o40755)), None);
+        assert!(with((65534, 0o40755)).unwrap().contains("uid 65534"));
+        assert!(
+            with((1000, 0o40775))
+                .unwrap()
+                .contains("writable by others")
+        );
     }
 }

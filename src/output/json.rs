@@ -20,6 +20,9 @@ pub struct ErrorJson {
     /// The path it is about, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The line for stderr: escaped, hints shell-quoted.
+    #[serde(skip)]
+    pub human: String,
 }
 
 impl ErrorJson {
@@ -34,14 +37,17 @@ impl ErrorJson {
                     .to_string_lossy()
                     .into_owned()
             }),
+            human: super::text::error_text(e),
         }
     }
 
     /// An error that is not a library error (usage, output).
     pub fn new(kind: &str, message: impl Into<String>) -> ErrorJson {
+        let message = message.into();
         ErrorJson {
             kind: kind.into(),
-            message: message.into(),
+            human: super::text::esc(&message),
+            message,
             path: None,
         }
     }

@@ -25,6 +25,24 @@ pub fn path(p: &Path) -> String {
     escape(&p.to_string_lossy()).into_owned()
 }
 
+/// A library error as one line for stderr: escaped, with a suggested
+/// worker shell-quoted.
+pub fn error_text(e: &agentlock::Error) -> String {
+    match e {
+        agentlock::Error::NotAWorker {
+            path: p,
+            why,
+            meant: Some(m),
+        } => format!(
+            "{}: not a worker directory: {}; did you mean {}?",
+            path(p),
+            esc(why),
+            shell_quote(&m.to_string_lossy())
+        ),
+        e => esc(e),
+    }
+}
+
 /// `agentlock SUBCOMMAND WORKER --force`, with the worker shell-quoted.
 fn command_line(command: &str, worker: &Path, rest: &str) -> String {
     format!(

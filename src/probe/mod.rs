@@ -8,6 +8,7 @@ pub mod process;
 pub mod tmux;
 mod tmux_call;
 mod tmux_peer;
+mod tmux_procs;
 pub mod tmux_query;
 pub mod tmux_sockets;
 

@@ -99,12 +99,20 @@ fn ask(targets: Vec<(PathBuf, Origin)>, timeout: Duration) -> TmuxSnapshot {
     snap
 }
 
+/// How many per-server time limits one run may spend asking tmux (between
+/// refreshes).
+pub const BUDGET: u32 = 3;
+
 /// Every tmux answer of one run: the default servers on first need, and
 /// each recorded server the first time a lock names it.
 #[derive(Debug)]
 pub struct Tmux {
     query: TmuxQuery,
     state: Mutex<(bool, TmuxSnapshot)>,
+    /// Time spent asking since the last refresh: bounded by [`BUDGET`]
+    /// times the per-server limit, so servers that answer once and then hang
+    /// cannot stall a run (a `doctor --fix` re-judging many locks) for long.
+    spent: Mutex<Duration>,
     /// Every server of the user, listed once: what a `--tmux-socket` run
     /// did not ask.
     all_servers: std::sync::OnceLock<Vec<PathBuf>>,
@@ -130,12 +138,42 @@ impl Tmux {
         Tmux {
             query,
             state: Mutex::new((false, TmuxSnapshot::default())),
+            spent: Mutex::new(Duration::ZERO),
             all_servers: std::sync::OnceLock::new(),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (bool, TmuxSnapshot)> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// [`ask`] within what is left of the run's time for tmux; with nothing
+    /// left, every target is an error, never proof.
+    fn ask_within(&self, targets: Vec<(PathBuf, Origin)>) -> TmuxSnapshot {
+        let budget = self.query.timeout * BUDGET;
+        let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
+        let left = budget.saturating_sub(*spent);
+        if left.is_zero() {
+            return TmuxSnapshot {
+                servers: targets
+                    .into_iter()
+                    .map(|(socket, _)| ServerReport {
+                        socket,
+                        state: ServerState::Error,
+                        detail: format!(
+                            "not asked: this run spent its {} s for tmux on servers that did not answer",
+                            budget.as_secs()
+                        ),
+                        owner: None,
+                    })
+                    .collect(),
+                panes: Vec::new(),
+            };
+        }
+        let started = std::time::Instant::now();
+        let got = ask(targets, self.query.timeout.min(left));
+        *spent += started.elapsed();
+        got
     }
 
     /// Asks the default servers, once.
@@ -156,7 +194,7 @@ impl Tmux {
                 Err(report) => st.1.servers.push(report),
             }
         }
-        let got = ask(targets, self.query.timeout);
+        let got = self.ask_within(targets);
         st.1.servers.extend(got.servers);
         st.1.panes.extend(got.panes);
         st.0 = true;
@@ -173,10 +211,7 @@ impl Tmux {
         if wanted.is_empty() {
             return;
         }
-        let got = ask(
-            wanted.into_iter().map(|s| (s, Origin::Recorded)).collect(),
-            self.query.timeout,
-        );
+        let got = self.ask_within(wanted.into_iter().map(|s| (s, Origin::Recorded)).collect());
         st.1.servers.extend(got.servers);
         st.1.panes.extend(got.panes);
     }
@@ -306,6 +341,7 @@ pub fn exact_target(target: &str) -> String {
 impl SessionProbe for Tmux {
     fn refresh(&self) {
         *self.lock() = (false, TmuxSnapshot::default());
+        *self.spent.lock().unwrap_or_else(|p| p.into_inner()) = Duration::ZERO;
     }
 
     fn session_status(

@@ -5,6 +5,7 @@
 //! listening sockets of `/proc/net/unix`.
 
 use super::tmux::{ServerReport, ServerState};
+use super::tmux_procs::{Found, same_socket};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,7 +23,17 @@ pub struct TmuxQuery {
     /// The directory tmux keeps its default sockets under, instead of
     /// `$TMUX_TMPDIR` (or `/tmp`) from the environment.
     pub tmpdir: Option<PathBuf>,
+    /// Whether every tmux server of the caller running on the host counts,
+    /// found by its process (the default), or only the sockets of the
+    /// socket directory, `$TMUX`'s and the recorded ones
+    /// (`AGENTLOCK_TMUX_SERVERS=dir`, for a caller that must not see
+    /// other servers, such as a test in its own `TMUX_TMPDIR`).
+    pub discover: bool,
 }
+
+/// The environment variable that narrows the default servers to the
+/// socket directory's: `AGENTLOCK_TMUX_SERVERS=dir`.
+pub const SERVERS_ENV: &str = "AGENTLOCK_TMUX_SERVERS";
 
 impl Default for TmuxQuery {
     fn default() -> Self {
@@ -30,6 +41,7 @@ impl Default for TmuxQuery {
             sockets: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             tmpdir: None,
+            discover: std::env::var(SERVERS_ENV).map_or(true, |v| v != "dir"),
         }
     }
 }
@@ -87,6 +99,17 @@ impl TmuxQuery {
         let dir = socket_dir_under(self.tmpdir.as_deref());
         let mut out = Vec::new();
         if self.sockets.is_empty() {
+            // tmux itself refuses a socket directory that is another user's
+            // or open to others: whoever made it may listen there.
+            if let Some(why) = unsafe_socket_dir(&dir) {
+                out.push(Err(ServerReport {
+                    socket: dir.clone(),
+                    state: ServerState::Error,
+                    detail: why,
+                    owner: None,
+                }));
+                return out;
+            }
             match std::fs::read_dir(&dir) {
                 Ok(entries) => out.extend(
                     entries
@@ -113,6 +136,23 @@ impl TmuxQuery {
             }));
         }
         out.extend(env_socket().map(|s| Ok((s, Origin::Recorded))));
+        // Every other server of the caller running here, found by its
+        // process: one under another TMUX_TMPDIR, or started with -S PATH.
+        if self.sockets.is_empty() && self.discover {
+            for found in super::tmux_procs::servers() {
+                match found {
+                    Found::Socket(p) => {
+                        let known = out
+                            .iter()
+                            .any(|o| matches!(o, Ok((s, _)) if same_socket(s, &p)));
+                        if !known {
+                            out.push(Ok((p, Origin::Listed)));
+                        }
+                    }
+                    Found::Unreachable(report) => out.push(Err(report)),
+                }
+            }
+        }
         // A server whose socket file was deleted still listens on its path:
         // it holds sessions nobody can ask about. Say so, never "no sessions".
         if self.sockets.is_empty() {
@@ -130,6 +170,30 @@ impl TmuxQuery {
             }
         }
         out
+    }
+}
+
+/// Why the socket directory must not be trusted, if it must not: another
+/// user's, or open to others (tmux refuses both); `None` when it is fine or
+/// does not exist.
+fn unsafe_socket_dir(dir: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::symlink_metadata(dir).ok()?;
+    let me = nix::unistd::getuid().as_raw();
+    if !md.is_dir() {
+        Some("the socket directory is not a directory (tmux would refuse it): not asked".into())
+    } else if md.uid() != me {
+        Some(format!(
+            "the socket directory belongs to uid {}, not {me} (tmux would refuse it): not asked",
+            md.uid()
+        ))
+    } else if md.mode() & 0o007 != 0 {
+        Some(format!(
+            "the socket directory is open to others (mode {:o}; tmux would refuse it): not asked",
+            md.mode() & 0o7777
+        ))
+    } else {
+        None
     }
 }
 
@@ -179,25 +243,9 @@ pub(crate) const DELETED: &str = "socket file is gone but a server still listens
 /// Paths of the listening unix sockets of this network namespace
 /// (`/proc/net/unix` keeps the path of a socket whose file was deleted).
 fn listening_paths() -> Vec<PathBuf> {
-    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
-        return Vec::new();
-    };
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            // Num RefCount Protocol Flags Type St Inode Path: the path is the rest.
-            let mut rest = l.trim_start();
-            let mut fields = Vec::new();
-            for _ in 0..7 {
-                let i = rest.find(char::is_whitespace)?;
-                fields.push(&rest[..i]);
-                rest = rest[i..].trim_start();
-            }
-            // Flags __SO_ACCEPTCON: a listening socket.
-            let listening = u32::from_str_radix(fields[3], 16).is_ok_and(|f| f & 0x10000 != 0);
-            (listening && rest.starts_with('/')).then(|| PathBuf::from(rest))
-        })
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    super::tmux_procs::listening(&table)
+        .map(|(_, p)| p)
         .collect()
 }
 

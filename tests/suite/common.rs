@@ -46,6 +46,14 @@ impl Sandbox {
         w
     }
 
+    /// Creates the socket directory as tmux does (0700).
+    pub fn make_socket_dir(&self) -> PathBuf {
+        let d = self.socket_dir();
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+        d
+    }
+
     /// The socket directory tmux and agentlock use under this sandbox.
     pub fn socket_dir(&self) -> PathBuf {
         self.tmux_tmpdir
@@ -72,6 +80,7 @@ impl Sandbox {
     pub fn tmux_query(&self) -> agentlock::probe::TmuxQuery {
         agentlock::probe::TmuxQuery {
             tmpdir: Some(self.tmux_tmpdir.clone()),
+            discover: false,
             ..Default::default()
         }
     }
@@ -202,6 +211,9 @@ fn isolated(program: impl AsRef<std::ffi::OsStr>, tmux_tmpdir: &Path) -> std::pr
         .env_remove("TMUX_PANE")
         // Help is wrapped to $COLUMNS when set: the same width everywhere.
         .env_remove("COLUMNS")
+        // Only this sandbox's tmux servers: never another test's (or the
+        // machine's), found by their processes.
+        .env("AGENTLOCK_TMUX_SERVERS", "dir")
         // tmux runs $SHELL in a new pane, else the user's login shell:
         // nobody's is nologin, which exits at once and ends the server
         // (CI runs without $SHELL).

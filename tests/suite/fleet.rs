@@ -211,6 +211,7 @@ impl Host {
         .args(args)
         .env("XDG_RUNTIME_DIR", &self.xdg)
         .env("TMUX_TMPDIR", &self.tmux)
+        .env("AGENTLOCK_TMUX_SERVERS", "dir")
         .env("AGENTLOCK_LEASE_TTL", self.ttl.to_string())
         .env("AGENTLOCK_KEEPER_PERIOD", "0.2")
         .env_remove("TMUX")

@@ -857,3 +857,134 @@ fn a_session_never_makes_another_users_lock_yours() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+const EXCHANGER: &str = r#"
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#include <linux/fs.h>
+int main(int argc, char **argv) {
+  FILE *f = fopen(argv[3], "w"); fclose(f);
+  for (;;) syscall(SYS_renameat2, AT_FDCWD, argv[1], AT_FDCWD, argv[2], RENAME_EXCHANGE);
+}
+"#;
+
+/// A worker path swapped for another user's symlink between its check and
+/// its use (a directory and a symlink exchanged in a loop, `renameat2`):
+/// root's claims never create anything where the symlink points.
+#[test]
+fn a_worker_swapped_for_a_symlink_is_never_followed() {
+    let sb = Sandbox::new();
+    let exchanger = compile_c(&sb, "exchange", EXCHANGER);
+    let target = sb.worker("rootonly");
+    let race = sb.worker("race");
+    let w = sb.worker("race/w");
+    let link = race.join("l");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    // The attacker's symlink, in the attacker's directory.
+    if root_only() {
+        std::os::unix::fs::lchown(&link, Some(NOBODY), Some(NOBODY)).unwrap();
+        std::os::unix::fs::chown(&race, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let started = sb.path().join("exchanging");
+    let _swap = Proc(
+        std::process::Command::new(&exchanger)
+            .arg(&w)
+            .arg(&link)
+            .arg(&started)
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the exchanger", Duration::from_secs(20), || {
+        started.exists()
+    });
+    let holder = sleeper();
+    let pid = holder.pid().to_string();
+    for _ in 0..200 {
+        let _ = sb
+            .cmd()
+            .args(["claim", "--pid", &pid])
+            .arg(&w)
+            .output()
+            .unwrap();
+        let _ = sb
+            .cmd()
+            .args(["release", "--force"])
+            .arg(&w)
+            .output()
+            .unwrap();
+        assert!(
+            !target.join(".runtime").exists(),
+            "a claim through the swapped-in symlink created {}",
+            target.join(".runtime").display()
+        );
+    }
+}
+
+/// `/tmp/tmux-0` made by another user before root's first tmux: tmux would
+/// refuse it, and so does agentlock (never asked, never proof).
+#[test]
+fn a_socket_directory_made_by_another_user_is_not_trusted() {
+    if !root_only() {
+        return;
+    }
+    let w = World::new();
+    open_to_all(&w.sb.tmux_tmpdir);
+    let socket = w.sb.socket_dir().join("default");
+    let _fake = w.fake_server(&socket, Path::new("/usr/bin/perl"));
+    let worker = w.sb.worker("town/w");
+    write_lock(&worker, &go_lock(dead_pid(), Some("agent")));
+    let out =
+        w.sb.cmd()
+            .args(["status", "--json"])
+            .arg(&worker)
+            .output()
+            .unwrap();
+    let e = entry(&out.stdout);
+    assert_eq!(w.payload_ran_as(), None);
+    assert_eq!(e["state"], "unverified", "{e}");
+    assert!(
+        e["reason"]
+            .as_str()
+            .unwrap()
+            .contains("belongs to uid 65534"),
+        "{e}"
+    );
+}
+
+/// Root's own lock, moved by the owner of two workers from one to the other:
+/// it names root's holder of the first, so `--signal-other` on the second
+/// must not SIGTERM it.
+#[test]
+fn a_lock_moved_between_workers_gets_nobody_signalled() {
+    if !root_only() {
+        return;
+    }
+    let w = World::new();
+    let (w1, w2) = (w.sb.worker("town/w1"), w.sb.worker("town/w2"));
+    for d in [&w1, &w2] {
+        std::os::unix::fs::chown(d, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let holder = sleeper();
+    w.sb.claim(&w1, holder.pid(), &[]).code(0);
+    std::fs::create_dir_all(w2.join(".runtime")).unwrap();
+    std::os::unix::fs::chown(w2.join(".runtime"), Some(NOBODY), Some(NOBODY)).unwrap();
+    std::fs::rename(lock_path(&w1), lock_path(&w2)).unwrap();
+    let taker = sleeper();
+    let out =
+        w.sb.cmd()
+            .args(["claim", "--force", "--signal-other", "--pid"])
+            .arg(taker.pid().to_string())
+            .arg(&w2)
+            .output()
+            .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("its .runtime directory belongs to uid 65534"),
+        "{stderr}"
+    );
+    assert!(pid_alive(holder.pid()));
+}

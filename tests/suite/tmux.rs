@@ -154,7 +154,7 @@ fn hung_tmux_server_times_out_as_unverified() {
 fn a_listener_that_is_not_tmux_is_never_asked() {
     let sb = Sandbox::new();
     let w = sb.worker("w");
-    std::fs::create_dir_all(sb.socket_dir()).unwrap();
+    sb.make_socket_dir();
     // A socket that accepts connections, held by this (non-tmux) process.
     let _listener = std::os::unix::net::UnixListener::bind(sb.socket_dir().join("fake")).unwrap();
     write_lock(&w, &go_lock(dead_pid(), Some("agent")));

@@ -230,7 +230,7 @@ fn a_sandboxed_agents_session_is_never_proven_gone_from_outside() {
     );
     // The host has the same socket directory, empty: "the server exited"
     // would be read there, but from another mount namespace it proves nothing.
-    std::fs::create_dir_all(sb.socket_dir()).unwrap();
+    sb.make_socket_dir();
     let rec = record_at(&w);
     assert!(rec.mnt_ns.is_some() && rec.tmux_socket.is_some(), "{rec:?}");
     let out = sb
@@ -302,4 +302,53 @@ fn an_ambiguous_session_releases_nothing() {
         .assert()
         .code(0);
     assert!(!lock_path(&w).exists());
+}
+
+/// A Go-tool lock (no server recorded) whose session lives on a server
+/// outside the socket directory (`tmux -S PATH`, another `TMUX_TMPDIR`):
+/// the server is found by its process, so the session is alive. Run in a
+/// PID namespace of its own, so that only this test's server is seen.
+#[test]
+fn a_server_outside_the_socket_directory_is_found_by_its_process() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    std::fs::create_dir_all(w.join(".runtime")).unwrap();
+    let elsewhere = sb.worker("elsewhere");
+    std::fs::set_permissions(
+        &elsewhere,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let out1 = sb.path().join("all.json");
+    let out2 = sb.path().join("dir.json");
+    let script = format!(
+        "tmux -f /dev/null -S '{e}/sock' new-session -d -s only-here-7 'sleep 600' || exit 9
+         ns=$(stat -L -c %i /proc/self/ns/pid)
+         printf '{{\"pid\":999999,\"acquired_at\":\"{at}\",\"session_id\":\"only-here-7\",\"hostname\":\"{host}\",\"pid_ns\":%s}}' \"$ns\" > '{lock}'
+         AGENTLOCK_TMUX_SERVERS=all '{BIN}' status --json '{w}' > '{out1}'
+         AGENTLOCK_TMUX_SERVERS=dir '{BIN}' status --json '{w}' > '{out2}'
+         tmux -S '{e}/sock' kill-server",
+        e = elsewhere.display(),
+        at = go_time(),
+        host = hostname(),
+        lock = lock_path(&w).display(),
+        w = w.display(),
+        out1 = out1.display(),
+        out2 = out2.display(),
+    );
+    let out = sb
+        .command("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found = entry(&std::fs::read(&out1).unwrap());
+    assert_eq!(found["state"], "held-by-session", "{found}");
+    // Only the socket directory asked: the session looks gone.
+    let narrowed = entry(&std::fs::read(&out2).unwrap());
+    assert_eq!(narrowed["state"], "stale", "{narrowed}");
 }

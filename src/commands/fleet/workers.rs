@@ -200,7 +200,7 @@ pub(super) fn status(
         match one {
             Ok(j) => judged.push(j),
             Err(e) => {
-                out.error_line(output::esc(&e));
+                out.error_line(output::error_text(&e));
                 code = code.merge(ExitCode::Error);
                 failed.push((w, e));
             }

@@ -27,3 +27,34 @@ fn targets_are_made_exact() {
     assert_eq!(exact_target("main:@2.%5"), "=main:@2.%5");
     assert_eq!(exact_target("main."), "=main.");
 }
+
+#[test]
+fn a_run_that_spent_its_time_on_tmux_asks_no_more() {
+    let t = Tmux::new(TmuxQuery {
+        timeout: Duration::from_millis(100),
+        ..TmuxQuery::default()
+    });
+    *t.spent.lock().unwrap() = Duration::from_millis(100) * BUDGET;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("s");
+    let _l = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    t.ensure([socket.as_path()]);
+    let snap = t.lock().1.clone();
+    let r = snap.server(&socket).unwrap();
+    assert_eq!(r.state, ServerState::Error);
+    assert!(
+        r.detail.contains("not asked: this run spent"),
+        "{}",
+        r.detail
+    );
+    // A refresh (before acting on a verdict) starts a new allowance.
+    t.refresh();
+    t.ensure([socket.as_path()]);
+    let snap = t.lock().1.clone();
+    assert!(
+        snap.server(&socket)
+            .unwrap()
+            .detail
+            .contains("not a tmux server")
+    );
+}
