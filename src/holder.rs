@@ -157,12 +157,16 @@ pub fn holds(
     let rec_socket = rec.tmux_socket.as_deref().map(Path::new);
     let asker_socket = asker.tmux_socket.as_deref();
     if let Some(pid) = asker.pid {
-        // With ActFor, this very process counts too: a script whose last
-        // command is `agentlock release` exec's into it, keeping its PID.
+        // With ActFor, this very process counts too, and so does every
+        // ancestor of it: a script whose last command is `agentlock release`
+        // exec's into it, keeping its PID; `sh -c 'agentlock claim w &&
+        // agentlock release w'` holds through the shell, which the release
+        // (its last command) is a descendant of.
         let process = same_process(rec, pid, probes)
             || (scope == Scope::ActFor
                 && (is_ancestor_of(rec, pid, probes)
-                    || same_process(rec, asker.this_process, probes)));
+                    || same_process(rec, asker.this_process, probes)
+                    || is_ancestor_of(rec, asker.this_process, probes)));
         let session = match (recorded, asker.session.as_deref()) {
             (Some(r), Some(a)) => same_session(r, rec_socket, a, asker_socket),
             _ => true,

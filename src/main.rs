@@ -10,6 +10,9 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // First of all: a parent that dies while agentlock works would leave it
+    // to init, and the default holder must be the process that invoked it.
+    agentlock::probe::invoker::remember_parent();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),

@@ -13,7 +13,7 @@ use crate::exit_codes::ExitCode;
 use crate::out::Out;
 use crate::output::{self, ErrorJson, Style};
 use agentlock::lock::{Asker, Claimant};
-use agentlock::probe::process::invoking_process;
+use agentlock::probe::invoker::invoker;
 use agentlock::probe::tmux::env_socket;
 use agentlock::probe::{LiveProbes, TmuxQuery};
 use clap::CommandFactory;
@@ -211,26 +211,30 @@ fn session_of(
 }
 
 /// Who claims (`--pid`, `--session`, else the invoking process in
-/// `$TMUX_PANE`), and the warnings said on the way.
+/// `$TMUX_PANE`), the warnings said on the way, and the holder warning
+/// (a default holder that may not outlive the claim).
 fn claimant_of(
     ctx: &Ctx,
     a: crate::cli::Holder,
     out: &mut Out,
-) -> Result<(Claimant, Vec<String>), Failure> {
-    let pid = a
-        .pid
-        .map(parse_pid)
-        .transpose()?
-        .unwrap_or_else(invoking_process);
+) -> Result<(Claimant, Vec<String>, Option<String>), Failure> {
+    let (pid, holder_warning) = match a.pid.map(parse_pid).transpose()? {
+        Some(pid) => (pid, None),
+        None => {
+            let inv = invoker()?;
+            (inv.pid, inv.warning)
+        }
+    };
     let mut warnings = Vec::new();
     let (session, tmux_socket) = session_of(ctx, a.session, &mut warnings);
+    warnings.extend(holder_warning.clone());
     warn_all(out, &warnings);
     let me = Claimant {
         pid,
         session,
         tmux_socket,
     };
-    Ok((me, warnings))
+    Ok((me, warnings, holder_warning))
 }
 
 /// Who asks `release` / `check`.
@@ -251,7 +255,7 @@ fn asker_of(ctx: &Ctx, a: AskerArgs, warnings: &mut Vec<String>) -> Result<Asker
         }
         (None, None) => {
             let (session, socket) = session_of(ctx, None, warnings);
-            Asker::new(Some(invoking_process()), session, socket)
+            Asker::new(Some(invoker()?.pid), session, socket)
         }
     })
 }

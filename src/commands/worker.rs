@@ -14,9 +14,16 @@ use agentlock::run::Interrupt;
 use std::path::PathBuf;
 
 pub(super) fn claim(ctx: &Ctx, a: ClaimArgs, out: &mut Out) -> Result<ExitCode, Failure> {
-    let (me, warnings) = claimant_of(ctx, a.holder, out)?;
+    let (me, warnings, holder_warning) = claimant_of(ctx, a.holder, out)?;
     if a.first_free {
-        return first_free(ctx, &a.workers, &me, a.json, &warnings, out);
+        return first_free(
+            ctx,
+            &a.workers,
+            &me,
+            a.json,
+            (&warnings, holder_warning.as_deref()),
+            out,
+        );
     }
     let [worker] = &a.workers[..] else {
         return Err(Failure::usage(
@@ -53,6 +60,7 @@ pub(super) fn claim(ctx: &Ctx, a: ClaimArgs, out: &mut Out) -> Result<ExitCode, 
                 e.moved_aside = c.moved_aside.as_deref();
                 e.signal = c.signal.as_deref();
                 e.warnings = &warnings;
+                e.holder_warning = holder_warning.as_deref();
                 out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
             } else if !ctx.quiet {
                 out.raw(output::claimed_lines(&c));
@@ -101,7 +109,7 @@ fn first_free(
     workers: &[PathBuf],
     me: &Claimant,
     json: bool,
-    warnings: &[String],
+    (warnings, holder_warning): (&[String], Option<&str>),
     out: &mut Out,
 ) -> Result<ExitCode, Failure> {
     let ff = lock::claim_first_free(workers, me, &ctx.probes.probes())?;
@@ -113,6 +121,7 @@ fn first_free(
     let claimed = ff.claimed.as_ref().map(|(_, c)| {
         let mut e = LockEntry::of(&c.after).with_action(c.action.as_str());
         e.warnings = warnings;
+        e.holder_warning = holder_warning;
         (c.after.worker_dir.as_path(), output::first_free_done(c), e)
     });
     Ok(print_first_free(out, json, tried, claimed, ff.all_failed()))

@@ -131,6 +131,13 @@ fn record_for(
     }
 }
 
+/// Whether the claimant still runs, the same process (start time) as
+/// checked before the claim.
+fn claimant_lives(me: &Claimant, start: Option<u64>, probes: &Probes) -> bool {
+    probes.procs.existence(me.pid) == Existence::Alive
+        && (start.is_none() || probes.procs.start_time(me.pid) == start)
+}
+
 /// Checks a claimant PID: it must be a live process.
 fn check_claimant(me: &Claimant, probes: &Probes) -> Result<Option<u64>> {
     if me.pid <= 0 {
@@ -241,6 +248,20 @@ fn claim_as(
     };
     let rec = record_for(me, my_start, previous, probes);
     g.publish(&rec)?;
+    // The claimant exited while this claim was made (a spawner killed
+    // mid-claim): a lock naming it would hold nothing. Take it back, still
+    // under the guard, and fail.
+    if !claimant_lives(me, my_start, probes) {
+        if let Found::Record(now, snap) = g.read()?
+            && now == rec
+        {
+            g.remove_if_unchanged(&snap)?;
+        }
+        return Err(Error::BadPid {
+            pid: me.pid.into(),
+            why: "the claimant exited before its claim was published; nothing is held".into(),
+        });
+    }
     let after = Judgement {
         record: Some(rec),
         pid_alive: Some(true),

@@ -101,6 +101,10 @@ pub struct LockEntry<'a> {
     /// Warnings said on stderr (a session that does not exist now, ...).
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     pub warnings: &'a [String],
+    /// Why the default holder may not outlive the claim (a process manager
+    /// agentlock may have been reparented to), when it may not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder_warning: Option<&'a str>,
     /// A path of this entry is not UTF-8 and was written lossily.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub paths_lossy: bool,
@@ -160,6 +164,7 @@ impl<'a> LockEntry<'a> {
             fence: None,
             store: None,
             warnings: &[],
+            holder_warning: None,
             paths_lossy: is_lossy(&ins.worker_dir),
         }
     }

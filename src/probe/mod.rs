@@ -4,6 +4,7 @@
 //! traits, so it is unit-tested with `mockall`; the real implementations are
 //! proven against real processes and real tmux servers in `tests/`.
 
+pub mod invoker;
 pub mod process;
 pub mod tmux;
 mod tmux_call;

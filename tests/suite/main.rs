@@ -24,5 +24,6 @@ mod properties;
 mod race;
 mod run;
 mod snapshots;
+mod spawners;
 mod tmux;
 mod visibility;

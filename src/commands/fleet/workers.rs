@@ -55,7 +55,7 @@ pub(super) fn claim(
     a: crate::cli::ClaimArgs,
     out: &mut Out,
 ) -> Result<ExitCode, Failure> {
-    let (me, _) = claimant_of(ctx, a.holder, out)?;
+    let (me, _, _) = claimant_of(ctx, a.holder, out)?;
     let [worker] = &a.workers[..] else {
         return Err(Failure::usage("claim takes one WORKER"));
     };
@@ -108,7 +108,7 @@ pub(super) fn first_free(
     a: crate::cli::ClaimArgs,
     out: &mut Out,
 ) -> Result<ExitCode, Failure> {
-    let (me, warnings) = claimant_of(ctx, a.holder, out)?;
+    let (me, warnings, _) = claimant_of(ctx, a.holder, out)?;
     // An unreachable store fails here, before anything local is touched.
     let lease = keeper::ensure(&store.spec, &store.raw, store.ttl, store.timeout, fleet)?;
     let probes = ctx.probes.probes();
