@@ -22,8 +22,16 @@ pub(super) fn run_on(
     a: RunArgs,
     out: &mut Out,
 ) -> Result<ExitCode, Failure> {
+    // The lock names the command itself, the agent: its liveness is the
+    // command's. The pane `run` happens to run in is recorded only when
+    // asked for (`--session`): a recorded pane would keep the lock
+    // `held-by-session` after the command exited, refusing the pane's next
+    // `run`.
     let mut warnings = Vec::new();
-    let (session, tmux_socket) = session_of(ctx, a.session, &mut warnings);
+    let (session, tmux_socket) = match a.session {
+        Some(s) => session_of(ctx, Some(s), &mut warnings),
+        None => (None, None),
+    };
     warn_all(out, &warnings);
     let me = Claimant {
         pid: 0,

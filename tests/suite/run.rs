@@ -418,9 +418,8 @@ fn ctrl_c_in_a_tmux_pane_reaches_the_command_once() {
     let rec = run_in_pane(&sb, &tmux, &w, &int_counter(&marker), int);
     let lock = lock_path(&w);
     assert_eq!(
-        rec.session_id.as_deref(),
-        Some(tmux.pane_id("agent").as_str()),
-        "records $TMUX_PANE"
+        rec.session_id, None,
+        "names the command alone, not the pane it runs in"
     );
     tmux.run(&["send-keys", "-t", "agent", "C-c"]);
     wait_for("the trap", Duration::from_secs(10), || marker.exists());
@@ -573,4 +572,58 @@ fn a_lock_handed_to_a_live_session_is_left_to_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(state_of(&sb, &w, &[]), "held-by-session");
+}
+
+/// `run` killed inside a tmux pane: its command lives on and holds the
+/// worker; once the command exits the lock is stale (it names the command,
+/// not the pane), and the pane's next `run` gets the worker.
+#[test]
+fn a_killed_run_leaves_a_lock_that_ends_with_its_command() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let tmux = sb.tmux("s", "shell");
+    let pid_file = sb.path().join("command-pid");
+    let rc = sb.path().join("rc");
+    let typed = format!(
+        "'{BIN}' run '{}' -- sh -c 'echo $$ > {}; exec sleep 600'",
+        w.display(),
+        pid_file.display()
+    );
+    tmux.run(&["send-keys", "-t", "shell", &typed, "Enter"]);
+    wait_for("the command", Duration::from_secs(20), || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let command: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_exec(command, "sleep");
+    let run_pid = agentlock::probe::process::parent_of(command).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_gone(run_pid, Duration::from_secs(10));
+    assert_eq!(record_at(&w).pid, command);
+    assert_eq!(state_of(&sb, &w, &[]), "held", "the command lives on");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(command),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_gone(command, Duration::from_secs(10));
+    assert_eq!(state_of(&sb, &w, &[]), "stale");
+    let again = format!(
+        "'{BIN}' run '{}' -- true; echo $? > {}",
+        w.display(),
+        rc.display()
+    );
+    tmux.run(&["send-keys", "-t", "shell", &again, "Enter"]);
+    wait_for("the pane's next run", Duration::from_secs(20), || {
+        std::fs::read_to_string(&rc).is_ok_and(|s| s.ends_with('\n'))
+    });
+    assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "0");
+    assert!(!lock_path(&w).exists());
 }
