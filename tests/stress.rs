@@ -34,4 +34,12 @@ fn mixed_racing_with_crash_injection_keeps_every_invariant() {
         figures.spawner_wins.load(Relaxed) > 0,
         "$(...) spawners won slots"
     );
+    assert!(
+        figures.shell_wins.load(Relaxed) > 0,
+        "sh -c spawners won slots"
+    );
+    assert!(
+        figures.sandbox_wins.load(Relaxed) > 0,
+        "sandboxed agents won rounds"
+    );
 }

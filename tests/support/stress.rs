@@ -27,6 +27,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "shells.rs"]
+mod shells;
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -43,6 +46,11 @@ pub struct Config {
     pub pane_runners: usize,
     /// bash scripts doing `slot=$(agentlock claim --first-free ...)`.
     pub spawners: usize,
+    /// perl processes claiming through `sh -c` (as `system(3)` does).
+    pub shell_spawners: usize,
+    /// Agents in their own mount + network namespace, claiming for a pane
+    /// of a private tmux server.
+    pub sandboxed: usize,
     pub doctors: usize,
     pub readers: usize,
     /// Stop once this many racing rounds (claim attempts) and `kills` SIGKILLs
@@ -64,6 +72,8 @@ impl Config {
             pane_holders: 2,
             pane_runners: 2,
             spawners: 2,
+            shell_spawners: 1,
+            sandboxed: 1,
             doctors: 1,
             readers: 1,
             rounds: 1000,
@@ -80,6 +90,8 @@ impl Config {
             + self.pane_holders
             + self.pane_runners
             + self.spawners
+            + self.shell_spawners
+            + self.sandboxed
             + self.doctors
             + self.readers
             + 1
@@ -96,6 +108,10 @@ pub struct Figures {
     pub pane_wins: AtomicUsize,
     /// Slots won by `$(...)` spawner scripts.
     pub spawner_wins: AtomicUsize,
+    /// Slots won by `sh -c` spawners.
+    pub shell_wins: AtomicUsize,
+    /// Rounds won by sandboxed agents.
+    pub sandbox_wins: AtomicUsize,
     pub operations: AtomicUsize,
     pub reads: AtomicUsize,
     pub sigkills: AtomicUsize,
@@ -158,6 +174,11 @@ impl Figures {
             (
                 "  of which by `$(...)` spawner scripts",
                 g(&self.spawner_wins),
+            ),
+            ("  of which by `sh -c` spawners", g(&self.shell_wins)),
+            (
+                "  of which by sandboxed agents (own mount + net namespace)",
+                g(&self.sandbox_wins),
             ),
             ("operations (all invocations)", g(&self.operations)),
             ("lock reads", g(&self.reads)),
@@ -230,6 +251,8 @@ impl Ctx {
     fn cmd_named(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new(program);
         c.env("TMUX_TMPDIR", self.cfg.dir.join("tmux"))
+            // Only the harness's own tmux servers, never the machine's.
+            .env("AGENTLOCK_TMUX_SERVERS", "dir")
             .env_remove("TMUX")
             .env_remove("TMUX_PANE")
             .stdin(Stdio::null());
@@ -489,14 +512,19 @@ rm -f \"$m\"
             ),
         }
     }
+    mark_shell(ctx, &format!("spawner-{id}"), &overlaps, &lost);
+}
+
+/// Counts what a shell-driven actor wrote to its `overlaps` and `lost`
+/// files as failures.
+fn mark_shell(ctx: &Ctx, who: &str, overlaps: &Path, lost: &Path) {
     for (file, counter, what) in [
-        (&overlaps, &ctx.figures.overlaps, "saw markers"),
-        (&lost, &ctx.figures.live_removed, "lost its slot"),
+        (overlaps, &ctx.figures.overlaps, "saw markers"),
+        (lost, &ctx.figures.live_removed, "lost its slot"),
     ] {
         if let Ok(s) = std::fs::read_to_string(file) {
             for l in s.lines() {
-                ctx.figures
-                    .fail(counter, format!("spawner-{id} {what} {l}"));
+                ctx.figures.fail(counter, format!("{who} {what} {l}"));
             }
         }
     }
@@ -669,6 +697,12 @@ pub fn run(cfg: Config) -> Arc<Figures> {
         }
         for i in 0..cfg.spawners {
             s.spawn(move || spawner(ctx, i));
+        }
+        for i in 0..cfg.shell_spawners {
+            s.spawn(move || shells::shell_spawner(ctx, i));
+        }
+        for i in 0..cfg.sandboxed {
+            s.spawn(move || shells::sandboxed(ctx, i));
         }
         for i in 0..cfg.pickers {
             s.spawn(move || picker(ctx, i));
