@@ -617,13 +617,24 @@ pub struct Etcd {
     _data: tempfile::TempDir,
 }
 
+/// A free loopback port, never one handed out before in this test process:
+/// a killed member's port must not be picked up by another test's etcd,
+/// which would then answer in its place.
 #[cfg(feature = "etcd")]
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 #[cfg(feature = "etcd")]

@@ -394,8 +394,8 @@ fn a_stopped_store_refuses_mutations_and_reads_say_unverified() {
         &other.pid().to_string(),
         w.to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains(&etcd.endpoint), "{err}");
     assert!(started.elapsed() < Duration::from_secs(60), "bounded");
