@@ -81,6 +81,12 @@ pub fn invoker() -> Result<Invoker> {
         pid = parent;
     }
     let in_initial_ns = super::own_pid_ns() == Some(crate::verdict::INIT_PID_NS);
+    if LiveProcesses.comm(pid).is_some_and(|c| c == "tmux: server") {
+        return Err(Error::BadPid {
+            pid: pid.into(),
+            why: "the default holder would be a tmux server (tmux run-shell?): every pane would act for it; name the holder with --pid or its pane with --session".into(),
+        });
+    }
     if pid == 1 && in_initial_ns {
         return Err(Error::BadPid {
             pid: 1,

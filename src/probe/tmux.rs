@@ -241,6 +241,13 @@ impl TmuxSnapshot {
     }
 }
 
+/// Whether this caller sees every process of user `uid`: its own, or all as
+/// root.
+fn can_see_all_of(uid: u32) -> bool {
+    let me = nix::unistd::geteuid().as_raw();
+    me == 0 || me == uid
+}
+
 fn unknown(bad: &ServerReport) -> SessionStatus {
     SessionStatus::Unknown(format!(
         "tmux server {} did not answer: {}",
@@ -277,6 +284,14 @@ impl SessionProbe for TmuxSnapshot {
                         speaker.map_or("an unknown user".to_string(), |u| format!("uid {u}")),
                     ))
                 }
+                // Nobody listens: as far as this caller can see. Another
+                // user's server may listen in a network namespace only root
+                // (or that user) can look into.
+                Some(_) if !speaker.is_none_or(can_see_all_of) => SessionStatus::Unknown(format!(
+                    "nobody listens on tmux socket {} as far as this user can see; the lock's user (uid {}) may run its server where only root can look",
+                    s.display(),
+                    speaker.unwrap_or_default()
+                )),
                 Some(_) => SessionStatus::Gone,
             },
             None => match self.servers.iter().find(|s| s.state == ServerState::Error) {

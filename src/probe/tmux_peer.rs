@@ -191,8 +191,8 @@ impl Vetted {
         let fd = self.fd.as_raw_fd();
         let drop_to = (nix::unistd::geteuid().as_raw() != self.uid).then_some((self.uid, self.gid));
         // SAFETY: between fork and exec only async-signal-safe system calls
-        // are made (setsid, dup2, fcntl, setgroups, setgid, setuid); nothing
-        // allocates.
+        // are made (setsid, dup2, fcntl, close_range or close, setgroups,
+        // setgid, setuid); nothing allocates.
         unsafe {
             cmd.pre_exec(move || {
                 use nix::libc;
@@ -208,6 +208,15 @@ impl Vetted {
                     }
                 } else if libc::dup2(fd, CLIENT_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                // Nothing of the caller's but the pipes and the socket: a
+                // descriptor a cron job passed in must not reach a client
+                // that runs as another user (who may ptrace it).
+                if libc::syscall(libc::SYS_close_range, CLIENT_FD + 1, u32::MAX, 0) < 0 {
+                    let max = libc::sysconf(libc::_SC_OPEN_MAX).clamp(64, 1 << 20) as i32;
+                    for fd in CLIENT_FD + 1..max {
+                        libc::close(fd);
+                    }
                 }
                 if let Some((uid, gid)) = drop_to {
                     if libc::setgroups(0, std::ptr::null()) < 0

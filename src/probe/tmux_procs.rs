@@ -107,6 +107,44 @@ pub(crate) fn listening(table: &str) -> impl Iterator<Item = (u64, PathBuf)> + '
     })
 }
 
+/// Whether a unix socket listens on `path` in any network namespace this
+/// caller can see (all, as root; its own processes' otherwise): a server
+/// sandboxed in its own network namespace (`PrivateNetwork=`, `unshare
+/// --net`) is not in this namespace's table, and its socket file may have
+/// been deleted by a temp cleaner while it runs.
+pub(crate) fn listening_anywhere(path: &Path) -> bool {
+    let me = nix::unistd::getuid().as_raw();
+    let root = nix::unistd::geteuid().is_root();
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let pids = std::iter::once("self".to_string()).chain(
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit())),
+    );
+    for pid in pids {
+        if pid != "self"
+            && !root
+            && !std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == me)
+        {
+            continue;
+        }
+        let Ok(ns) = std::fs::metadata(format!("/proc/{pid}/ns/net")) else {
+            continue;
+        };
+        if !seen.insert((ns.dev(), ns.ino())) {
+            continue;
+        }
+        let table = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).unwrap_or_default();
+        if listening(&table).any(|(_, p)| p == path) {
+            return true;
+        }
+    }
+    false
+}
+
 /// Whether `a` and `b` are one socket file (however each path reaches it).
 pub(crate) fn same_socket(a: &Path, b: &Path) -> bool {
     match (std::fs::metadata(a), std::fs::metadata(b)) {

@@ -80,7 +80,7 @@ fn ask(targets: Vec<(PathBuf, Origin)>, timeout: Duration) -> TmuxSnapshot {
             Ok(Answer::Output { stderr, .. })
                 if origin != Origin::Named && stderr.contains("No such file") =>
             {
-                if bound_count(&socket) > 0 {
+                if bound_count(&socket) > 0 || super::tmux_procs::listening_anywhere(&socket) {
                     (ServerState::Error, DELETED.into())
                 } else {
                     (ServerState::NoServer, stderr)
@@ -252,11 +252,11 @@ impl Tmux {
                 socket: None,
                 warning: Some(if is_target {
                     format!(
-                        "no tmux pane matches target {requested:?} now on the servers asked; recorded as given (it counts as alive while its session exists)"
+                        "no tmux pane matches target '{requested}' now on the servers asked; recorded as given (it counts as alive while its session exists)"
                     )
                 } else {
                     format!(
-                        "no tmux session or pane {requested:?} exists now on the servers asked; recorded as given"
+                        "no tmux session or pane '{requested}' exists now on the servers asked; recorded as given"
                     )
                 }),
                 ambiguous: None,
@@ -265,7 +265,7 @@ impl Tmux {
                 session: requested.to_string(),
                 socket: None,
                 warning: Some(format!(
-                    "{requested:?} exists on {} tmux servers; recorded without a server (pass --tmux-socket to pick one)",
+                    "'{requested}' exists on {} tmux servers; recorded without a server (pass --tmux-socket to pick one)",
                     many.len()
                 )),
                 ambiguous: Some(many.len()),

@@ -5,7 +5,7 @@
 //! listening sockets of `/proc/net/unix`.
 
 use super::tmux::{ServerReport, ServerState};
-use super::tmux_procs::{Found, same_socket};
+use super::tmux_procs::{Found, listening_anywhere, same_socket};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -216,7 +216,9 @@ pub(crate) fn precheck(socket: &Path, origin: Origin) -> Option<(ServerState, St
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(match origin {
             // Deleted (say by a temp cleaner) while its server still listens:
             // the server lives on, and `kill -USR1` recreates the file.
-            Origin::Recorded if bound_count(socket) > 0 => (ServerState::Error, DELETED.into()),
+            Origin::Recorded if bound_count(socket) > 0 || listening_anywhere(socket) => {
+                (ServerState::Error, DELETED.into())
+            }
             Origin::Recorded
                 if socket
                     .parent()

@@ -464,7 +464,7 @@ fn session_targets_resolve_to_panes_and_typos_warn() {
         .assert()
         .code(0)
         .stderr(contains(
-            "warning: no tmux session or pane \"mian\" exists now",
+            "warning: no tmux session or pane 'mian' exists now",
         ));
     assert_eq!(record_at(&w).session_id.as_deref(), Some("mian"));
 }

@@ -241,8 +241,11 @@ fn a_sandboxed_agents_session_is_never_proven_gone_from_outside() {
         .unwrap();
     let e = entry(&out.stdout);
     assert_eq!(e["state"], "unverified", "{e}");
+    // Its mount namespace (and its network namespace's listening table,
+    // seen through its process) both say so.
+    let reason = e["reason"].as_str().unwrap();
     assert!(
-        e["reason"].as_str().unwrap().contains("mount namespace"),
+        reason.contains("mount namespace") || reason.contains("still listens"),
         "{e}"
     );
     sb.cmd()
@@ -351,4 +354,85 @@ fn a_server_outside_the_socket_directory_is_found_by_its_process() {
     // Only the socket directory asked: the session looks gone.
     let narrowed = entry(&std::fs::read(&out2).unwrap());
     assert_eq!(narrowed["state"], "stale", "{narrowed}");
+}
+
+/// The agent's tmux server runs in its own network namespace
+/// (`PrivateNetwork=`) and a temp cleaner deleted its socket file: the
+/// server still listens, in a table this namespace does not show. That
+/// proves nothing: the lock stays, unverified.
+#[test]
+fn a_server_in_another_network_namespace_is_not_gone_with_its_socket_file() {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let dir = sb.worker("private");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let socket = dir.join("sock");
+    let out = sb
+        .command("unshare")
+        .args(["--net", "--fork", "tmux", "-f", "/dev/null", "-S"])
+        .arg(&socket)
+        .args(["new-session", "-d", "-s", "agent", "sleep 600"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid: i32 = String::from_utf8(
+        sb.command("tmux")
+            .arg("-S")
+            .arg(&socket)
+            .args(["display", "-p", "#{pid}"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    struct Server(i32);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    let _server = Server(pid);
+    let spawner = sleeper();
+    sb.claim(
+        &w,
+        spawner.pid(),
+        &[
+            "--session",
+            "agent",
+            "--tmux-socket",
+            socket.to_str().unwrap(),
+        ],
+    )
+    .code(0);
+    let gone = spawner.pid();
+    drop(spawner);
+    wait_gone(gone, std::time::Duration::from_secs(10));
+    assert_eq!(state_of(&sb, &w, &[]), "held-by-session");
+    std::fs::remove_file(&socket).unwrap();
+    let e = entry(
+        &sb.cmd()
+            .args(["status", "--json"])
+            .arg(&w)
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert_eq!(e["state"], "unverified", "{e}");
+    let claimer = sleeper();
+    sb.claim(&w, claimer.pid(), &[]).code(1);
+    sb.cmd().args(["doctor", "--fix"]).arg(&w).assert().code(1);
+    assert!(lock_path(&w).exists());
 }
