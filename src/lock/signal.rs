@@ -83,6 +83,15 @@ fn refuse_signal(
     {
         return Some("it is a tmux server".into());
     }
+    if probes
+        .procs
+        .comm(pid)
+        .is_some_and(|c| crate::probe::invoker::REAPERS.contains(&c.as_str()))
+    {
+        return Some(
+            "it is a process manager (it may have adopted the real holder's claimer)".into(),
+        );
+    }
     match probes.procs.owner_uid(pid) {
         Some(uid) if uid == probes.host.uid => None,
         Some(uid) => Some(format!("it belongs to uid {uid}, not {}", probes.host.uid)),

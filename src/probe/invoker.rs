@@ -11,6 +11,7 @@
 
 use super::ProcessProbe;
 use super::process::{LiveProcesses, parent_of};
+use super::shell_words::{commands, is_this, last_command_is_agentlock};
 use crate::error::{Error, Result};
 use std::sync::OnceLock;
 
@@ -23,7 +24,7 @@ const SHELLS: &[&str] = &["sh", "dash", "bash", "zsh", "ksh", "mksh", "ash", "bu
 
 /// Process managers that adopt orphans: a holder that is one of them may be
 /// the process agentlock was reparented to, not the one that invoked it.
-const REAPERS: &[&str] = &[
+pub(crate) const REAPERS: &[&str] = &[
     "systemd",
     "init",
     "tini",
@@ -94,12 +95,60 @@ pub fn invoker() -> Result<Invoker> {
         });
     }
     let comm = LiveProcesses.comm(pid).unwrap_or_default();
-    let warning = REAPERS.contains(&comm.as_str()).then(|| {
-        format!(
+    let warning = if REAPERS.contains(&comm.as_str()) {
+        Some(format!(
             "the holder is pid {pid} ({comm}), a process manager: if agentlock was reparented to it, the lock outlives its real holder (name the holder with --pid)"
-        )
-    });
+        ))
+    } else if TRANSIENT.contains(&comm.as_str()) || shell_uncertain(pid, &comm) {
+        Some(format!(
+            "the holder is pid {pid} ({comm}), which may exit as soon as agentlock does; the lock would then be stale at once (name the holder with --pid)"
+        ))
+    } else {
+        None
+    };
     Ok(Invoker { pid, warning })
+}
+
+/// Programs that run agentlock for a moment and end: as holders they say
+/// nothing of the agent.
+const TRANSIENT: &[&str] = &[
+    "xargs", "find", "strace", "ltrace", "parallel", "watch", "entr",
+];
+
+/// Shells in which `&>file` is a redirection (in dash it backgrounds).
+fn bash_like(comm: &str) -> bool {
+    matches!(comm, "bash" | "zsh")
+}
+
+/// The `-c` string of a shell process, if it runs one.
+fn shell_string(pid: i32, comm: &str) -> Option<String> {
+    if !SHELLS.contains(&comm) {
+        return None;
+    }
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = raw
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    // `sh -c STRING`, `bash -ec STRING`, `sh -x -c STRING`: the string is the
+    // first argument after the option that holds `c`.
+    let i = args
+        .iter()
+        .skip(1)
+        .position(|a| a.starts_with('-') && !a.starts_with("--") && a.contains('c'))?;
+    args.get(i + 2).cloned()
+}
+
+/// A shell running a `-c` string in which this agentlock cannot be found
+/// with certainty (unbalanced quoting, `eval`, a function): whether it
+/// outlives the claim cannot be told.
+fn shell_uncertain(pid: i32, comm: &str) -> bool {
+    let Some(script) = shell_string(pid, comm) else {
+        return false;
+    };
+    let mine: Vec<String> = std::env::args().skip(1).collect();
+    commands(&script, bash_like(comm))
+        .is_none_or(|cmds| !cmds.iter().any(|(c, _)| is_this(c, &mine)))
 }
 
 /// Whether `pid` is a shell running `-c STRING` whose last command is
@@ -107,109 +156,8 @@ pub fn invoker() -> Result<Invoker> {
 /// with it (dash does not exec a lone last command; Python's
 /// `shell=True`, `system(3)` and make recipes run one).
 fn shell_waiting_for_agentlock(pid: i32, comm: &str) -> bool {
-    if !SHELLS.contains(&comm) {
-        return false;
-    }
-    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let args: Vec<String> = raw
-        .split(|&b| b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    // `sh -c STRING`, `bash -ec STRING`, `sh -x -c STRING`: the string is the
-    // first argument after the option that holds `c`.
-    let Some(i) = args
-        .iter()
-        .skip(1)
-        .position(|a| a.starts_with('-') && !a.starts_with("--") && a.contains('c'))
-    else {
-        return false;
-    };
     let mine: Vec<String> = std::env::args().skip(1).collect();
-    args.get(i + 2)
-        .is_some_and(|s| last_command_is_agentlock(s, &mine))
-}
-
-/// Whether the last top-level command of a shell string is this very
-/// agentlock invocation (arguments `mine`): split at unquoted `;`, `&`, `|`
-/// and newlines, its first word after assignments and
-/// `exec`/`command`/wrappers is agentlock, and its arguments are `mine` (a
-/// word the shell expands, with `$` or a backquote, matches any). `claim w
-/// && release w` runs more after the claim: its shell is the holder.
-pub fn last_command_is_agentlock(script: &str, mine: &[String]) -> bool {
-    let mut last = String::new();
-    let mut current = String::new();
-    let (mut single, mut double, mut escaped) = (false, false, false);
-    for c in script.chars() {
-        if escaped {
-            current.push(c);
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' if !single => {
-                escaped = true;
-                current.push(c);
-            }
-            '\'' if !double => {
-                single = !single;
-                current.push(c);
-            }
-            '"' if !single => {
-                double = !double;
-                current.push(c);
-            }
-            ';' | '&' | '|' | '\n' if !single && !double => {
-                if !current.trim().is_empty() {
-                    last = std::mem::take(&mut current);
-                } else {
-                    current.clear();
-                }
-            }
-            c => current.push(c),
-        }
-    }
-    if !current.trim().is_empty() {
-        last = current;
-    }
-    let Some(words) = shlex::split(&last) else {
-        return false;
-    };
-    let mut words = words.iter().map(String::as_str).peekable();
-    while let Some(&w) = words.peek() {
-        let assignment = w.split_once('=').is_some_and(|(k, _)| {
-            !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        });
-        if assignment
-            || ["exec", "command", "env", "nice", "nohup"].contains(&w)
-            || WRAPPERS.contains(&w)
-        {
-            words.next();
-            // `timeout 5 agentlock ...`: a duration, not the program.
-            if w == "timeout" {
-                while words.peek().is_some_and(|d| {
-                    d.starts_with('-') || d.chars().next().is_some_and(|c| c.is_ascii_digit())
-                }) {
-                    words.next();
-                }
-            }
-            continue;
-        }
-        break;
-    }
-    let program = words.next().is_some_and(|w| {
-        std::path::Path::new(w)
-            .file_name()
-            .is_some_and(|n| n == "agentlock")
-    });
-    let rest: Vec<&str> = words.collect();
-    program
-        && rest.len() == mine.len()
-        && rest
-            .iter()
-            .zip(mine)
-            .all(|(w, m)| w == m || w.contains('$') || w.contains('`'))
+    shell_string(pid, comm).is_some_and(|s| last_command_is_agentlock(&s, &mine, bash_like(comm)))
 }
 
 /// Whether `pid` is a member of a pipeline inside a `$(...)`: a fork of its
@@ -299,43 +247,4 @@ fn read_only(pid: i32, fd: &str) -> bool {
             u32::from_str_radix(flags.trim(), 8).ok()
         })
         .is_some_and(|f| f & nix::libc::O_ACCMODE as u32 == nix::libc::O_RDONLY as u32)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_agentlock_as_the_last_command_of_a_shell_string() {
-        let mine = |s: &str| -> Vec<String> { s.split(' ').map(String::from).collect() };
-        for (yes, args) in [
-            ("agentlock claim pool/a", "claim pool/a"),
-            (
-                "/usr/local/bin/agentlock claim --first-free pool/a pool/b",
-                "claim --first-free pool/a pool/b",
-            ),
-            ("cd /town && agentlock claim w", "claim w"),
-            ("X=1 exec agentlock claim 'my worker'", "claim my worker"),
-            ("timeout 5 agentlock claim w", "claim w"),
-            ("echo start; agentlock claim w\n", "claim w"),
-            ("agentlock claim \"$W\"", "claim /town/w"),
-        ] {
-            let mut args = mine(args);
-            if yes.contains("my worker") {
-                args = vec!["claim".into(), "my worker".into()];
-            }
-            assert!(last_command_is_agentlock(yes, &args), "{yes}");
-        }
-        for no in [
-            "agentlock claim w && exec claude",
-            "agentlock claim w; sleep 600",
-            "echo 'agentlock claim w'",
-            "agentlock claim w | tee log",
-            "agentlock claim w && agentlock release w",
-            "run-agent",
-            "",
-        ] {
-            assert!(!last_command_is_agentlock(no, &mine("claim w")), "{no}");
-        }
-    }
 }

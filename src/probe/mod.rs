@@ -6,6 +6,7 @@
 
 pub mod invoker;
 pub mod process;
+pub mod shell_words;
 pub mod tmux;
 mod tmux_call;
 mod tmux_peer;

@@ -53,6 +53,36 @@ fn a_system_spawner_is_the_holder_not_its_shell() {
     assert_eq!(record_at(&w).pid, first.pid());
 }
 
+/// The shapes `system(3)` strings take: redirections, `|| exit 1`, a
+/// trailing `echo`, wrappers with options. Each names the spawner.
+#[test]
+fn everyday_shell_strings_name_the_spawner() {
+    let sb = Sandbox::new();
+    let spawner = compile_c(&sb, "spawner", SPAWNER);
+    let shapes = [
+        "'{bin}' claim -q '{w}' >/dev/null 2>&1",
+        "'{bin}' claim -q '{w}' < /dev/null || exit 1",
+        "cd / && '{bin}' claim -q '{w}'; echo claimed",
+        "nice -n 5 timeout -s KILL 30 '{bin}' claim -q '{w}'",
+        "X=1 env -u NOPE '{bin}' claim -q '{w}' >/dev/null",
+    ];
+    for (i, shape) in shapes.iter().enumerate() {
+        let w = sb.worker(&format!("pool/w{i}"));
+        let rc = sb.path().join(format!("rc{i}"));
+        let line = shape
+            .replace("{bin}", BIN)
+            .replace("{w}", w.to_str().unwrap());
+        let mut c = sb.command(&spawner);
+        c.arg(&line).arg(&rc);
+        let p = Proc(c.spawn().unwrap());
+        wait_for("the spawner's claim", Duration::from_secs(30), || {
+            std::fs::read_to_string(&rc).is_ok_and(|s| s.ends_with('\n'))
+        });
+        assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "0", "{line}");
+        assert_eq!(record_at(&w).pid, p.pid(), "{line}");
+    }
+}
+
 #[test]
 fn pipelines_inside_command_substitution_name_the_script() {
     let sb = Sandbox::new();
