@@ -135,16 +135,21 @@ fn utc(t: &DateTime<FixedOffset>) -> DateTime<Utc> {
     t.with_timezone(&Utc)
 }
 
+/// How much later than `acquired_at` a process may seem to have started and
+/// still be the claimer: start times are in clock ticks (10 ms) after a
+/// boot time known to the nanosecond.
+pub const ASKER_SLACK: chrono::Duration = chrono::Duration::milliseconds(20);
+
 /// Whether the live process `pid` is provably the one that claimed, as an
 /// asker must be: by its recorded start time, or, for a lock without one
 /// (the Go tool's), by having started before the lock was acquired. The
 /// clock slack that keeps a lock alive does not make a later process its
-/// holder (only a second, for the coarse boot time).
+/// holder.
 pub fn proven_claimer(rec: &LockRecord, host: &HostInfo, procs: &dyn ProcessProbe) -> bool {
     match (rec.pid_start, procs.start_time(rec.pid)) {
         (Some(recorded), Some(actual)) => recorded == actual,
         (None, Some(actual)) => match (rec.acquired_at.as_ref(), host.started_at(actual)) {
-            (Some(acq), Some(started)) => started <= utc(acq) + chrono::Duration::seconds(1),
+            (Some(acq), Some(started)) => started <= utc(acq) + ASKER_SLACK,
             _ => false,
         },
         (_, None) => false,

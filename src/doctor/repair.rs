@@ -12,7 +12,7 @@ use crate::probe::Probes;
 use crate::scan::TempFile;
 use crate::verdict::State;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 fn still_leftover(t: &TempFile, probes: &Probes) -> bool {
     temp_finding(t, probes, SystemTime::now()).is_some()
@@ -25,6 +25,9 @@ fn still_leftover(t: &TempFile, probes: &Probes) -> bool {
 /// findings kept.
 pub fn fix(report: &mut Report, probes: &Probes) -> Vec<crate::Error> {
     let mut errors = Vec::new();
+    // Guards held for long (a live writer, or someone holding them on
+    // purpose) cost this run at most FIX_GUARD_BUDGET in all.
+    let deadline = std::time::Instant::now() + FIX_GUARD_BUDGET;
     // The scan's tmux answer may predate its PID checks: a session created by
     // a spawner that then exited would be missed. Ask again, after them.
     if report
@@ -41,11 +44,25 @@ pub fn fix(report: &mut Report, probes: &Probes) -> Vec<crate::Error> {
                 left.push(f);
                 continue;
             }
-            Some(Repair::RemoveStale(snap)) => remove_stale(&f.worker_dir, snap, probes),
-            Some(Repair::MoveAside(snap)) => move_corrupt_aside(&f.worker_dir, snap),
-            Some(Repair::RemoveTemp(t)) => {
-                remove_temp(&t.worker_dir, &t.path, || still_leftover(t, probes))
+            Some(Repair::RemoveStale(snap)) => {
+                remove_stale_within(&f.worker_dir, snap, probes, guard_wait(deadline))
             }
+            Some(Repair::MoveAside(snap)) => {
+                move_aside_within(&f.worker_dir, snap, guard_wait(deadline))
+            }
+            Some(Repair::RemoveTemp(t)) => remove_temp_within(
+                &t.worker_dir,
+                &t.path,
+                || still_leftover(t, probes),
+                guard_wait(deadline),
+            ),
+        };
+        // A guard held by someone else: not this run's to fix.
+        let outcome = match outcome {
+            Err(crate::Error::GuardTimeout { secs, .. }) => Ok(FixOutcome::Skipped(format!(
+                "its guard stayed held by another process ({secs} s waited)"
+            ))),
+            other => other,
         };
         match outcome {
             Ok(FixOutcome::Done(path)) => report.fixed.push(Fixed {
@@ -89,12 +106,26 @@ pub enum FixOutcome {
 
 const CHANGED: &str = "the lock changed since the scan";
 
+/// How long one guard is waited for by `doctor --fix`.
+const FIX_GUARD_WAIT: Duration = Duration::from_secs(5);
+/// How long all guards of one `doctor --fix` are waited for, in all.
+const FIX_GUARD_BUDGET: Duration = Duration::from_secs(30);
+
+fn guard_wait(deadline: std::time::Instant) -> Duration {
+    FIX_GUARD_WAIT.min(deadline.saturating_duration_since(std::time::Instant::now()))
+}
+
 /// Removes a lock judged stale: under the guard, re-read it, require the same
 /// file with the same bytes, judge it again, and only if still `stale`
 /// remove it (compare-and-delete).
-pub fn remove_stale(worker_dir: &Path, judged: &Snapshot, probes: &Probes) -> Result<FixOutcome> {
+fn remove_stale_within(
+    worker_dir: &Path,
+    judged: &Snapshot,
+    probes: &Probes,
+    wait: Duration,
+) -> Result<FixOutcome> {
     let worker = Worker::open(worker_dir)?;
-    let g = Guarded::enter(&worker, false)?;
+    let g = Guarded::enter_within(&worker, false, wait, None)?;
     let found = g.read()?;
     let snap = match &found {
         Found::Record(_, snap) => snap,
@@ -119,9 +150,9 @@ pub fn remove_stale(worker_dir: &Path, judged: &Snapshot, probes: &Probes) -> Re
 }
 
 /// Moves a corrupt lock aside under the guard, if it is unchanged since judged.
-pub fn move_corrupt_aside(worker_dir: &Path, judged: &Snapshot) -> Result<FixOutcome> {
+fn move_aside_within(worker_dir: &Path, judged: &Snapshot, wait: Duration) -> Result<FixOutcome> {
     let worker = Worker::open(worker_dir)?;
-    let g = Guarded::enter(&worker, false)?;
+    let g = Guarded::enter_within(&worker, false, wait, None)?;
     // Another doctor (or a claim) got there first: nothing left to do.
     if matches!(g.read()?, Found::Absent) {
         return Ok(FixOutcome::Vanished);
@@ -134,13 +165,14 @@ pub fn move_corrupt_aside(worker_dir: &Path, judged: &Snapshot) -> Result<FixOut
 
 /// Removes a lock writer's leftover temp file under the guard (a live writer
 /// holds the guard while its temp file exists), if `still_leftover` confirms.
-pub fn remove_temp(
+fn remove_temp_within(
     worker_dir: &Path,
     temp: &Path,
     still_leftover: impl Fn() -> bool,
+    wait: Duration,
 ) -> Result<FixOutcome> {
     let worker = Worker::open(worker_dir)?;
-    let g = Guarded::enter(&worker, false)?;
+    let g = Guarded::enter_within(&worker, false, wait, None)?;
     let Some(name) = temp.file_name() else {
         return Ok(FixOutcome::Skipped("not a file name".into()));
     };

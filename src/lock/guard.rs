@@ -108,6 +108,16 @@ impl<'w> Guarded<'w> {
         create: bool,
         cancel: Option<&AtomicBool>,
     ) -> Result<Guarded<'w>> {
+        Self::enter_within(worker, create, GUARD_TIMEOUT, cancel)
+    }
+
+    /// [`Guarded::enter`], waiting at most `timeout` for the guard.
+    pub(crate) fn enter_within(
+        worker: &'w Worker,
+        create: bool,
+        timeout: std::time::Duration,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Guarded<'w>> {
         let rt = match open_runtime(worker, create)? {
             Runtime::Dir(rt) => rt,
             Runtime::Missing => {
@@ -126,7 +136,7 @@ impl<'w> Guarded<'w> {
                 ));
             }
         };
-        let guard = Guard::take(worker, &rt, GUARD_TIMEOUT, cancel)?;
+        let guard = Guard::take(worker, &rt, timeout, cancel)?;
         Ok(Guarded {
             worker,
             rt,

@@ -80,19 +80,36 @@ fn own_ns(kind: &str) -> Option<u64> {
         .map(|m| m.ino())
 }
 
-/// When this host booted. `btime` is shifted back by the reader's time
-/// namespace offset, as start times are shifted forward: undo it, so that
-/// both are the root namespace's.
+/// When this host booted, to the nanosecond: the wall clock now less the
+/// time since boot (`CLOCK_BOOTTIME`, which counts suspends, as start
+/// times do). `btime` of `/proc/stat` says the same to the second only, and
+/// a PID reused within that second would pass for the claimer. Both are
+/// shifted by the reader's time namespace offset, as start times are not:
+/// undo it, so that both are the root namespace's.
 fn boot_time(ticks_per_sec: u64) -> Option<DateTime<Utc>> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let secs: i64 = stat
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
-    let offset = process::own_boottime_offset_ticks() / ticks_per_sec.max(1) as i128;
-    DateTime::from_timestamp(secs.checked_add(i64::try_from(offset).ok()?)?, 0)
+    use nix::time::{ClockId, clock_gettime};
+    let offset_ns =
+        process::own_boottime_offset_ticks() * 1_000_000_000 / ticks_per_sec.max(1) as i128;
+    let precise = (|| {
+        let real = clock_gettime(ClockId::CLOCK_REALTIME).ok()?;
+        let since = clock_gettime(ClockId::CLOCK_BOOTTIME).ok()?;
+        let ns =
+            |t: nix::sys::time::TimeSpec| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128;
+        let boot = ns(real) - ns(since) + offset_ns;
+        let secs = i64::try_from(boot.div_euclid(1_000_000_000)).ok()?;
+        DateTime::from_timestamp(secs, boot.rem_euclid(1_000_000_000) as u32)
+    })();
+    precise.or_else(|| {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let secs: i64 = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        let offset = i64::try_from(offset_ns / 1_000_000_000).ok()?;
+        DateTime::from_timestamp(secs.checked_add(offset)?, 0)
+    })
 }
 
 impl HostInfo {

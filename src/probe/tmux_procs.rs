@@ -3,8 +3,9 @@
 //! A lock that records no server (the Go tool's) names a session that may
 //! live on any server of its user: one under another `TMUX_TMPDIR`, or
 //! started with `tmux -S PATH`. Its session is proven gone only when every
-//! server of the caller running on this host was asked. So the caller's
-//! tmux server processes are found in `/proc` (by `comm`), and each one's
+//! server running on this host that could hold it was asked. So tmux server
+//! processes (the caller's; everyone's, as root) are found in `/proc` (by
+//! `comm`), and each one's
 //! listening socket by matching its socket descriptors against the unix
 //! socket table of its own network namespace. A server whose socket cannot
 //! be found, or that runs in another mount namespace (a sandbox), is
@@ -24,9 +25,13 @@ pub(crate) enum Found {
     Unreachable(ServerReport),
 }
 
-/// The tmux server processes of the caller (real uid) on this host.
+/// The tmux server processes on this host that can be asked: the caller's
+/// (real uid), or every user's when the caller is root (a root spawner may
+/// start its agents in another user's tmux; root asks each server as its
+/// owner).
 pub(crate) fn servers() -> Vec<Found> {
     let me = nix::unistd::getuid().as_raw();
+    let everyone = nix::unistd::geteuid().is_root();
     let Ok(proc) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -34,7 +39,9 @@ pub(crate) fn servers() -> Vec<Found> {
     proc.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| is_tmux_server(pid))
-        .filter(|&pid| std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == me))
+        .filter(|&pid| {
+            everyone || std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == me)
+        })
         .map(|pid| found(pid, own_mnt))
         .collect()
 }

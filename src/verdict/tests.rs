@@ -168,7 +168,12 @@ fn the_reuse_slack_keeps_a_lock_but_never_makes_an_asker_its_claimer() {
     let mut r = rec(None);
     r.acquired_at = at("2026-11-21T00:00:00Z");
     let day = 86_400 * 100;
-    for (start, claimer) in [(day - 100, true), (day + 50, true), (day + 3_000, false)] {
+    for (start, claimer) in [
+        (day - 100, true),
+        (day + 1, true),
+        (day + 50, false),
+        (day + 3_000, false),
+    ] {
         let p = procs(Existence::Alive, Some(start));
         assert_eq!(
             pid_status(&r, &host(), &p),

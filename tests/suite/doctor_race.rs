@@ -262,3 +262,41 @@ fn two_doctors_at_once_agree_on_a_healthy_tree() {
     assert_eq!(fixed, 3, "each finding fixed exactly once");
     sb.cmd().args(["doctor"]).arg(&root).assert().code(0);
 }
+
+/// Stale workers whose guards someone holds and never lets go (another
+/// user can `flock` its own workers' guards): `doctor --fix` waits a bounded
+/// time for each, skips them as findings it could not fix, and ends.
+#[test]
+fn held_guards_cost_doctor_fix_a_bounded_wait() {
+    let sb = Sandbox::new();
+    let root = sb.worker("town");
+    let ws: Vec<_> = (0..2).map(|i| sb.worker(&format!("town/w{i}"))).collect();
+    for w in &ws {
+        write_lock(w, &go_lock(dead_pid(), None));
+    }
+    let _held: Vec<_> = ws.iter().map(|w| hold_guard(w)).collect();
+    let out = sb
+        .std_cmd()
+        .args(["doctor", "--fix", "--json"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = json(&out.stdout);
+    let findings = doc["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 2, "{doc:#}");
+    for f in findings {
+        assert!(
+            f["message"].as_str().unwrap().contains("guard stayed held"),
+            "{f}"
+        );
+    }
+    for w in &ws {
+        assert!(lock_path(w).exists());
+    }
+}

@@ -436,3 +436,45 @@ fn a_server_in_another_network_namespace_is_not_gone_with_its_socket_file() {
     sb.cmd().args(["doctor", "--fix"]).arg(&w).assert().code(1);
     assert!(lock_path(&w).exists());
 }
+
+/// root's lock recording no server, whose session lives on another user's
+/// tmux (a root spawner starting agents as other users): root finds that
+/// server by its process and asks it as its owner; the session is alive.
+/// In a PID namespace of its own, so that only this test's server is seen.
+#[test]
+fn root_finds_a_session_on_another_users_server() {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let sb = Sandbox::new();
+    open_to_all(sb.path());
+    let w = sb.worker("w");
+    std::fs::create_dir_all(w.join(".runtime")).unwrap();
+    let theirs = sb.worker("theirs");
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let out1 = sb.path().join("all.json");
+    let script = format!(
+        "setpriv --reuid=65534 --regid=65534 --clear-groups env TMUX_TMPDIR='{t}' tmux -f /dev/null new-session -d -s agent-of-65534 'sleep 600' || exit 9
+         ns=$(stat -L -c %i /proc/self/ns/pid)
+         printf '{{\"pid\":999999,\"acquired_at\":\"{at}\",\"session_id\":\"agent-of-65534\",\"hostname\":\"{host}\",\"pid_ns\":%s}}' \"$ns\" > '{lock}'
+         AGENTLOCK_TMUX_SERVERS=all '{BIN}' status --json '{w}' > '{out1}'",
+        t = theirs.display(),
+        at = go_time(),
+        host = hostname(),
+        lock = lock_path(&w).display(),
+        w = w.display(),
+        out1 = out1.display(),
+    );
+    let out = sb
+        .command("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = entry(&std::fs::read(&out1).unwrap());
+    assert_eq!(e["state"], "held-by-session", "{e}");
+}
