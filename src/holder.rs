@@ -132,8 +132,15 @@ fn same_process(rec: &LockRecord, pid: i32, probes: &Probes) -> bool {
 }
 
 /// Whether the lock's process, alive and not reused, is an ancestor of `pid`.
+/// A tmux server is never acted for this way: every pane's process descends
+/// from it.
 fn is_ancestor_of(rec: &LockRecord, pid: i32, probes: &Probes) -> bool {
-    ancestors(probes.procs, pid).contains(&rec.pid) && claimer_alive(rec, probes)
+    ancestors(probes.procs, pid).contains(&rec.pid)
+        && claimer_alive(rec, probes)
+        && !probes
+            .procs
+            .comm(rec.pid)
+            .is_some_and(|c| c == "tmux: server")
 }
 
 /// The predicate: does `asker` hold the lock `rec`? `file_uid` is the owner
@@ -218,6 +225,7 @@ mod tests {
             .returning(move |pid| live.iter().find(|(q, ..)| *q == pid).map(|(.., s)| *s));
         p.expect_parent()
             .returning(move |pid| live.iter().find(|(q, ..)| *q == pid).map(|(_, p, _)| *p));
+        p.expect_comm().return_const(None);
         p
     }
 

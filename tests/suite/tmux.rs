@@ -598,7 +598,7 @@ fn a_symlinked_socket_path_is_recorded_as_bound() {
 /// the pane lives on. Returns the lock, naming the shell that exited.
 fn claim_from_a_pane(tmux: &Tmux, w: &std::path::Path) -> agentlock::record::LockRecord {
     let cmd = format!(
-        "sh -c \"'{}' claim '{}'; true\"; sleep 600",
+        "sh -c \"'{}' claim '{}'; sleep 0.01\"; sleep 600",
         BIN,
         w.display()
     );
