@@ -137,10 +137,10 @@ fn same_process(rec: &LockRecord, pid: i32, probes: &Probes) -> bool {
 fn is_ancestor_of(rec: &LockRecord, pid: i32, probes: &Probes) -> bool {
     ancestors(probes.procs, pid).contains(&rec.pid)
         && claimer_alive(rec, probes)
-        && !probes
+        && probes
             .procs
             .comm(rec.pid)
-            .is_some_and(|c| c == "tmux: server")
+            .is_none_or(|c| c != "tmux: server")
 }
 
 /// The predicate: does `asker` hold the lock `rec`? `file_uid` is the owner
