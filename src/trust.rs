@@ -83,21 +83,28 @@ pub fn escape(s: &str) -> Cow<'_, str> {
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x100 && unsafe_char(c) => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if unsafe_char(c) => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
-            c => out.push(c),
-        }
+        push_escaped(&mut out, c, "\\u{", "}");
     }
     Cow::Owned(out)
+}
+
+/// Pushes `c`, escaped when it is a backslash or must not reach a terminal:
+/// `\n`, `\x1b`, or `open` hex `close` for the rest (`\u{202e}` for
+/// humans, `\u202e` in the shell's `$'...'`).
+fn push_escaped(out: &mut String, c: char, open: &str, close: &str) {
+    match c {
+        '\\' => out.push_str("\\\\"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if (c as u32) < 0x100 && unsafe_char(c) => {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        }
+        c if unsafe_char(c) => {
+            let _ = write!(out, "{open}{:04x}{close}", c as u32);
+        }
+        c => out.push(c),
+    }
 }
 
 /// A word for a command line a user may paste: quoted for POSIX shells by
@@ -121,17 +128,7 @@ pub fn shell_quote(s: &str) -> Cow<'_, str> {
     for c in s.chars() {
         match c {
             '\'' => out.push_str("\\'"),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x100 && unsafe_char(c) => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if unsafe_char(c) => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+            c => push_escaped(&mut out, c, "\\u", ""),
         }
     }
     out.push('\'');

@@ -305,6 +305,17 @@ impl Drop for Tmux {
     }
 }
 
+/// Sends `1` (SIGTERM, SIGCONT, ...) to PID `0` on drop: for a process a
+/// test started that is not its child (a daemonized tmux server in another
+/// namespace, a stopped server to resume).
+pub struct SignalOnDrop(pub i32, pub nix::sys::signal::Signal);
+
+impl Drop for SignalOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), self.1);
+    }
+}
+
 /// A child process killed and reaped on drop.
 pub struct Proc(pub Child);
 

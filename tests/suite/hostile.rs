@@ -108,6 +108,21 @@ impl World {
     }
 }
 
+/// `status --json` of `worker` as root: the payload never ran, and the
+/// worker is unverified for a reason that says `why`.
+fn assert_unverified(w: &World, worker: &Path, why: &str) {
+    let out =
+        w.sb.cmd()
+            .args(["status", "--json"])
+            .arg(worker)
+            .output()
+            .unwrap();
+    let e = entry(&out.stdout);
+    assert_eq!(w.payload_ran_as(), None, "a payload ran");
+    assert_eq!(e["state"], "unverified", "{e}");
+    assert!(e["reason"].as_str().unwrap().contains(why), "{e}");
+}
+
 fn lock_json(fields: &[(&str, serde_json::Value)]) -> String {
     let mut m = serde_json::Map::new();
     m.insert("acquired_at".into(), go_time().into());
@@ -794,22 +809,7 @@ fn a_server_in_another_mount_namespace_is_never_asked() {
             ("tmux_socket", through.to_str().unwrap().into()),
         ]),
     );
-    let out =
-        w.sb.cmd()
-            .args(["status", "--json"])
-            .arg(&worker)
-            .output()
-            .unwrap();
-    let e = entry(&out.stdout);
-    assert_eq!(w.payload_ran_as(), None, "the hidden server's payload ran");
-    assert_eq!(e["state"], "unverified", "{e}");
-    assert!(
-        e["reason"]
-            .as_str()
-            .unwrap()
-            .contains("another mount namespace"),
-        "{e}"
-    );
+    assert_unverified(&w, &worker, "another mount namespace");
 }
 
 /// Another user's lock, naming only a session: root asking from a pane of
@@ -936,22 +936,7 @@ fn a_socket_directory_made_by_another_user_is_not_trusted() {
     let _fake = w.fake_server(&socket, Path::new("/usr/bin/perl"));
     let worker = w.sb.worker("town/w");
     write_lock(&worker, &go_lock(dead_pid(), Some("agent")));
-    let out =
-        w.sb.cmd()
-            .args(["status", "--json"])
-            .arg(&worker)
-            .output()
-            .unwrap();
-    let e = entry(&out.stdout);
-    assert_eq!(w.payload_ran_as(), None);
-    assert_eq!(e["state"], "unverified", "{e}");
-    assert!(
-        e["reason"]
-            .as_str()
-            .unwrap()
-            .contains("belongs to uid 65534"),
-        "{e}"
-    );
+    assert_unverified(&w, &worker, "belongs to uid 65534");
 }
 
 /// Root's own lock, moved by the owner of two workers from one to the other:

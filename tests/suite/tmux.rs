@@ -131,13 +131,7 @@ fn hung_tmux_server_times_out_as_unverified() {
     let tmux = sb.tmux("hung", "other");
     let pid = nix::unistd::Pid::from_raw(tmux.server_pid);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    struct Cont(nix::unistd::Pid);
-    impl Drop for Cont {
-        fn drop(&mut self) {
-            let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
-        }
-    }
-    let _cont = Cont(pid);
+    let _cont = SignalOnDrop(tmux.server_pid, nix::sys::signal::Signal::SIGCONT);
     write_lock(&w, &go_lock(dead_pid(), Some("agent")));
     let start = std::time::Instant::now();
     let out = sb.cmd().args(["status", "--json"]).arg(&w).assert().code(0);

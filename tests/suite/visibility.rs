@@ -213,16 +213,7 @@ fn a_sandboxed_agents_session_is_never_proven_gone_from_outside() {
         .parse()
         .unwrap();
     // Ended by its own PID: from here its socket cannot be reached.
-    struct Server(i32);
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.0),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-    }
-    let _server = Server(pid);
+    let _server = SignalOnDrop(pid, nix::sys::signal::Signal::SIGTERM);
     assert!(
         out.status.success(),
         "{}",
@@ -395,16 +386,7 @@ fn a_server_in_another_network_namespace_is_not_gone_with_its_socket_file() {
     .trim()
     .parse()
     .unwrap();
-    struct Server(i32);
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.0),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-    }
-    let _server = Server(pid);
+    let _server = SignalOnDrop(pid, nix::sys::signal::Signal::SIGTERM);
     let spawner = sleeper();
     sb.claim(
         &w,
