@@ -250,12 +250,19 @@ fn claim_as(
     g.publish(&rec)?;
     // The claimant exited while this claim was made (a spawner killed
     // mid-claim): a lock naming it would hold nothing. Take it back, still
-    // under the guard, and fail.
+    // under the guard, and fail: the lock that was there before is put
+    // back (a refresh or a takeover must not free a worker whose session
+    // lives on), or the worker is left free.
     if !claimant_lives(me, my_start, probes) {
         if let Found::Record(now, snap) = g.read()?
             && now == rec
         {
-            g.remove_if_unchanged(&snap)?;
+            match &found {
+                Found::Record(before, _) => g.publish(before)?,
+                _ => {
+                    g.remove_if_unchanged(&snap)?;
+                }
+            }
         }
         return Err(Error::BadPid {
             pid: me.pid.into(),

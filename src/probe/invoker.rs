@@ -11,7 +11,7 @@
 
 use super::ProcessProbe;
 use super::process::{LiveProcesses, parent_of};
-use super::shell_words::{commands, is_this, last_command_is_agentlock};
+use super::shell_words::{execs_after, last_command_is_agentlock};
 use crate::error::{Error, Result};
 use std::sync::OnceLock;
 
@@ -115,9 +115,24 @@ const TRANSIENT: &[&str] = &[
     "xargs", "find", "strace", "ltrace", "parallel", "watch", "entr",
 ];
 
-/// Shells in which `&>file` is a redirection (in dash it backgrounds).
-fn bash_like(comm: &str) -> bool {
-    matches!(comm, "bash" | "zsh")
+/// Whether `&>file` is a redirection in the shell `pid` runs (bash, zsh) or
+/// backgrounds (dash, POSIX sh): by its executable, since `sh` is bash on
+/// some systems.
+fn bash_like(pid: i32) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
+        exe.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("bash") || n.starts_with("zsh"))
+    })
+}
+
+/// Whether `pid` is a shell running `-c STRING` that only waits for this
+/// very agentlock (see [`last_command_is_agentlock`]): dash does not exec a
+/// lone last command; Python's `shell=True`, `system(3)` and make recipes
+/// run one.
+fn shell_waiting_for_agentlock(pid: i32, comm: &str) -> bool {
+    let mine: Vec<String> = std::env::args().skip(1).collect();
+    shell_string(pid, comm).is_some_and(|s| last_command_is_agentlock(&s, &mine, bash_like(pid)))
 }
 
 /// The `-c` string of a shell process, if it runs one.
@@ -139,25 +154,15 @@ fn shell_string(pid: i32, comm: &str) -> Option<String> {
     args.get(i + 2).cloned()
 }
 
-/// A shell running a `-c` string in which this agentlock cannot be found
-/// with certainty (unbalanced quoting, `eval`, a function): whether it
-/// outlives the claim cannot be told.
+/// A shell running a `-c` string that goes on after this agentlock and
+/// does not `exec` the next program: whether it outlives the claim (as a
+/// holder should) cannot be told.
 fn shell_uncertain(pid: i32, comm: &str) -> bool {
     let Some(script) = shell_string(pid, comm) else {
         return false;
     };
     let mine: Vec<String> = std::env::args().skip(1).collect();
-    commands(&script, bash_like(comm))
-        .is_none_or(|cmds| !cmds.iter().any(|(c, _)| is_this(c, &mine)))
-}
-
-/// Whether `pid` is a shell running `-c STRING` whose last command is
-/// agentlock (or a wrapper of it): it only waits for agentlock and exits
-/// with it (dash does not exec a lone last command; Python's
-/// `shell=True`, `system(3)` and make recipes run one).
-fn shell_waiting_for_agentlock(pid: i32, comm: &str) -> bool {
-    let mine: Vec<String> = std::env::args().skip(1).collect();
-    shell_string(pid, comm).is_some_and(|s| last_command_is_agentlock(&s, &mine, bash_like(comm)))
+    !execs_after(&script, &mine, bash_like(pid))
 }
 
 /// Whether `pid` is a member of a pipeline inside a `$(...)`: a fork of its

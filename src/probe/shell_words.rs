@@ -22,6 +22,11 @@ pub(crate) fn commands(script: &str, amp_redirect: bool) -> Option<Vec<(String, 
     let mut out = Vec::new();
     let mut cur = String::new();
     let (mut single, mut double, mut depth, mut backtick) = (false, false, 0usize, false);
+    // bash's `$'...'` quoting (backslash escapes inside single quotes) is
+    // not read here: such a string cannot be split with certainty.
+    if script.contains("$'") {
+        return None;
+    }
     let chars: Vec<char> = script.chars().collect();
     let mut i = 0;
     while i < chars.len() {
@@ -191,38 +196,93 @@ fn program_words(command: &str) -> Option<Vec<String>> {
 }
 
 /// Whether a command only reports and ends: what may follow agentlock in a
-/// shell that only waits for it (`|| exit 1`, `; echo done`).
+/// shell that only waits for it (`|| exit 1`, `; echo done`, `|| { echo
+/// busy >&2; exit 1; }`, `rc=$?; [ $rc -eq 0 ]`). Nothing in it may run
+/// another program through a substitution (`$(...)`, backquotes, `<(...)`,
+/// `>(...)`): `echo $(claude)` runs the agent.
 fn reports_and_ends(command: &str) -> bool {
+    if runs_something(command) {
+        return false;
+    }
     program_words(command).is_some_and(|w| {
-        w.first().is_none_or(|p| {
-            ["exit", "true", ":", "echo", "printf", "return", "false"].contains(&p.as_str())
+        let mut w = w
+            .iter()
+            .map(String::as_str)
+            .skip_while(|p| ["{", "(", "!"].contains(p));
+        w.next().is_none_or(|p| {
+            [
+                "exit", "true", ":", "echo", "printf", "return", "false", "[", "test", "}", ")",
+                "touch", "logger",
+            ]
+            .contains(&p)
         })
     })
+}
+
+/// Whether a command line may run a program of its own by substitution.
+fn runs_something(command: &str) -> bool {
+    ["$(", "`", "<(", ">("].iter().any(|s| command.contains(s))
+}
+
+/// Commands that read a pipeline and end when it does: what may consume
+/// agentlock's output in a shell that only waits for it.
+fn filters(command: &str) -> bool {
+    !runs_something(command)
+        && program_words(command).is_some_and(|w| {
+            w.first().is_some_and(|p| {
+                [
+                    "cat", "tee", "tail", "head", "grep", "sed", "cut", "tr", "wc", "sort",
+                    "logger",
+                ]
+                .contains(&p.as_str())
+            })
+        })
 }
 
 /// Whether a shell string only waits for this very agentlock invocation
 /// (arguments `mine`): some top-level command is it (its program is
 /// agentlock, with `mine` for arguments; a word the shell expands, with `$`
-/// or a backquote, matches any, and `"$@"` the rest), not in the
-/// background, and all that follows it is its pipeline's consumers and
-/// commands that only report and end (`|| exit 1`, `; echo done`). `claim
-/// w && exec claude`, `claim w && release w`: the shell goes on, and is
-/// the holder.
+/// or a backquote, matches any, and `"$@"` the rest), nothing runs in the
+/// background or from a `trap`, and all that follows it is its pipeline's
+/// filters (`| tail -n1`) and commands that only report and end (`|| exit
+/// 1`, `; echo done`). `claim w && exec claude`, `claim w && release w`,
+/// `claim w; echo $(claude)`: the shell goes on, and is the holder.
 pub fn last_command_is_agentlock(script: &str, mine: &[String], amp_redirect: bool) -> bool {
     let Some(cmds) = commands(script, amp_redirect) else {
         return false;
     };
+    let trap = cmds
+        .iter()
+        .any(|(c, _)| program_words(c).is_some_and(|w| w.first().is_some_and(|p| p == "trap")));
+    if trap || cmds.iter().any(|(_, op)| *op == Op::Background) {
+        return false;
+    }
     let Some(at) = cmds.iter().rposition(|(c, _)| is_this(c, mine)) else {
         return false;
     };
-    if cmds[at].1 == Op::Background {
-        return false;
-    }
     let mut piped = cmds[at].1 == Op::Pipe;
     cmds[at + 1..].iter().all(|(c, op)| {
-        let ok = piped || reports_and_ends(c);
-        piped = *op == Op::Pipe && piped;
-        ok && *op != Op::Background
+        let ok = if piped {
+            filters(c)
+        } else {
+            reports_and_ends(c)
+        };
+        piped = *op == Op::Pipe;
+        ok
+    })
+}
+
+/// Whether the commands of a shell string after this agentlock invocation
+/// start with `exec`: the shell becomes the next program (the agent), and
+/// is the holder for certain.
+pub(crate) fn execs_after(script: &str, mine: &[String], amp_redirect: bool) -> bool {
+    commands(script, amp_redirect).is_some_and(|cmds| {
+        cmds.iter()
+            .rposition(|(c, _)| is_this(c, mine))
+            .is_some_and(|at| {
+                cmds.get(at + 1)
+                    .is_some_and(|(c, _)| c.split_whitespace().next() == Some("exec"))
+            })
     })
 }
 
@@ -284,6 +344,13 @@ mod tests {
             ("env -u X Y=1 agentlock claim w", "claim w"),
             ("agentlock claim w &>/dev/null", "claim w"),
             ("agentlock claim w | tee log", "claim w"),
+            ("agentlock claim w || { echo busy >&2; exit 1; }", "claim w"),
+            (
+                "agentlock claim w; rc=$?; [ $rc -eq 0 ] || exit 1",
+                "claim w",
+            ),
+            ("agentlock claim w && touch /tmp/f", "claim w"),
+            ("agentlock claim w | tail -n1 | cat", "claim w"),
         ] {
             let mut args = mine(args);
             if yes.contains("my worker") {
@@ -302,6 +369,16 @@ mod tests {
             "agentlock claim 'w",
             "run-agent",
             "",
+            "agentlock claim w || exit 1; echo $(sleep 60)",
+            "agentlock claim w; exit $(agent)",
+            "agentlock claim w; : ${X:=$(agent)}",
+            "agentlock claim w; printf '%s' \"`agent`\"",
+            "agentlock claim w; echo done > $(agent)",
+            "agentlock claim w; echo >(agent)",
+            "agentlock claim w | agent",
+            "trap 'agent' EXIT; agentlock claim w",
+            "agent & agentlock claim w",
+            "agentlock claim w; echo $'\\''; agent; #'",
         ] {
             assert!(
                 !last_command_is_agentlock(no, &mine("claim w"), true),

@@ -75,10 +75,10 @@ fn runs_tmux(pid: i32, bin: &Path) -> Result<(), String> {
     ))
 }
 
-/// Vets the listener on `socket`: its owner from the kernel, and that it is
-/// a tmux server process running `bin`. `Err` says what the socket is
-/// instead: `no-server` when nobody listens, else an `error`.
-pub(crate) fn vet(socket: &Path, bin: &Path) -> Result<Vetted, Refusal> {
+/// The socket file at `socket` (opened `O_PATH`, never through a symlink)
+/// and the credentials of the process listening on it, from the kernel.
+/// `Err` says what it is instead: `no-server` when nobody listens.
+fn listener_of(socket: &Path) -> Result<(OwnedFd, nix::sys::socket::UnixCredentials), Refusal> {
     let err = |s: String| (ServerState::Error, s);
     let fd = open(
         socket,
@@ -114,7 +114,22 @@ pub(crate) fn vet(socket: &Path, bin: &Path) -> Result<Vetted, Refusal> {
             e.desc()
         ))
     })?;
-    drop(conn);
+    Ok((fd, cred))
+}
+
+/// Whether process `pid` is the one listening on `socket`: a path read
+/// from `/proc/net/unix` (where a socket path may hold a newline and forge
+/// a line) is only trusted once the kernel says who answers on it.
+pub(crate) fn listens_on(pid: i32, socket: &Path) -> bool {
+    listener_of(socket).is_ok_and(|(_, cred)| cred.pid() == pid)
+}
+
+/// Vets the listener on `socket`: its owner from the kernel, and that it is
+/// a tmux server process running `bin`. `Err` says what the socket is
+/// instead: `no-server` when nobody listens, else an `error`.
+pub(crate) fn vet(socket: &Path, bin: &Path) -> Result<Vetted, Refusal> {
+    let err = |s: String| (ServerState::Error, s);
+    let (fd, cred) = listener_of(socket)?;
     if cred.pid() <= 0 {
         return Err(err(
             "the listening process is not visible here (another PID namespace)".into(),

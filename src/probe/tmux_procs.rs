@@ -87,8 +87,15 @@ fn found(pid: i32, own_mnt: Option<(u64, u64)>) -> Found {
         })
         .unwrap_or_default();
     let table = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).unwrap_or_default();
-    match listening(&table).find(|(ino, _)| inodes.contains(ino)) {
-        Some((_, path)) => Found::Socket(path),
+    // A path in the table is anybody's to forge (a socket path may hold a
+    // newline and a line of its own): only one the kernel says this very
+    // server answers on counts.
+    let found = listening(&table)
+        .filter(|(ino, _)| inodes.contains(ino))
+        .map(|(_, path)| path)
+        .find(|path| super::tmux_peer::listens_on(pid, path));
+    match found {
+        Some(path) => Found::Socket(path),
         None => unreachable(
             pid,
             format!("tmux server pid {pid} listens on no socket path found here"),

@@ -973,3 +973,73 @@ fn a_lock_moved_between_workers_gets_nobody_signalled() {
     );
     assert!(pid_alive(holder.pid()));
 }
+
+/// Forges a line of `/proc/net/unix` inside socket paths (a path may hold a
+/// newline): "the victim's tmux server listens on qN", a leftover socket
+/// nobody listens on. Binds 40 of them (table order is the kernel's: some
+/// come before the real line), then waits to be killed.
+const FORGER: &str = r#"
+use strict; use IO::Socket::UNIX; use Socket; use File::Path qw(make_path); use File::Basename;
+my ($victim, $dir) = @ARGV;
+my $ino;
+open(my $t, '<', '/proc/net/unix') or die;
+while (<$t>) { my @f = split; $ino = $f[6] if defined $f[7] && $f[7] eq $victim; }
+close $t;
+die "no inode for $victim" unless $ino;
+my @keep;
+for my $i (1..40) {
+  # A leftover socket nobody listens on, named by the forged line (its
+  # slashes make directories of the real path's first part).
+  my $q = "$dir/q$i";
+  { my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM, Local => $q, Listen => 1) or die; close $s; }
+  my $p = "$dir/$i\n0000000000000000: 00000002 00000000 00010000 0001 01 $ino $q";
+  make_path(dirname($p));
+  my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM, Local => $p, Listen => 1) or die "bind: $!";
+  push @keep, $s;
+}
+open(my $r, '>', "$dir/ready") or die; close $r;
+sleep 600;
+"#;
+
+/// A forged `/proc/net/unix` line never makes a live session look gone:
+/// a path read from the table counts only once the kernel says the server
+/// answers on it. In a PID namespace of its own (only its own processes).
+#[test]
+fn a_forged_socket_table_line_never_hides_a_live_server() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    std::fs::create_dir_all(w.join(".runtime")).unwrap();
+    let v = sb.worker("v");
+    let b = sb.worker("b");
+    let forger = sb.path().join("forger.pl");
+    std::fs::write(&forger, FORGER).unwrap();
+    let out = sb.path().join("status.json");
+    let script = format!(
+        "tmux -f /dev/null -S '{v}/sock' new-session -d -s victim-7 'sleep 600' || exit 9
+         perl '{forger}' '{v}/sock' '{b}' &
+         while [ ! -e '{b}/ready' ]; do sleep 0.01; done
+         ns=$(stat -L -c %i /proc/self/ns/pid)
+         printf '{{\"pid\":999999,\"acquired_at\":\"{at}\",\"session_id\":\"victim-7\",\"hostname\":\"{host}\",\"pid_ns\":%s}}' \"$ns\" > '{lock}'
+         AGENTLOCK_TMUX_SERVERS=all '{BIN}' status --json '{w}' > '{out}'",
+        v = v.display(),
+        b = b.display(),
+        forger = forger.display(),
+        at = go_time(),
+        host = hostname(),
+        lock = lock_path(&w).display(),
+        w = w.display(),
+        out = out.display(),
+    );
+    let run = sb
+        .command("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let e = entry(&std::fs::read(&out).unwrap());
+    assert_eq!(e["state"], "held-by-session", "{e}");
+}
