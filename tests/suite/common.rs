@@ -563,6 +563,16 @@ pub fn start_of(pid: i32) -> u64 {
     agentlock::probe::ProcessProbe::start_time(&agentlock::probe::LiveProcesses, pid).unwrap()
 }
 
+/// A program under another name (`perl` as `tmux`): a hard link where it
+/// can be (nothing written, so no "text file busy" when another test
+/// thread forks while the copy is open for writing), else a copy.
+pub fn program_as(program: &str, to: &Path) {
+    let real = std::fs::canonicalize(which::which(program).unwrap()).unwrap();
+    if std::fs::hard_link(&real, to).is_err() {
+        std::fs::copy(&real, to).unwrap();
+    }
+}
+
 /// Lets user 65534 into the sandbox (tempdirs are 0700).
 pub fn open_to_all(p: &Path) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -256,7 +256,7 @@ fn a_server_that_passes_for_tmux_is_asked_only_as_its_owner() {
     let w = World::new();
     // perl copied under the name tmux: it passes for a tmux install.
     let fake_bin = w.sb.worker("evilbin").join("tmux");
-    std::fs::copy("/usr/bin/perl", &fake_bin).unwrap();
+    program_as("perl", &fake_bin);
     let socket = w.sb.path().join("evil/sock");
     let _fake = w.fake_server(&socket, &fake_bin);
     let worker = w.nobody_lock(
@@ -699,7 +699,7 @@ fn many_hanging_servers_cost_a_bounded_number_of_clients() {
     const PARALLEL: usize = 16;
     let sb = Sandbox::new();
     let fake_bin = sb.worker("bin2").join("tmux");
-    std::fs::copy("/usr/bin/perl", &fake_bin).unwrap();
+    program_as("perl", &fake_bin);
     let dir = sb.worker("socks");
     let script = sb.path().join("hang.pl");
     std::fs::write(
@@ -775,7 +775,7 @@ fn a_server_in_another_mount_namespace_is_never_asked() {
     }
     let w = World::new();
     let fake_bin = w.sb.worker("bin3").join("tmux");
-    std::fs::copy("/usr/bin/perl", &fake_bin).unwrap();
+    program_as("perl", &fake_bin);
     let script = w.sb.path().join("fake-tmux.pl");
     std::fs::write(&script, FAKE_SERVER).unwrap();
     let hidden = w.sb.worker("hidden");
