@@ -118,25 +118,12 @@ pub fn same_session(a: &str, a_socket: Option<&Path>, b: &str, b_socket: Option<
     names && servers
 }
 
-/// Whether the lock's process is alive here and provably the one that
-/// claimed: the reuse slack that keeps a lock alive never makes a later
-/// process its holder.
-fn claimer_alive(rec: &LockRecord, probes: &Probes) -> bool {
-    verdict::pid_status(rec, &probes.host, probes.procs) == PidStatus::Alive
-        && verdict::proven_claimer(rec, &probes.host, probes.procs)
-}
-
-/// Whether the lock's process is `pid`'s very process, proven alive here.
-fn same_process(rec: &LockRecord, pid: i32, probes: &Probes) -> bool {
-    rec.pid == pid && claimer_alive(rec, probes)
-}
-
-/// Whether the lock's process, alive and not reused, is an ancestor of `pid`.
-/// A tmux server is never acted for this way: every pane's process descends
-/// from it.
-fn is_ancestor_of(rec: &LockRecord, pid: i32, probes: &Probes) -> bool {
-    ancestors(probes.procs, pid).contains(&rec.pid)
-        && claimer_alive(rec, probes)
+/// Whether the lock's process, the claimer (`claimer`: alive here and
+/// provably the one that claimed), is an ancestor of `pid`. A tmux server is
+/// never acted for this way: every pane's process descends from it.
+fn is_ancestor_of(rec: &LockRecord, claimer: bool, pid: i32, probes: &Probes) -> bool {
+    claimer
+        && ancestors(probes.procs, pid).contains(&rec.pid)
         && probes
             .procs
             .comm(rec.pid)
@@ -156,10 +143,14 @@ pub fn holds(
     if verdict::foreign(rec, &probes.host).is_some() {
         return false;
     }
-    let alive = verdict::pid_status(rec, &probes.host, probes.procs) == PidStatus::Alive;
+    let status = verdict::pid_status(rec, &probes.host, probes.procs);
+    let alive = status == PidStatus::Alive;
     let Ok(speaker) = crate::trust::speaker(rec, file_uid, alive, probes.procs) else {
         return false;
     };
+    // Alive here and provably the process that claimed: the reuse slack that
+    // keeps a lock alive never makes a later process its holder.
+    let claimer = alive && verdict::proven_claimer(rec, &probes.host, probes.procs);
     let recorded = rec.session_id.as_deref();
     let rec_socket = rec.tmux_socket.as_deref().map(Path::new);
     let asker_socket = asker.tmux_socket.as_deref();
@@ -169,11 +160,12 @@ pub fn holds(
         // exec's into it, keeping its PID; `sh -c 'agentlock claim w &&
         // agentlock release w'` holds through the shell, which the release
         // (its last command) is a descendant of.
-        let process = same_process(rec, pid, probes)
+        let me = asker.this_process;
+        let process = (claimer && rec.pid == pid)
             || (scope == Scope::ActFor
-                && (is_ancestor_of(rec, pid, probes)
-                    || same_process(rec, asker.this_process, probes)
-                    || is_ancestor_of(rec, asker.this_process, probes)));
+                && (is_ancestor_of(rec, claimer, pid, probes)
+                    || (claimer && rec.pid == me)
+                    || is_ancestor_of(rec, claimer, me, probes)));
         let session = match (recorded, asker.session.as_deref()) {
             (Some(r), Some(a)) => same_session(r, rec_socket, a, asker_socket),
             _ => true,
@@ -191,12 +183,12 @@ pub fn holds(
         && let (Some(r), Some(a)) = (recorded, asker.session.as_deref())
         && same_session(r, rec_socket, a, asker_socket)
     {
-        return match verdict::pid_status(rec, &probes.host, probes.procs) {
+        return match status {
             PidStatus::Dead(_) => true,
             PidStatus::Alive => {
-                (asker.this_process == rec.pid
-                    || ancestors(probes.procs, asker.this_process).contains(&rec.pid))
-                    && verdict::proven_claimer(rec, &probes.host, probes.procs)
+                claimer
+                    && (asker.this_process == rec.pid
+                        || ancestors(probes.procs, asker.this_process).contains(&rec.pid))
             }
             PidStatus::Unknown(_) => false,
         };
