@@ -573,6 +573,57 @@ pub fn program_as(program: &str, to: &Path) {
     }
 }
 
+/// Runs the shell `setup` in a PID namespace of its own (only its own
+/// processes are seen there, and all of them end with it), then writes a
+/// Go-style lock into `w` naming a dead PID, `session` and that namespace,
+/// and judges it with `status --json` once per `AGENTLOCK_TMUX_SERVERS`
+/// value in `servers`: the entries, in that order.
+pub fn status_in_own_pid_ns(
+    sb: &Sandbox,
+    setup: &str,
+    w: &Path,
+    session: &str,
+    servers: &[&str],
+) -> Vec<serde_json::Value> {
+    std::fs::create_dir_all(w.join(".runtime")).unwrap();
+    let outs: Vec<PathBuf> = servers
+        .iter()
+        .map(|s| sb.path().join(format!("status-{s}.json")))
+        .collect();
+    let judge: String = servers
+        .iter()
+        .zip(&outs)
+        .map(|(s, o)| {
+            format!(
+                "AGENTLOCK_TMUX_SERVERS={s} '{BIN}' status --json '{}' > '{}'\n",
+                w.display(),
+                o.display()
+            )
+        })
+        .collect();
+    let script = format!(
+        "{setup}\nns=$(stat -L -c %i /proc/self/ns/pid)
+printf '{{\"pid\":999999,\"acquired_at\":\"{at}\",\"session_id\":\"{session}\",\"hostname\":\"{host}\",\"pid_ns\":%s}}' \"$ns\" > '{lock}'
+{judge}",
+        at = go_time(),
+        host = hostname(),
+        lock = lock_path(w).display(),
+    );
+    let out = sb
+        .command("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-ec", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    outs.iter()
+        .map(|o| entry(&std::fs::read(o).unwrap()))
+        .collect()
+}
+
 /// Lets user 65534 into the sandbox (tempdirs are 0700).
 pub fn open_to_all(p: &Path) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -1008,38 +1008,18 @@ sleep 600;
 fn a_forged_socket_table_line_never_hides_a_live_server() {
     let sb = Sandbox::new();
     let w = sb.worker("w");
-    std::fs::create_dir_all(w.join(".runtime")).unwrap();
     let v = sb.worker("v");
     let b = sb.worker("b");
     let forger = sb.path().join("forger.pl");
     std::fs::write(&forger, FORGER).unwrap();
-    let out = sb.path().join("status.json");
-    let script = format!(
-        "tmux -f /dev/null -S '{v}/sock' new-session -d -s victim-7 'sleep 600' || exit 9
+    let setup = format!(
+        "tmux -f /dev/null -S '{v}/sock' new-session -d -s victim-7 'sleep 600'
          perl '{forger}' '{v}/sock' '{b}' &
-         while [ ! -e '{b}/ready' ]; do sleep 0.01; done
-         ns=$(stat -L -c %i /proc/self/ns/pid)
-         printf '{{\"pid\":999999,\"acquired_at\":\"{at}\",\"session_id\":\"victim-7\",\"hostname\":\"{host}\",\"pid_ns\":%s}}' \"$ns\" > '{lock}'
-         AGENTLOCK_TMUX_SERVERS=all '{BIN}' status --json '{w}' > '{out}'",
+         while [ ! -e '{b}/ready' ]; do sleep 0.01; done",
         v = v.display(),
         b = b.display(),
         forger = forger.display(),
-        at = go_time(),
-        host = hostname(),
-        lock = lock_path(&w).display(),
-        w = w.display(),
-        out = out.display(),
     );
-    let run = sb
-        .command("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", &script])
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let e = entry(&std::fs::read(&out).unwrap());
+    let e = &status_in_own_pid_ns(&sb, &setup, &w, "victim-7", &["all"])[0];
     assert_eq!(e["state"], "held-by-session", "{e}");
 }

@@ -306,44 +306,23 @@ fn an_ambiguous_session_releases_nothing() {
 fn a_server_outside_the_socket_directory_is_found_by_its_process() {
     let sb = Sandbox::new();
     let w = sb.worker("w");
-    std::fs::create_dir_all(w.join(".runtime")).unwrap();
     let elsewhere = sb.worker("elsewhere");
     std::fs::set_permissions(
         &elsewhere,
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
     )
     .unwrap();
-    let out1 = sb.path().join("all.json");
-    let out2 = sb.path().join("dir.json");
-    let script = format!(
-        "tmux -f /dev/null -S '{e}/sock' new-session -d -s only-here-7 'sleep 600' || exit 9
-         ns=$(stat -L -c %i /proc/self/ns/pid)
-         printf '{{\"pid\":999999,\"acquired_at\":\"{at}\",\"session_id\":\"only-here-7\",\"hostname\":\"{host}\",\"pid_ns\":%s}}' \"$ns\" > '{lock}'
-         AGENTLOCK_TMUX_SERVERS=all '{BIN}' status --json '{w}' > '{out1}'
-         AGENTLOCK_TMUX_SERVERS=dir '{BIN}' status --json '{w}' > '{out2}'
-         tmux -S '{e}/sock' kill-server",
-        e = elsewhere.display(),
-        at = go_time(),
-        host = hostname(),
-        lock = lock_path(&w).display(),
-        w = w.display(),
-        out1 = out1.display(),
-        out2 = out2.display(),
+    let setup = format!(
+        "tmux -f /dev/null -S '{}/sock' new-session -d -s only-here-7 'sleep 600'",
+        elsewhere.display()
     );
-    let out = sb
-        .command("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", &script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let found = entry(&std::fs::read(&out1).unwrap());
+    let [found, narrowed] =
+        &status_in_own_pid_ns(&sb, &setup, &w, "only-here-7", &["all", "dir"])[..]
+    else {
+        unreachable!()
+    };
     assert_eq!(found["state"], "held-by-session", "{found}");
     // Only the socket directory asked: the session looks gone.
-    let narrowed = entry(&std::fs::read(&out2).unwrap());
     assert_eq!(narrowed["state"], "stale", "{narrowed}");
 }
 
@@ -431,32 +410,12 @@ fn root_finds_a_session_on_another_users_server() {
     let sb = Sandbox::new();
     open_to_all(sb.path());
     let w = sb.worker("w");
-    std::fs::create_dir_all(w.join(".runtime")).unwrap();
     let theirs = sb.worker("theirs");
     std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
-    let out1 = sb.path().join("all.json");
-    let script = format!(
-        "setpriv --reuid=65534 --regid=65534 --clear-groups env TMUX_TMPDIR='{t}' tmux -f /dev/null new-session -d -s agent-of-65534 'sleep 600' || exit 9
-         ns=$(stat -L -c %i /proc/self/ns/pid)
-         printf '{{\"pid\":999999,\"acquired_at\":\"{at}\",\"session_id\":\"agent-of-65534\",\"hostname\":\"{host}\",\"pid_ns\":%s}}' \"$ns\" > '{lock}'
-         AGENTLOCK_TMUX_SERVERS=all '{BIN}' status --json '{w}' > '{out1}'",
-        t = theirs.display(),
-        at = go_time(),
-        host = hostname(),
-        lock = lock_path(&w).display(),
-        w = w.display(),
-        out1 = out1.display(),
+    let setup = format!(
+        "setpriv --reuid=65534 --regid=65534 --clear-groups env TMUX_TMPDIR='{}' tmux -f /dev/null new-session -d -s agent-of-65534 'sleep 600'",
+        theirs.display()
     );
-    let out = sb
-        .command("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", &script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let e = entry(&std::fs::read(&out1).unwrap());
+    let e = &status_in_own_pid_ns(&sb, &setup, &w, "agent-of-65534", &["all"])[0];
     assert_eq!(e["state"], "held-by-session", "{e}");
 }
