@@ -57,25 +57,28 @@ pub struct StoreArgs {
         help_heading = "Fleet store"
     )]
     pub fleet_root: Option<PathBuf>,
-    /// How long a fleet store call may take, in seconds.
+    /// How long a fleet store call may take (500ms, 5s, or seconds) [default: 5s, at most the
+    /// lease TTL].
     #[arg(
         long,
-        value_name = "SECS",
-        default_value_t = 5.0,
+        env = "AGENTLOCK_STORE_TIMEOUT",
+        value_name = "DURATION",
+        value_parser = agentlock::duration::parse,
         global = true,
         help_heading = "Fleet store"
     )]
-    pub store_timeout: f64,
-    /// TTL of this host's lease, in seconds: its workers become free that long after the host dies.
+    pub store_timeout: Option<std::time::Duration>,
+    /// TTL of this host's lease (whole seconds, 2s to 1d): its workers become free that long after
+    /// the host dies [default: 15s].
     #[arg(
         long,
         env = "AGENTLOCK_LEASE_TTL",
-        value_name = "SECS",
-        default_value_t = 15,
+        value_name = "DURATION",
+        value_parser = agentlock::duration::parse,
         global = true,
         help_heading = "Fleet store"
     )]
-    pub lease_ttl: i64,
+    pub lease_ttl: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -154,14 +157,15 @@ pub struct KeeperArgs {
     /// unless one runs, and print its lease.
     #[arg(long)]
     pub foreground: bool,
-    /// How often to sweep this host's stale records, in seconds.
+    /// How often to sweep this host's stale records (500ms, 5s, or seconds).
     #[arg(
         long,
         env = "AGENTLOCK_KEEPER_PERIOD",
-        value_name = "SECS",
-        default_value_t = 5.0
+        value_name = "DURATION",
+        value_parser = agentlock::duration::parse,
+        default_value = "5s"
     )]
-    pub period: f64,
+    pub period: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

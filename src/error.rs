@@ -140,6 +140,35 @@ pub enum Error {
         why: String,
     },
 
+    /// The fleet store answered, and refused the request for good (a value
+    /// over its size limit, a lease that no longer exists): trying again
+    /// would not help.
+    #[error("fleet store, {key}: {why}")]
+    StoreRejected {
+        /// The key (or lease) the request was about.
+        key: String,
+        /// What the store said, and what it means.
+        why: String,
+    },
+
+    /// A fleet record changed between being judged and being written (another
+    /// host, or this host's keeper, wrote it): nothing was changed.
+    #[error("fleet record {key} changed while it was being judged (another host or this host's keeper wrote it); nothing was changed, try again")]
+    RecordChanged {
+        /// The key.
+        key: String,
+    },
+
+    /// This host's keeper cannot keep a claim alive (stopped, stalled, or
+    /// its lease is about to expire): a claim is not acknowledged on it.
+    #[error("this host's keeper (pid {pid}): {why}")]
+    Keeper {
+        /// The keeper's PID (0: none runs).
+        pid: i32,
+        /// What is wrong, and what was done.
+        why: String,
+    },
+
     /// A signal arrived while waiting for the guard: nothing was changed.
     #[error("{path}: interrupted while waiting for the guard; nothing was changed")]
     Interrupted {
@@ -171,6 +200,9 @@ impl Error {
             Error::BadStore { .. } => "bad-store",
             Error::OutsideFleet { .. } => "outside-fleet",
             Error::Store { .. } => "store",
+            Error::StoreRejected { .. } => "store-rejected",
+            Error::RecordChanged { .. } => "record-changed",
+            Error::Keeper { .. } => "keeper",
             Error::NoCommand { .. } => "no-command",
             Error::NotReleased { .. } => "not-released",
         }
@@ -191,7 +223,12 @@ impl Error {
             | Error::NoCommand { path }
             | Error::NotReleased { path, .. }
             | Error::OutsideFleet { path, .. } => Some(path),
-            Error::BadPid { .. } | Error::BadStore { .. } | Error::Store { .. } => None,
+            Error::BadPid { .. }
+            | Error::BadStore { .. }
+            | Error::Store { .. }
+            | Error::StoreRejected { .. }
+            | Error::RecordChanged { .. }
+            | Error::Keeper { .. } => None,
         }
     }
 

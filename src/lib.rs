@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod doctor;
+pub mod duration;
 pub mod error;
 pub mod fleet;
 pub mod forward;

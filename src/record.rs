@@ -2,8 +2,9 @@
 //!
 //! The first four keys (`pid`, `acquired_at`, `session_id`, `hostname`) are the
 //! Go tool's (`gt`, gastown `internal/lock.LockInfo`) and keep its meaning;
-//! `pid_start`, `boot_id`, `uid`, `tmux_socket`, `pid_ns` and `mnt_ns` are ours and the
-//! Go tool ignores them.
+//! `pid_start`, `boot_id`, `uid`, `tmux_socket`, `pid_ns`, `mnt_ns` and, for a
+//! claim on the fleet store, `fleet_key`, `fleet_lease` and `fleet_dir` are
+//! ours, and the Go tool ignores them.
 //!
 //! ```
 //! use agentlock::record::LockRecord;
@@ -68,6 +69,19 @@ pub struct LockRecord {
     /// path means nothing outside it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mnt_ns: Option<u64>,
+    /// The fleet store key this lock file mirrors (written by a claim on the
+    /// store): on a filesystem several hosts share, another host judges the
+    /// file by the store, not as a foreign lock it cannot verify.
+    #[serde(skip_serializing_if = "is_blank")]
+    pub fleet_key: Option<String>,
+    /// The lease of the claiming host's keeper that the store record hangs
+    /// on: once it is gone, no claim of that host can still land.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet_lease: Option<u64>,
+    /// The worker directory on the claiming host: its keeper removes this
+    /// file when it sweeps the store record.
+    #[serde(skip_serializing_if = "is_blank")]
+    pub fleet_dir: Option<String>,
 }
 
 fn is_blank(s: &Option<String>) -> bool {
@@ -338,6 +352,9 @@ impl LockRecord {
             tmux_socket: opt_string(&obj, "tmux_socket")?.filter(|s| !s.is_empty()),
             pid_ns: opt_uint(&obj, "pid_ns", "a non-negative integer")?,
             mnt_ns: opt_uint(&obj, "mnt_ns", "a non-negative integer")?,
+            fleet_key: opt_string(&obj, "fleet_key")?.filter(|s| !s.is_empty()),
+            fleet_lease: opt_uint(&obj, "fleet_lease", "a lease id")?,
+            fleet_dir: opt_string(&obj, "fleet_dir")?.filter(|s| !s.is_empty()),
         })
     }
 

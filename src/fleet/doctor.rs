@@ -267,13 +267,29 @@ fn apply(fleet: &Fleet, worker: &Path, r: &Repair, probes: &Probes) -> Result<Ap
                 return Ok(Err(format!("now {}", again.judgement.state.as_str())));
             }
             Ok(match fleet.delete(key, now.revision)? {
-                true => Ok(("removed", PathBuf::from(key))),
+                true => {
+                    // And the lock file the claim wrote on this host, if it
+                    // still holds that very record.
+                    if let (Some(rec), Some(dir)) = (
+                        again.judgement.record.as_ref(),
+                        again.judgement.record.as_ref().and_then(|r| r.fleet_dir.as_deref()),
+                    ) {
+                        let _ = crate::lock::release_written(dir, rec, probes);
+                    }
+                    Ok(("removed", PathBuf::from(key)))
+                }
                 false => Err("the record changed since it was judged".into()),
             })
         }
-        Repair::MoveAside(..) => Ok(match fleet.move_aside(key, &now, None, None)? {
-            Some((aside, _)) => Ok(("moved-aside", PathBuf::from(aside))),
-            None => Err("the record changed since it was judged".into()),
+        Repair::MoveAside(..) => Ok(match fleet.move_aside(key, &now, None, None) {
+            Ok(Some((aside, _))) => Ok(("moved-aside", PathBuf::from(aside))),
+            Ok(None) => Err("the record changed since it was judged".into()),
+            // Never deleted by doctor: a human decides what it was.
+            Err(e) if super::kv::too_large(&e) => Err(format!(
+                "its value ({} bytes) is too large for the store to keep aside; agentlock claim --force or release --force replaces it, losing it",
+                now.size
+            )),
+            Err(e) => return Err(e),
         }),
     }
 }

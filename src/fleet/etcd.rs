@@ -1,66 +1,34 @@
-//! The etcd client of the fleet store: every call answers within the time
+//! The etcd client of the fleet store: every call answers within its time
 //! limit (an unreachable or slow cluster is an [`Error::Store`] naming the
-//! endpoints, never a hang), and every mutation is one transaction guarded by
-//! the revision that was judged (compare-and-swap).
+//! endpoints, never a hang), a quorum that answers is enough, and every
+//! mutation is one transaction guarded by the revision that was judged
+//! (compare-and-swap; see [`crate::fleet::kv`]).
+//!
+//! A hung, slow or partitioned member costs a call at most its share of the
+//! time limit: calls go to one member after the other, starting with the last
+//! that answered, and errors that say nothing was applied (no leader, leader
+//! changed, unavailable, no answer) are tried again on the next member until
+//! the limit, so a claim during an election waits for it. Calls whose
+//! deadline is tight (lease renewals, `run`'s checks) go to every member at
+//! once and take the first answer ([`Fleet::race`]). Members are asked with
+//! `require_leader`: a member cut off from the quorum says so at once
+//! instead of waiting.
 
-use super::{FleetRecord, StoreSpec};
+pub use super::kv::{Created, Stored, aside_key};
+
+use super::StoreSpec;
 use crate::error::{Error, Result};
-use crate::record::LockRecord;
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
-};
+use etcd_client::{Client, ConnectOptions};
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// How long a fleet store call may take, by default.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub use super::DEFAULT_TIMEOUT;
 
-/// A stored identity and the revision it was read at (what a later
-/// compare-and-swap compares against).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stored {
-    /// The record and its fence; `Err` with the reason for a value that is
-    /// not a valid record.
-    pub record: std::result::Result<FleetRecord, String>,
-    /// The key's `mod_revision` when read.
-    pub revision: i64,
-    /// The value as stored (what a value that is not a record is moved
-    /// aside with).
-    pub value: Vec<u8>,
-    /// The lease the key hangs on (0: none; it never expires).
-    pub lease: i64,
-}
+/// The pause between two rounds of attempts that all failed for a reason
+/// that may pass (an election).
+const BACKOFF: Duration = Duration::from_millis(50);
 
-impl Stored {
-    fn of(kv: &etcd_client::KeyValue) -> Stored {
-        Stored {
-            record: FleetRecord::parse(kv.value(), kv.mod_revision()),
-            revision: kv.mod_revision(),
-            value: kv.value().to_vec(),
-            lease: kv.lease(),
-        }
-    }
-}
-
-/// Where a value under `key` that is not a record is kept when it is
-/// replaced or removed: `<prefix>/corrupt/<worker>@<revision>`, outside
-/// `workers/`, without a lease (kept until removed by hand).
-pub fn aside_key(key: &str, revision: i64) -> String {
-    format!("{}@{revision}", key.replacen("/workers/", "/corrupt/", 1))
-}
-
-/// What a create-if-absent transaction found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Created {
-    /// The key was absent and now holds the record; its fence.
-    Fence(i64),
-    /// The key exists: what it holds (nothing was written).
-    Exists(Box<Stored>),
-}
-
-/// A connection to the fleet's etcd cluster: one client per member, tried
-/// in turn (starting with the last one that answered), so a stopped or
-/// hung member costs at most its share of the time limit.
+/// A connection to the fleet's etcd cluster: one client per member.
 pub struct Fleet {
     rt: tokio::runtime::Runtime,
     clients: Vec<Client>,
@@ -69,8 +37,52 @@ pub struct Fleet {
     timeout: std::cell::Cell<Duration>,
 }
 
+/// Why one attempt failed.
+#[derive(Debug)]
+pub(crate) enum Failed {
+    /// Nothing is known to be applied, and another attempt may succeed: no
+    /// answer in time, no leader, leader changed, unavailable, connection
+    /// refused. (A write that got no answer may still have been applied:
+    /// every mutation is built to find its own effect when tried again.)
+    Retry(String),
+    /// The store answered and refused the request: trying again is useless.
+    Rejected(String),
+    /// The answer was larger than a client message may be (a page of
+    /// records too big): a smaller request may succeed.
+    TooBig(String),
+}
+
+impl Failed {
+    fn why(&self) -> &str {
+        match self {
+            Failed::Retry(w) | Failed::Rejected(w) | Failed::TooBig(w) => w,
+        }
+    }
+}
+
+/// Classifies a client error by its gRPC code: the codes etcd uses for a
+/// request it will never accept are final; anything else may pass.
+fn classify(e: &etcd_client::Error) -> Failed {
+    let why = describe(e);
+    let etcd_client::Error::GRpcStatus(status) = e else {
+        return Failed::Retry(why);
+    };
+    if why.contains("message length too large") {
+        return Failed::TooBig(why);
+    }
+    // InvalidArgument (request too large), NotFound (lease not found),
+    // AlreadyExists, PermissionDenied, ResourceExhausted (too many
+    // requests is not: etcd uses it for "too many operations in txn"),
+    // FailedPrecondition, OutOfRange, Unimplemented, Unauthenticated.
+    match i32::from(status.code()) {
+        3 | 5 | 6 | 7 | 8 | 9 | 11 | 12 | 16 => Failed::Rejected(why),
+        _ => Failed::Retry(why),
+    }
+}
+
 impl Fleet {
-    /// Connects to `spec`'s endpoints, giving up after `timeout`.
+    /// Connects to `spec`'s endpoints (lazily: a member that is down fails on
+    /// first use). `timeout` is the time limit of each call.
     pub fn connect(spec: &StoreSpec, timeout: Duration) -> Result<Fleet> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -81,10 +93,14 @@ impl Fleet {
         for endpoint in &spec.endpoints {
             let opts = ConnectOptions::new()
                 .with_connect_timeout(share)
-                .with_timeout(share);
-            // Connects lazily: a member that is down fails on first use.
+                .with_timeout(timeout)
+                .with_require_leader(true);
             let connect = Client::connect([endpoint.clone()], Some(opts));
-            clients.push(run(&rt, spec, share, connect)?);
+            let client = rt
+                .block_on(async { tokio::time::timeout(share, connect).await })
+                .map_err(|_| store_error(spec, "no answer while connecting"))?
+                .map_err(|e| store_error(spec, describe(&e)))?;
+            clients.push(client);
         }
         Ok(Fleet {
             rt,
@@ -105,203 +121,118 @@ impl Fleet {
         r
     }
 
+    /// The time limit of a call now.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.get()
+    }
+
     /// The store this connects to.
     pub fn spec(&self) -> &StoreSpec {
         &self.spec
     }
 
-    /// Runs `f` on one member after the other until one answers, each
-    /// within its share of the time limit. A request that timed out may
-    /// still have been applied: every mutation here is a transaction whose
-    /// retry finds its own effect (create sees the key; compare-and-swap
-    /// sees the revision moved) rather than applying twice.
-    fn call<T, F>(&self, f: impl Fn(Client) -> F) -> Result<T>
+    /// Runs `f` on one member after the other, each within its share of the
+    /// time limit (at least 200 ms), starting with the last that answered,
+    /// and round again after errors that may pass, until the limit. A request
+    /// that got no answer may still have been applied: every mutation is a
+    /// transaction whose retry finds its own effect rather than applying
+    /// twice.
+    pub(crate) fn call<T, F>(&self, f: impl Fn(Client) -> F) -> std::result::Result<T, Failed>
     where
         F: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         let n = self.clients.len();
         let limit = self.timeout.get();
         let share = share(limit, n);
-        // The whole call stays within the limit, however many members there
-        // are: each gets its share of what is left.
-        let deadline = std::time::Instant::now() + limit;
+        let deadline = Instant::now() + limit;
         let mut last = None;
-        for k in 0..n {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut k = 0;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
             let i = (self.good.get() + k) % n;
-            match run(
-                &self.rt,
-                &self.spec,
-                share.min(left),
-                f(self.clients[i].clone()),
-            ) {
-                Ok(v) => {
+            let fut = f(self.clients[i].clone());
+            match self
+                .rt
+                .block_on(async { tokio::time::timeout(share.min(left), fut).await })
+            {
+                Ok(Ok(v)) => {
                     self.good.set(i);
                     return Ok(v);
                 }
-                Err(e) => {
-                    // The next call starts with the next member.
-                    self.good.set((i + 1) % n);
-                    last = Some(e);
-                }
+                Ok(Err(e)) => match classify(&e) {
+                    f @ (Failed::Rejected(_) | Failed::TooBig(_)) => return Err(f),
+                    f => last = Some(f),
+                },
+                Err(_) => last = Some(no_answer(share.min(left))),
+            }
+            // The next attempt (and the next call) starts with the next member.
+            self.good.set((i + 1) % n);
+            k += 1;
+            if k % n == 0 {
+                std::thread::sleep(BACKOFF.min(deadline.saturating_duration_since(Instant::now())));
             }
         }
-        Err(last.unwrap_or_else(|| store_error(&self.spec, "no endpoints")))
+        Err(last.unwrap_or_else(|| no_answer(limit)))
     }
 
-    /// What `key` holds, if anything.
-    pub fn get(&self, key: &str) -> Result<Option<Stored>> {
-        let resp = self.call(|mut c| async move { c.get(key, None).await })?;
-        Ok(resp.kvs().first().map(Stored::of))
-    }
-
-    /// Every key under the prefix and what it holds, sorted by key.
-    pub fn list(&self) -> Result<Vec<(String, Stored)>> {
-        let prefix = format!("{}/workers/", self.spec.prefix);
-        let resp = self.call(|mut c| {
-            let prefix = prefix.clone();
-            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
-        })?;
-        let mut out: Vec<(String, Stored)> = resp
-            .kvs()
-            .iter()
-            .map(|kv| {
-                (
-                    String::from_utf8_lossy(kv.key()).into_owned(),
-                    Stored::of(kv),
-                )
-            })
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
-    }
-
-    /// Writes `record` under `key` only if the key is absent (one
-    /// transaction); otherwise returns what is there.
-    pub fn create(&self, key: &str, record: &LockRecord, lease: Option<i64>) -> Result<Created> {
-        let value = FleetRecord::value(record, None);
-        let txn = Txn::new()
-            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key, value, put_options(lease))])
-            .or_else([TxnOp::get(key, None)]);
-        let resp = self.call(|mut c| {
-            let txn = txn.clone();
-            async move { c.txn(txn).await }
-        })?;
-        if resp.succeeded() {
-            return Ok(Created::Fence(resp.header().map_or(0, |h| h.revision())));
-        }
-        let existing = resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(g) => g.kvs().first().map(Stored::of),
-            _ => None,
-        });
-        match existing {
-            Some(s) => Ok(Created::Exists(Box::new(s))),
-            // Deleted between the compare and the get of the same
-            // transaction cannot happen; a missing answer is the store's fault.
-            None => Err(store_error(
-                &self.spec,
-                "transaction answered without the key",
-            )),
-        }
-    }
-
-    /// Replaces what `key` holds with `record`, only if the key is still at
-    /// `judged` (compare-and-swap). `keep_fence`: a refresh by the same
-    /// holder keeps its fence; a new holder gets the revision of this write.
-    /// Returns the fence, or `None` if the key changed since it was judged.
-    pub fn replace(
-        &self,
-        key: &str,
-        judged: i64,
-        record: &LockRecord,
-        keep_fence: Option<i64>,
-        lease: Option<i64>,
-    ) -> Result<Option<i64>> {
-        let value = FleetRecord::value(record, keep_fence);
-        let txn = Txn::new()
-            .when([Compare::mod_revision(key, CompareOp::Equal, judged)])
-            .and_then([TxnOp::put(key, value, put_options(lease))]);
-        let resp = self.call(|mut c| {
-            let txn = txn.clone();
-            async move { c.txn(txn).await }
-        })?;
-        Ok(resp
-            .succeeded()
-            .then(|| keep_fence.unwrap_or_else(|| resp.header().map_or(0, |h| h.revision()))))
-    }
-
-    /// Moves the value `judged` out of `key` to [`aside_key`], only if `key`
-    /// is still at its revision, writing `record` (on `lease`) in its place
-    /// when given, all in one transaction. Returns where the old value went
-    /// and the new record's fence (0 without a record), or `None` if the
-    /// key changed since it was judged.
-    pub fn move_aside(
-        &self,
-        key: &str,
-        judged: &Stored,
-        record: Option<&LockRecord>,
-        lease: Option<i64>,
-    ) -> Result<Option<(String, i64)>> {
-        let aside = aside_key(key, judged.revision);
-        let then = match record {
-            Some(r) => TxnOp::put(key, FleetRecord::value(r, None), put_options(lease)),
-            None => TxnOp::delete(key, None),
-        };
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                key,
-                CompareOp::Equal,
-                judged.revision,
-            )])
-            .and_then([TxnOp::put(aside.as_str(), judged.value.clone(), None), then]);
-        let resp = self.call(|mut c| {
-            let txn = txn.clone();
-            async move { c.txn(txn).await }
-        })?;
-        let fence = match record {
-            Some(_) => resp.header().map_or(0, |h| h.revision()),
-            None => 0,
-        };
-        Ok(resp.succeeded().then_some((aside, fence)))
-    }
-
-    /// Deletes `key` only if it is still at `judged` (compare-and-delete).
-    pub fn delete(&self, key: &str, judged: i64) -> Result<bool> {
-        let txn = Txn::new()
-            .when([Compare::mod_revision(key, CompareOp::Equal, judged)])
-            .and_then([TxnOp::delete(key, None)]);
-        let resp = self.call(|mut c| {
-            let txn = txn.clone();
-            async move { c.txn(txn).await }
-        })?;
-        Ok(resp.succeeded())
-    }
-}
-
-impl Fleet {
-    /// Grants a lease of `ttl` seconds; returns its id.
-    pub fn grant(&self, ttl: i64) -> Result<i64> {
-        let resp = self.call(|mut c| async move { c.lease_grant(ttl, None).await })?;
-        Ok(resp.id())
-    }
-
-    /// Renews lease `id` once; returns its TTL now (0 or less: it expired).
-    pub fn keep_alive(&self, id: i64) -> Result<i64> {
-        self.call(|mut c| async move {
-            let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
-            keeper.keep_alive().await?;
-            Ok(stream.message().await?.map_or(0, |m| m.ttl()))
+    /// Runs `f` on every member at once and takes the first answer; rounds
+    /// again after errors that may pass, until the time limit. For reads and
+    /// renewals whose deadline matters more than the load: one hung member
+    /// never delays them.
+    pub(crate) fn race<T, F>(&self, f: impl Fn(Client) -> F) -> std::result::Result<T, Failed>
+    where
+        F: Future<Output = std::result::Result<T, etcd_client::Error>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let limit = self.timeout.get();
+        let deadline = tokio::time::Instant::now() + limit;
+        self.rt.block_on(async {
+            let mut last = None;
+            loop {
+                let mut set = tokio::task::JoinSet::new();
+                for c in &self.clients {
+                    set.spawn(f(c.clone()));
+                }
+                loop {
+                    match tokio::time::timeout_at(deadline, set.join_next()).await {
+                        Err(_) => return Err(last.unwrap_or_else(|| no_answer(limit))),
+                        Ok(None) => break,
+                        Ok(Some(Ok(Ok(v)))) => return Ok(v),
+                        Ok(Some(Ok(Err(e)))) => match classify(&e) {
+                            f @ (Failed::Rejected(_) | Failed::TooBig(_)) => return Err(f),
+                            f => last = Some(f),
+                        },
+                        Ok(Some(Err(join))) => last = Some(Failed::Retry(join.to_string())),
+                    }
+                }
+                let pause = tokio::time::Instant::now() + BACKOFF;
+                if pause >= deadline {
+                    return Err(last.unwrap_or_else(|| no_answer(limit)));
+                }
+                tokio::time::sleep_until(pause).await;
+            }
         })
     }
 
-    /// Seconds lease `id` has left (0 or less: gone).
-    pub fn lease_ttl(&self, id: i64) -> Result<i64> {
-        let resp = self.call(|mut c| async move { c.lease_time_to_live(id, None).await })?;
-        Ok(resp.ttl())
+    /// The error for a call that failed: [`Error::StoreRejected`] for a
+    /// refusal about `key`, else [`Error::Store`].
+    pub(crate) fn error(&self, key: &str, f: Failed) -> Error {
+        match f {
+            Failed::Rejected(why) | Failed::TooBig(why) => Error::StoreRejected {
+                key: key.to_string(),
+                why,
+            },
+            Failed::Retry(why) => store_error(&self.spec, why),
+        }
+    }
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.why())
     }
 }
 
@@ -310,11 +241,11 @@ fn share(timeout: Duration, n: usize) -> Duration {
     (timeout / n.max(1) as u32).max(Duration::from_millis(200))
 }
 
-fn put_options(lease: Option<i64>) -> Option<PutOptions> {
-    lease.map(|id| PutOptions::new().with_lease(id))
+fn no_answer(limit: Duration) -> Failed {
+    Failed::Retry(format!("no answer within {:.1} s", limit.as_secs_f64()))
 }
 
-fn store_error(spec: &StoreSpec, why: impl std::fmt::Display) -> Error {
+pub(crate) fn store_error(spec: &StoreSpec, why: impl std::fmt::Display) -> Error {
     Error::Store {
         endpoints: spec.endpoints.join(","),
         why: why.to_string(),
@@ -339,24 +270,17 @@ fn describe(e: &etcd_client::Error) -> String {
     }
 }
 
-/// Runs `fut` to completion within `timeout`.
-fn run<T>(
-    rt: &tokio::runtime::Runtime,
-    spec: &StoreSpec,
-    timeout: Duration,
-    fut: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
-) -> Result<T> {
-    let no_answer = || {
-        store_error(
-            spec,
-            format!("no answer within {:.1} s", timeout.as_secs_f64()),
-        )
-    };
-    match rt.block_on(async { tokio::time::timeout(timeout, fut).await }) {
-        Ok(Ok(v)) => Ok(v),
-        // The client's own deadline (the same limit) says it at length.
-        Ok(Err(e)) if e.to_string().contains("Timeout expired") => Err(no_answer()),
-        Ok(Err(e)) => Err(store_error(spec, describe(&e))),
-        Err(_) => Err(no_answer()),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_gets_its_share_of_the_limit_and_at_least_200_ms() {
+        assert_eq!(share(Duration::from_secs(3), 3), Duration::from_secs(1));
+        assert_eq!(
+            share(Duration::from_millis(300), 3),
+            Duration::from_millis(200)
+        );
+        assert_eq!(share(Duration::from_secs(1), 0), Duration::from_secs(1));
     }
 }

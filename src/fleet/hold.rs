@@ -2,10 +2,14 @@
 //! local lock file) for the command, and checked while the command runs. The
 //! record hangs on this host's keeper lease; it is lost when the key is gone
 //! (the lease expired: a stalled keeper, a partition), when another holder
-//! replaced it (`--force` elsewhere), or when the store has not answered for
-//! longer than the lease was last known to live.
+//! replaced it (`--force` elsewhere), or when neither the keeper (its
+//! published renewals) nor the store (the lease's time left) vouched for the
+//! lease until shortly before it could expire. The command is then told to
+//! stop (SIGTERM) a grace of a sixth of the TTL (at most 5 s) before the
+//! lease could expire, and SIGKILLed when it could ([`Hold::stop_by`]).
 
 use super::etcd::{Fleet, Stored};
+use super::keeper::{self, KeeperLease, MARGIN, now};
 use super::ops::{self, FleetClaimOutcome};
 use crate::error::{Error, Result};
 use crate::lock::{ClaimOptions, Claimant, Probes};
@@ -14,19 +18,7 @@ use crate::run::{Checked, Hold, Taken};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
-
-/// Taken off the lease's time left: a safety margin for clock-rate skew
-/// between this host and the etcd leader.
-const MARGIN: Duration = Duration::from_millis(500);
-
-/// Now on CLOCK_BOOTTIME: unlike `Instant` (CLOCK_MONOTONIC) it goes on
-/// while the machine is suspended, as the lease's time does on the store.
-fn now() -> Duration {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-        .map(Duration::from)
-        .unwrap_or_default()
-}
+use std::time::{Duration, Instant};
 
 /// How long a release after a loss may wait for the store.
 const LOST_RELEASE: Duration = Duration::from_secs(1);
@@ -40,66 +32,87 @@ pub struct FleetHold<'a> {
     fleet: &'a Fleet,
     worker: PathBuf,
     key: String,
-    lease: i64,
+    lease: KeeperLease,
     period: Duration,
+    /// The command is told to stop this long before the lease could expire
+    /// (SIGTERM), and is SIGKILLed when it could ([`Hold::stop_by`]).
+    grace: Duration,
     probes: &'a Probes<'a>,
     /// The record written and its fence, once claimed.
     held: Option<(LockRecord, i64)>,
-    /// Until when the record is known to live: when its lease's time left
-    /// was last read, plus that time (minus [`MARGIN`]).
-    /// On CLOCK_BOOTTIME (see [`now`]).
+    /// Until when (`CLOCK_BOOTTIME`) the lease is known to live: the later
+    /// of the keeper's last published renewal plus the TTL, and the lease's
+    /// time left as the store last told it (rounded down to whole seconds),
+    /// each minus [`MARGIN`].
     sure_until: Duration,
-    /// A check found the worker lost.
-    lost: bool,
+    /// When the loss was found, if it was.
+    lost_at: Option<Duration>,
 }
 
 impl<'a> FleetHold<'a> {
-    /// Holds `worker` (key `key`, from [`super::locate`]) on `lease` (this
-    /// host's keeper's, of `ttl` seconds).
+    /// Holds `worker` (key `key`, from [`super::locate`]) on this host's
+    /// keeper's `lease`.
     pub fn new(
         fleet: &'a Fleet,
         worker: PathBuf,
         key: String,
-        lease: i64,
-        ttl: i64,
+        lease: KeeperLease,
         probes: &'a Probes<'a>,
     ) -> FleetHold<'a> {
         // Several checks per TTL, at most one a second.
-        let period = Duration::from_millis((ttl.clamp(1, 4) as u64 * 250).min(1000));
+        let period = Duration::from_millis((lease.ttl.clamp(1, 4) as u64 * 250).min(1000));
+        let grace = Duration::from_secs_f64(lease.ttl as f64 / 6.0).min(Duration::from_secs(5));
         FleetHold {
             fleet,
             worker,
             key,
-            lease,
             period,
+            grace,
             probes,
             held: None,
-            sure_until: now(),
-            lost: false,
+            sure_until: lease.sure_until(),
+            lease,
+            lost_at: None,
         }
     }
 
-    /// Not lost yet while the lease is known to live; lost after that.
+    /// What the keeper published since: a renewal of the same lease moves
+    /// `sure_until` on.
+    fn keeper_renewed(&mut self) {
+        if let Ok(Some(l)) = keeper::published(self.fleet.spec())
+            && l.id == self.lease.id
+        {
+            self.sure_until = self.sure_until.max(l.sure_until());
+        }
+    }
+
+    /// Lost once the lease could expire within the grace: neither the
+    /// keeper nor the store vouched for it since.
     fn unsure(&self, why: impl std::fmt::Display) -> Checked {
-        if now() < self.sure_until {
+        let left = self.sure_until.saturating_sub(now());
+        if left > self.grace {
             Checked::Held
         } else {
             Checked::Lost(format!(
-                "the store did not answer before this host's lease could have expired ({why})"
+                "this host's lease {:x} could expire in {:.1} s and neither its keeper nor the store vouched for it ({why})",
+                self.lease.id,
+                left.as_secs_f64()
             ))
         }
     }
 
     /// Reads the lease's time left, asked at `asked`, within `limit`.
     fn lease_left(&mut self, asked: Duration, limit: Duration) -> Checked {
-        match self.fleet.within(limit, |f| f.lease_ttl(self.lease)) {
-            Ok(left) if left > 0 => {
-                self.sure_until = asked + Duration::from_secs(left as u64).saturating_sub(MARGIN);
-                Checked::Held
+        match self.fleet.within(limit, |f| f.lease_ttl(self.lease.id)) {
+            // Rounded down: 0 is "less than a second", alive.
+            Ok(left) if left >= 0 => {
+                let until = (asked + Duration::from_secs(left as u64)).saturating_sub(MARGIN);
+                self.sure_until = self.sure_until.max(until);
+                self.unsure("its keeper has not renewed it")
             }
             Ok(_) => Checked::Lost(format!(
                 "this host's lease {:x} expired (its keeper stalled or lost the store)",
-                self.lease
+                self.lease.id
             )),
             Err(e) => self.unsure(e),
         }
@@ -120,14 +133,13 @@ impl Hold for FleetHold<'_> {
             &self.key,
             me,
             opts,
-            Some(self.lease),
+            Some(&self.lease),
             self.probes,
         )? {
             FleetClaimOutcome::Done(c) => {
                 self.held = Some((c.record.clone(), c.fence));
-                // Nothing is known of the lease's time yet: this read may
-                // take the store's whole time limit.
-                let _ = self.lease_left(asked, Duration::MAX);
+                self.keeper_renewed();
+                let _ = self.lease_left(asked, self.fleet.timeout());
                 Ok(Taken::Held {
                     fence: Some(c.fence),
                 })
@@ -137,15 +149,27 @@ impl Hold for FleetHold<'_> {
     }
 
     fn period(&self) -> Option<Duration> {
-        // Checked again by the time the lease could expire, at the latest.
-        let left = self.sure_until.saturating_sub(now());
+        // Checked again by the time the command would have to be told to
+        // stop, at the latest.
+        let left = self.sure_until.saturating_sub(now() + self.grace);
         Some(self.period.min(left).max(MIN_WAIT))
     }
 
     fn check(&mut self) -> Checked {
         let checked = self.check_once();
-        self.lost |= checked != Checked::Held;
+        if checked != Checked::Held && self.lost_at.is_none() {
+            self.lost_at = Some(now());
+        }
         checked
+    }
+
+    fn stop_by(&self) -> Option<Instant> {
+        // By the time the lease could expire, and at most the grace after
+        // the loss was found (the record gone or taken over: another may
+        // hold the worker already).
+        let lost_at = self.lost_at.unwrap_or_else(now);
+        let by = self.sure_until.min(lost_at + self.grace).max(lost_at);
+        Some(Instant::now() + by.saturating_sub(now()))
     }
 
     fn release(&mut self) -> Result<()> {
@@ -153,7 +177,7 @@ impl Hold for FleetHold<'_> {
             return Ok(());
         };
         let (fleet, key) = (self.fleet, self.key.as_str());
-        let store = if self.lost {
+        let store = if self.lost_at.is_some() {
             // Lost: the record is gone, another's, or ours on a store that
             // did not answer. Then it waits for this host's keeper, which
             // deletes it once the store answers (its holder is dead by then).
@@ -175,6 +199,7 @@ impl FleetHold<'_> {
         let Some((mine, fence)) = self.held.clone() else {
             return Checked::Held;
         };
+        self.keeper_renewed();
         let asked = now();
         // A store that does not answer must not hold the decision past the
         // lease's known life.
@@ -190,6 +215,12 @@ impl FleetHold<'_> {
             {
                 let limit = self.sure_until.saturating_sub(now()).max(MIN_WAIT);
                 self.lease_left(asked, limit)
+            }
+            Ok(Some(Stored { record: Ok(fr), .. })) if fr.record.same_claim(&mine) => {
+                Checked::Lost(format!(
+                    "this host's lease {:x} expired and its keeper claimed the worker again (fence {}, ours was {fence}): it was free meanwhile",
+                    self.lease.id, fr.fence
+                ))
             }
             Ok(Some(Stored { record: Ok(fr), .. })) => Checked::Lost(format!(
                 "taken over: pid {} on host {} holds it now (fence {}, ours was {fence})",

@@ -1,29 +1,39 @@
 //! The keeper: one process per host and store that keeps the host's lease
-//! alive (renewed every TTL/3) and, every period, deletes this host's
-//! records that the local PID + tmux rules prove stale (compare-and-delete).
-//! If the host or its keeper dies, the lease expires and every record on it
-//! with it: the host's workers become free fleet-wide.
+//! alive and sweeps this host's stale records ([`crate::fleet::keeping`]).
+//! This module holds what claims need of it: finding the running keeper,
+//! starting one, and the rule that acknowledges a claim on its lease.
 //!
-//! One keeper per host and store: it holds a `flock` on
-//! `<state dir>/keeper-<store>.lock` and publishes its lease id in
-//! `keeper-<store>.lease`, where the state dir is `$XDG_RUNTIME_DIR/agentlock`
-//! or `/tmp/agentlock-<uid>`. `claim` starts one when none runs.
+//! A keeper holds a `flock` on `<state dir>/keeper-<store>.lock` and
+//! publishes `keeper-<store>.lease` after every renewal: lease id, PID, TTL
+//! granted, store time limit, and when the renewal that succeeded was sent
+//! (`CLOCK_BOOTTIME`). The lease lives at least until that time plus its
+//! TTL, so a claim can tell from here, without asking the store, how long
+//! its record is sure to live. The state dir is `$XDG_RUNTIME_DIR/agentlock`
+//! or `/tmp/agentlock-<uid>`; `<store>` is the endpoints and prefix made
+//! readable, plus a hash of them exactly (stores that differ never share).
 
 use super::StoreSpec;
 use super::etcd::Fleet;
-use super::ops::judge_stored;
 use crate::error::{Error, Result};
-use crate::probe::{LiveProbes, TmuxQuery};
-use crate::verdict::State;
-use nix::fcntl::{Flock, FlockArg};
-use std::fs::File;
+use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Lease TTL by default, in seconds.
-pub const DEFAULT_TTL: i64 = 15;
+pub use super::{DEFAULT_TTL, MIN_TTL};
 
-/// Where keepers keep their lock and lease files.
+/// Kept off a lease's known life: clock-rate skew between this host and the
+/// etcd leader, and the time a claim's own answer takes to arrive.
+pub const MARGIN: Duration = Duration::from_millis(500);
+
+/// Now on `CLOCK_BOOTTIME`: unlike `Instant` it goes on while the machine is
+/// suspended, as the lease's time does on the store.
+pub fn now() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(Duration::from)
+        .unwrap_or_default()
+}
+
+/// Where keepers keep their lock, lease and log files.
 pub fn state_dir() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
         Some(d) => Path::new(&d).join("agentlock"),
@@ -34,7 +44,7 @@ pub fn state_dir() -> PathBuf {
 /// The state dir, created `0700` if missing; refused unless it is a
 /// directory of this user that nobody else may write (`/tmp` is shared: a
 /// planted lease file would hang this user's records on another's lease).
-fn ensure_state_dir() -> Result<PathBuf> {
+pub(crate) fn ensure_state_dir() -> Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     let dir = state_dir();
     let _ = std::fs::DirBuilder::new()
@@ -54,14 +64,16 @@ fn ensure_state_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// `keeper-<store>` with every character but letters, digits, `.` and `-`
-/// made `_` (endpoints sorted: one keeper whatever their order).
-fn stem(spec: &StoreSpec) -> String {
+/// `keeper-<readable store>-<hash>`: endpoints sorted (one keeper whatever
+/// their order) and prefix, every character but letters, digits, `.` and `-`
+/// made `_` and cut at 100, then a 64-bit FNV-1a hash of the exact text, so
+/// `/a/b` and `/a_b`, or prefixes that differ after the cut, never share.
+pub fn stem(spec: &StoreSpec) -> String {
     let mut endpoints = spec.endpoints.clone();
     endpoints.sort();
-    let raw = format!("{}{}", endpoints.join(","), spec.prefix);
-    let name: String = raw
-        .trim_start_matches("http://")
+    let raw = format!("{} {}", endpoints.join(","), spec.prefix);
+    let readable: String = raw
+        .replace("http://", "")
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
@@ -70,83 +82,185 @@ fn stem(spec: &StoreSpec) -> String {
                 '_'
             }
         })
-        .take(180)
+        .take(100)
         .collect();
-    format!("keeper-{name}")
+    let mut h = fnv::FnvHasher::default();
+    h.write(raw.as_bytes());
+    format!("keeper-{readable}-{:016x}", h.finish())
 }
 
-fn paths(spec: &StoreSpec) -> Result<(PathBuf, PathBuf)> {
+/// The keeper's lock, lease and log files for `spec`.
+pub(crate) struct Files {
+    pub lock: PathBuf,
+    pub lease: PathBuf,
+    pub log: PathBuf,
+}
+
+pub(crate) fn files(spec: &StoreSpec) -> Result<Files> {
     let dir = ensure_state_dir()?;
     let stem = stem(spec);
-    Ok((
-        dir.join(format!("{stem}.lock")),
-        dir.join(format!("{stem}.lease")),
-    ))
+    Ok(Files {
+        lock: dir.join(format!("{stem}.lock")),
+        lease: dir.join(format!("{stem}.lease")),
+        log: dir.join(format!("{stem}.log")),
+    })
 }
 
-fn open_lock(path: &Path) -> Result<File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|e| Error::io(path, e))
+/// A keeper's lease as it published it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeeperLease {
+    /// The lease id.
+    pub id: i64,
+    /// The keeper's PID.
+    pub pid: i32,
+    /// The TTL etcd granted, in seconds.
+    pub ttl: i64,
+    /// The keeper's store time limit.
+    pub timeout: Duration,
+    /// When the last renewal that succeeded was sent (`CLOCK_BOOTTIME`).
+    pub renewed: Duration,
 }
 
-/// `<lease id> <keeper pid>` as the keeper publishes them.
-fn read_lease_file(path: &Path) -> Option<(i64, i32)> {
-    let s = std::fs::read_to_string(path).ok()?;
-    let mut it = s.split_whitespace();
-    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+impl KeeperLease {
+    /// `<id> <pid> <ttl> <timeout ms> <renewed ns>`.
+    pub(crate) fn line(&self) -> String {
+        format!(
+            "{} {} {} {} {}\n",
+            self.id,
+            self.pid,
+            self.ttl,
+            self.timeout.as_millis(),
+            self.renewed.as_nanos()
+        )
+    }
+
+    fn parse(s: &str) -> Option<KeeperLease> {
+        let mut it = s.split_whitespace();
+        let mut next = || it.next()?.parse::<u128>().ok();
+        let (id, pid, ttl, ms, ns) = (next()?, next()?, next()?, next()?, next()?);
+        Some(KeeperLease {
+            id: i64::try_from(id).ok()?,
+            pid: i32::try_from(pid).ok()?,
+            ttl: i64::try_from(ttl).ok()?,
+            timeout: Duration::from_millis(u64::try_from(ms).ok()?),
+            renewed: Duration::from_nanos(u64::try_from(ns).ok()?),
+        })
+    }
+
+    /// The renewal period: a third of the TTL.
+    pub fn period(&self) -> Duration {
+        Duration::from_secs_f64(self.ttl as f64 / 3.0)
+    }
+
+    /// Until when (`CLOCK_BOOTTIME`) the lease is sure to live: the last
+    /// renewal sent, plus the TTL, minus [`MARGIN`].
+    pub fn sure_until(&self) -> Duration {
+        (self.renewed + Duration::from_secs(self.ttl.max(0) as u64)).saturating_sub(MARGIN)
+    }
+
+    /// Why a claim may not be acknowledged on this lease now, if it may
+    /// not: the keeper is stopped (SIGSTOP, a debugger) or no longer runs,
+    /// or the lease could expire before one more renewal (a stalled keeper,
+    /// a store that does not answer it).
+    pub fn unsafe_now(&self) -> Option<String> {
+        match keeper_state(self.pid) {
+            None => return Some("it no longer runs".into()),
+            Some('T' | 't') => return Some("it is stopped (SIGSTOP or a debugger)".into()),
+            Some(_) => {}
+        }
+        let left = self.sure_until().saturating_sub(now());
+        (left <= self.period()).then(|| {
+            format!(
+                "its lease {:x} was last renewed {:.1} s ago and could expire in {:.1} s, before one more renewal",
+                self.id,
+                now().saturating_sub(self.renewed).as_secs_f64(),
+                left.as_secs_f64()
+            )
+        })
+    }
 }
 
-/// The lease of the keeper running for `spec` on this host, if one runs and
-/// its lease is alive.
-pub fn running_lease(spec: &StoreSpec, fleet: &Fleet) -> Result<Option<i64>> {
-    let (_, lease) = paths(spec)?;
-    let Some((id, pid)) = read_lease_file(&lease) else {
+/// The state letter (`/proc/PID/stat`) of `pid` if it runs agentlock's
+/// `keeper` command.
+fn keeper_state(pid: i32) -> Option<char> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    if !cmdline.split(|&b| b == 0).any(|a| a == b"keeper") {
+        return None;
+    }
+    crate::probe::process::stat_of(pid)
+        .map(|s| s.state)
+        .filter(|&s| s != 'Z')
+}
+
+/// The lease the keeper for `spec` published, if one runs.
+pub fn published(spec: &StoreSpec) -> Result<Option<KeeperLease>> {
+    let f = files(spec)?;
+    let Ok(text) = std::fs::read_to_string(&f.lease) else {
         return Ok(None);
     };
-    // Published by a keeper that still runs (a new keeper removes its dead
-    // predecessor's file before anything else), and the lease is alive.
-    let running = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"keeper"));
-    if !running {
-        return Ok(None);
-    }
-    Ok((fleet.lease_ttl(id)? > 0).then_some(id))
+    Ok(KeeperLease::parse(&text).filter(|l| keeper_state(l.pid).is_some()))
 }
 
 /// The PID of the keeper running for `spec` on this host, as it published it.
 pub fn keeper_pid(spec: &StoreSpec) -> Option<i32> {
-    read_lease_file(&paths(spec).ok()?.1).map(|(_, pid)| pid)
+    published(spec).ok().flatten().map(|l| l.pid)
+}
+
+/// Re-reads the lease published for `spec` and checks that a claim on
+/// `lease` may be acknowledged now ([`KeeperLease::unsafe_now`]); the same
+/// lease must still be the keeper's (a new one means the old expired).
+pub fn confirm(spec: &StoreSpec, lease: &KeeperLease) -> Result<KeeperLease> {
+    let now_published = published(spec)?;
+    let bad = |why: String| Error::Keeper {
+        pid: lease.pid,
+        why,
+    };
+    let current = match now_published {
+        Some(l) if l.id == lease.id => l,
+        Some(l) => {
+            return Err(bad(format!(
+                "its lease {:x} expired and it took a new one ({:x}) meanwhile",
+                lease.id, l.id
+            )));
+        }
+        None => return Err(bad("it no longer runs".into())),
+    };
+    match current.unsafe_now() {
+        Some(why) => Err(bad(why)),
+        None => Ok(current),
+    }
 }
 
 /// The lease of this host's keeper for `spec`, starting the keeper (in the
-/// background, detached) when none runs. Either way the store is asked
-/// first, within the time limit: an unreachable store is an error here,
-/// before a caller touches anything local (and before a keeper is started
-/// that could only wait for it).
-pub fn ensure(
-    spec: &StoreSpec,
-    store: &str,
-    ttl: i64,
-    timeout: Duration,
-    fleet: &Fleet,
-) -> Result<i64> {
-    if let Some(id) = running_lease(spec, fleet)? {
-        return Ok(id);
+/// background, detached, in `/`, logging to its state dir) when none runs.
+/// Either way the store is asked first, within its time limit: an
+/// unreachable store is an error here, before a caller touches anything
+/// local. A keeper that runs but cannot keep a claim alive (stopped,
+/// stalled) is an error at once.
+pub fn ensure(spec: &StoreSpec, store: &str, ttl: i64, fleet: &Fleet) -> Result<KeeperLease> {
+    if let Some(l) = published(spec)? {
+        let l = confirm(spec, &l)?;
+        if fleet.lease_ttl(l.id)? >= 0 {
+            return Ok(l);
+        }
     }
     fleet.get(&spec.prefix)?;
+    let f = files(spec)?;
     let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&f.log)
+        .map_err(|e| Error::io(&f.log, e))?;
     let mut cmd = std::process::Command::new(&exe);
     cmd.args(["keeper", "--foreground", "--store", store, "--lease-ttl"])
         .arg(ttl.to_string())
         .arg("--store-timeout")
-        .arg(timeout.as_secs_f64().to_string())
+        .arg(format!("{}ms", fleet.timeout().as_millis()))
+        .current_dir("/")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        .stderr(log);
     // SAFETY: setsid is async-signal-safe.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
@@ -156,125 +270,65 @@ pub fn ensure(
         });
     }
     let mut child = cmd.spawn().map_err(|e| Error::io(&exe, e))?;
-    let deadline = Instant::now() + Duration::from_secs(15);
+    // The keeper's first act is one grant within the time limit.
+    let wait = fleet.timeout() + Duration::from_secs(2);
+    let deadline = Instant::now() + wait;
+    let mut exited = None;
     loop {
-        if let Some(id) = running_lease(spec, fleet)? {
-            return Ok(id);
+        if let Some(l) = published(spec)? {
+            return confirm(spec, &l);
         }
-        match child.try_wait() {
-            Ok(Some(status)) if !status.success() => {
-                return Err(Error::Store {
-                    endpoints: spec.endpoints.join(","),
-                    why: format!(
-                        "the keeper could not start ({status}); `agentlock keeper --foreground` says why"
-                    ),
-                });
-            }
-            // Exited 0: another keeper won the start race; wait for its lease.
-            _ => {}
+        if exited.is_none() {
+            exited = child.try_wait().ok().flatten();
         }
+        // Exited: another keeper won the start race (wait for its lease),
+        // or it failed (its log says why).
         if Instant::now() > deadline {
-            return Err(Error::Store {
-                endpoints: spec.endpoints.join(","),
-                why: "no keeper published a lease within 15 s".into(),
+            return Err(Error::Keeper {
+                pid: child.id() as i32,
+                why: format!(
+                    "none published a lease within {:.1} s{}; see {}",
+                    wait.as_secs_f64(),
+                    exited.map(|s| format!(" (it exited: {s})")).unwrap_or_default(),
+                    f.log.display()
+                ),
             });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// What one sweep did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Swept {
-    /// This host's records looked at.
-    pub records: usize,
-    /// Stale ones deleted.
-    pub deleted: usize,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Deletes this host's records the local rules prove stale, each by
-/// compare-and-delete on the revision judged; tmux is asked afresh.
-pub fn sweep(fleet: &Fleet, fleet_root: &Path) -> Result<Swept> {
-    let live = LiveProbes::new(TmuxQuery::default());
-    let probes = live.probes();
-    let mut swept = Swept::default();
-    for (key, stored) in fleet.list()? {
-        let Ok(fr) = &stored.record else { continue };
-        if !super::ops::this_host(&fr.record, &probes) {
-            continue;
-        }
-        // A session recorded without its server could live on a tmux server
-        // this long-lived process cannot see (another TMUX_TMPDIR): never
-        // proven gone here; its holder or `--force` clears it.
-        if fr.record.session_id.is_some() && fr.record.tmux_socket.is_none() {
-            continue;
-        }
-        swept.records += 1;
-        let worker = super::worker_of(fleet.spec(), fleet_root, &key).unwrap_or_default();
-        let judged = judge_stored(&worker, &key, Some(&stored), &probes);
-        if judged.judgement.state == State::Stale && fleet.delete(&key, stored.revision)? {
-            swept.deleted += 1;
-        }
+    #[test]
+    fn stores_that_differ_never_share_a_keeper() {
+        let s = |a: &str| stem(&StoreSpec::parse(a).unwrap());
+        assert_ne!(s("etcd://h:1/a/b"), s("etcd://h:1/a_b"));
+        let long = "x".repeat(200);
+        assert_ne!(
+            s(&format!("etcd://h:1/{long}1")),
+            s(&format!("etcd://h:1/{long}2"))
+        );
+        assert_eq!(s("etcd://h:1,g:2/p"), s("etcd://g:2,h:1/p"));
+        assert!(s(&format!("etcd://h:1/{long}")).len() < 140);
     }
-    Ok(swept)
-}
 
-/// Runs the keeper in the foreground until killed: one per host and store
-/// (returns at once if another runs).
-pub fn run(
-    spec: &StoreSpec,
-    ttl: i64,
-    period: Duration,
-    timeout: Duration,
-    fleet: &Fleet,
-) -> Result<()> {
-    let (lock, lease_path) = paths(spec)?;
-    let Ok(_held) = Flock::lock(open_lock(&lock)?, FlockArg::LockExclusiveNonblock) else {
-        return Ok(()); // another keeper runs for this store
-    };
-    // A dead predecessor's lease must not be handed out while this one starts.
-    let _ = std::fs::remove_file(&lease_path);
-    let publish = |id: i64| -> Result<()> {
-        let tmp = lease_path.with_extension("lease.tmp");
-        let me = nix::unistd::getpid();
-        std::fs::write(&tmp, format!("{id} {me}\n")).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &lease_path).map_err(|e| Error::io(&lease_path, e))
-    };
-    let mut id = fleet.grant(ttl)?;
-    publish(id)?;
-    // Sweeping asks tmux, which may hang for its own time limit: on its own
-    // thread and connection, so renewal never waits for it.
-    let sweeper = spec.clone();
-    std::thread::spawn(move || {
-        let Ok(fleet) = Fleet::connect(&sweeper, timeout) else {
-            return;
+    #[test]
+    fn a_published_lease_reads_back() {
+        let l = KeeperLease {
+            id: 0x7a3b,
+            pid: 42,
+            ttl: 15,
+            timeout: Duration::from_millis(1500),
+            renewed: Duration::from_nanos(123_456_789_012),
         };
-        loop {
-            let _ = sweep(&fleet, Path::new("/"));
-            std::thread::sleep(period);
-        }
-    });
-    let renew = Duration::from_secs_f64(ttl as f64 / 3.0);
-    loop {
-        let (expired, renewed) = match fleet.keep_alive(id) {
-            Ok(left) => (left <= 0, left > 0),
-            // Renewing an expired lease is an error; so is an unreachable store.
-            Err(_) => (fleet.lease_ttl(id).is_ok_and(|left| left <= 0), false),
-        };
-        if expired {
-            // The keeper stalled past its TTL (or etcd was away that long):
-            // every record on the old lease is gone; a new one for new claims.
-            if let Ok(new) = fleet.grant(ttl) {
-                id = new;
-                publish(id)?;
-            }
-        }
-        // Not renewed (a member down, an election): try again soon, not a
-        // third of the TTL later.
-        std::thread::sleep(if renewed || expired {
-            renew
-        } else {
-            renew.min(Duration::from_millis(200))
-        });
+        assert_eq!(KeeperLease::parse(&l.line()), Some(l));
+        assert_eq!(KeeperLease::parse("12 34"), None);
+        assert_eq!(
+            l.sure_until(),
+            Duration::from_nanos(123_456_789_012) + Duration::from_secs(15) - MARGIN
+        );
     }
 }

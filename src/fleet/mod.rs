@@ -6,6 +6,8 @@
 //! feature `etcd`.
 
 #[cfg(feature = "etcd")]
+mod claim;
+#[cfg(feature = "etcd")]
 pub mod doctor;
 #[cfg(feature = "etcd")]
 pub mod etcd;
@@ -14,6 +16,10 @@ pub mod hold;
 #[cfg(feature = "etcd")]
 pub mod keeper;
 #[cfg(feature = "etcd")]
+pub mod keeping;
+#[cfg(feature = "etcd")]
+pub mod kv;
+#[cfg(feature = "etcd")]
 pub mod ops;
 #[cfg(feature = "etcd")]
 mod release;
@@ -21,6 +27,17 @@ mod release;
 use crate::error::{Error, Result};
 use crate::record::LockRecord;
 use std::path::{Component, Path, PathBuf};
+
+/// Lease TTL by default, in seconds.
+pub const DEFAULT_TTL: i64 = 15;
+
+/// The least lease TTL, in seconds: etcd's own minimum with its default
+/// election timeout (it raises a shorter one), and the least that leaves a
+/// renewal every third of it room for a round trip.
+pub const MIN_TTL: i64 = 2;
+
+/// How long a fleet store call may take, by default (at most the TTL).
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The prefix keys live under when the address names none.
 pub const DEFAULT_PREFIX: &str = "/agentlock";

@@ -1,5 +1,9 @@
 //! release on the fleet store: compare-and-delete of the record judged,
-//! then the local lock file (the mirror a fleet claim wrote).
+//! then the local lock file (the mirror a fleet claim wrote). The keeper may
+//! sweep the record between the two (its holder exited: an exit hook
+//! releasing its agent's worker races it), and a delete's answer may be
+//! lost: either way the record is gone, the worker is free, and the local
+//! file is still cleaned up.
 
 use super::etcd::{Fleet, Stored};
 use super::ops::{FleetJudgement, judge};
@@ -7,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::holder::{Asker, Scope, holds};
 use crate::lock::{self, Probes};
 use crate::record::LockRecord;
+use crate::verdict::State;
 use std::path::Path;
 
 /// The result of a fleet release.
@@ -18,6 +23,9 @@ pub enum FleetReleaseOutcome {
     Refused(Box<FleetJudgement>),
 }
 
+/// How many times a release judges again when the record changed under it.
+const ROUNDS: usize = 3;
+
 /// Releases `worker` on the store if `who` holds it (or with `force`), by
 /// compare-and-delete on the judged revision; then the local lock file.
 pub fn release(
@@ -28,58 +36,109 @@ pub fn release(
     force: bool,
     probes: &Probes,
 ) -> Result<FleetReleaseOutcome> {
-    let before = judge(fleet, worker, key, probes)?;
-    let stored_record = before.judgement.record.clone();
-    if let Some(rec) = &stored_record {
-        if !force && !holds(rec, rec.uid, who, Scope::ActFor, probes) {
-            return Ok(FleetReleaseOutcome::Refused(Box::new(before)));
-        }
-        if !fleet.delete(key, before.revision)? {
-            return Err(Error::LockChanging { path: key.into() });
-        }
-    } else if before.revision != 0 {
-        // A value that is not a record: only --force moves it aside.
-        if !force {
-            return Ok(FleetReleaseOutcome::Refused(Box::new(before)));
-        }
-        let moved = match fleet.get(key)? {
-            Some(s) if s.revision == before.revision => fleet.move_aside(key, &s, None, None)?,
-            _ => None,
+    let mut first: Option<FleetJudgement> = None;
+    for _ in 0..ROUNDS {
+        let before = judge(fleet, worker, key, probes)?;
+        let first = first.get_or_insert_with(|| before.clone());
+        let removed = match &before.judgement.record {
+            Some(rec) => {
+                if !force && !holds(rec, rec.uid, who, Scope::ActFor, probes) {
+                    return Ok(FleetReleaseOutcome::Refused(Box::new(before)));
+                }
+                delete(fleet, key, before.revision)?
+            }
+            // No record: the local mirror is all there may be left.
+            None if before.revision == 0 => {
+                release_mirror(worker, key, who, force, probes);
+                return Ok(FleetReleaseOutcome::Done(Box::new(first.clone())));
+            }
+            // A value that is not a record: only --force moves it aside.
+            None => {
+                if !force {
+                    return Ok(FleetReleaseOutcome::Refused(Box::new(before)));
+                }
+                match fleet.get(key)? {
+                    Some(s) if s.revision == before.revision => aside(fleet, key, &s)?,
+                    _ => false,
+                }
+            }
         };
-        if moved.is_none() {
-            return Err(Error::LockChanging { path: key.into() });
+        if removed {
+            if let Some(rec) = &before.judgement.record {
+                // The very record the fleet claim wrote, whoever asks.
+                let _ = lock::release_written(worker, rec, probes);
+            }
+            release_mirror(worker, key, who, force, probes);
+            return Ok(FleetReleaseOutcome::Done(Box::new(before)));
         }
+        // Changed since judged (the keeper swept it, another host wrote
+        // it): judge what is there now.
     }
-    // The local mirror: the very record the fleet claim wrote; with no
-    // record on the store (it expired), the asker's own local lock.
-    match &stored_record {
-        Some(rec) => {
-            let _ = lock::release_written(worker, rec, probes);
-        }
-        None => {
-            let _ = lock::release(worker, who, force, probes);
-        }
+    Err(Error::RecordChanged { key: key.into() })
+}
+
+/// Compare-and-delete, reading the key back when the answer was lost: gone
+/// (by this delete or anyone's) is released.
+fn delete(fleet: &Fleet, key: &str, revision: i64) -> Result<bool> {
+    match fleet.delete(key, revision) {
+        Ok(done) => Ok(done),
+        Err(e @ Error::Store { .. }) => match fleet.get(key) {
+            Ok(None) => Ok(true),
+            Ok(Some(s)) if s.revision != revision => Ok(false),
+            _ => Err(e),
+        },
+        Err(e) => Err(e),
     }
-    Ok(FleetReleaseOutcome::Done(Box::new(before)))
+}
+
+/// Moves a value that is not a record aside; one too large to be copied is
+/// deleted (it is not a record: nobody's claim is lost).
+fn aside(fleet: &Fleet, key: &str, s: &Stored) -> Result<bool> {
+    match fleet.move_aside(key, s, None, None) {
+        Ok(moved) => Ok(moved.is_some()),
+        Err(e) if super::kv::too_large(&e) => delete(fleet, key, s.revision),
+        Err(e @ Error::Store { .. }) => match fleet.get(key) {
+            Ok(None) => Ok(true),
+            _ => Err(e),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// With no record of `key` on the store, the local lock file, if it
+/// mirrors `key`, is left over: removed (only if unchanged, under the guard)
+/// when the asker holds it, with `force`, or when its holder is provably
+/// gone. A local lock that is not a mirror of the store is not this
+/// command's: left alone.
+fn release_mirror(worker: &Path, key: &str, who: &Asker, force: bool, probes: &Probes) {
+    let Ok(j) = lock::judge(worker, probes) else {
+        return;
+    };
+    let Some(rec) = &j.record else { return };
+    if rec.fleet_key.as_deref() != Some(key) {
+        return;
+    }
+    if force || j.state == State::Stale || holds(rec, j.owner, who, Scope::ActFor, probes) {
+        let _ = lock::release_written(worker, rec, probes);
+    }
 }
 
 /// Removes the fleet record of a claim: if it still is the claim of
-/// `written` with `fence` (the holder may have refreshed it), by
-/// compare-and-delete on the revision read. A record that is gone or another
-/// holder's is left alone: the worker was lost, not released. (The local
-/// lock file is the caller's: [`crate::run::FileHold`]'s rule.)
-pub fn release_stored(fleet: &Fleet, key: &str, written: &LockRecord, fence: i64) -> Result<()> {
+/// `written` (its holder may have refreshed it, or this host's keeper
+/// claimed it again on a new lease), by compare-and-delete on the revision
+/// read. A record that is gone or another holder's is left alone: the worker
+/// was lost, not released. (The local lock file is the caller's:
+/// [`crate::run::FileHold`]'s rule.)
+pub fn release_stored(fleet: &Fleet, key: &str, written: &LockRecord, _fence: i64) -> Result<()> {
     let ours = |s: &Stored| {
         s.record
             .as_ref()
-            .is_ok_and(|fr| fr.fence == fence && fr.record.same_claim(written))
+            .is_ok_and(|fr| fr.record.same_claim(written))
     };
-    // Twice at most: this host's keeper may delete the record (its holder
-    // has exited) between the read and the compare-and-delete.
-    for _ in 0..2 {
+    for _ in 0..ROUNDS {
         match fleet.get(key)? {
             Some(s) if ours(&s) => {
-                if fleet.delete(key, s.revision)? {
+                if delete(fleet, key, s.revision)? {
                     return Ok(());
                 }
             }
@@ -87,5 +146,5 @@ pub fn release_stored(fleet: &Fleet, key: &str, written: &LockRecord, fence: i64
             _ => return Ok(()),
         }
     }
-    Err(Error::LockChanging { path: key.into() })
+    Err(Error::RecordChanged { key: key.into() })
 }

@@ -28,6 +28,21 @@ pub struct ClaimOptions {
     pub only_free: bool,
     /// Give up waiting for the guard once this is set (a signal arrived).
     pub cancel: Option<Arc<AtomicBool>>,
+    /// A claim on the fleet store: what the lock file it writes records of
+    /// the store record it mirrors.
+    pub mirror: Option<FleetTag>,
+}
+
+/// What a lock file written for a claim on the fleet store records of it
+/// (`fleet_key`, `fleet_lease`, `fleet_dir`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetTag {
+    /// The store key.
+    pub key: String,
+    /// The keeper lease the store record hangs on.
+    pub lease: Option<u64>,
+    /// The worker directory, as resolved on this host.
+    pub dir: String,
 }
 
 impl ClaimOptions {
@@ -103,6 +118,7 @@ fn record_for(
     me: &Claimant,
     start: Option<u64>,
     previous: Option<&LockRecord>,
+    mirror: Option<&FleetTag>,
     probes: &Probes,
 ) -> LockRecord {
     let host = &probes.host;
@@ -128,6 +144,9 @@ fn record_for(
         tmux_socket: socket,
         pid_ns: host.pid_ns,
         mnt_ns: host.mnt_ns,
+        fleet_key: mirror.map(|m| m.key.clone()),
+        fleet_lease: mirror.and_then(|m| m.lease),
+        fleet_dir: mirror.map(|m| m.dir.clone()),
     }
 }
 
@@ -246,7 +265,7 @@ fn claim_as(
         (Found::Record(rec, _), ClaimAction::Refreshed) => Some(rec),
         _ => None,
     };
-    let rec = record_for(me, my_start, previous, probes);
+    let rec = record_for(me, my_start, previous, opts.mirror.as_ref(), probes);
     g.publish(&rec)?;
     // The claimant exited while this claim was made (a spawner killed
     // mid-claim): a lock naming it would hold nothing. Take it back, still

@@ -44,7 +44,7 @@ mod resolve;
 mod signal;
 
 pub use claim::{
-    ClaimAction, ClaimOptions, ClaimOutcome, Claimed, FirstFree, claim, claim_first_free,
+    ClaimAction, ClaimOptions, ClaimOutcome, Claimed, FirstFree, FleetTag, claim, claim_first_free,
 };
 pub use fs::{Found, Snapshot, Worker, not_a_worker};
 pub use guard::Guard;

@@ -118,6 +118,9 @@ fn writes_go_layout_and_round_trips() {
         tmux_socket: None,
         pid_ns: None,
         mnt_ns: None,
+        fleet_key: None,
+        fleet_lease: None,
+        fleet_dir: None,
     };
     assert_eq!(
         r.to_json(),
@@ -130,6 +133,9 @@ fn writes_go_layout_and_round_trips() {
         tmux_socket: Some("/tmp/tmux-1000/default".into()),
         pid_ns: Some(4026531836),
         mnt_ns: Some(4026531841),
+        fleet_key: Some("/town/workers/rig/max".into()),
+        fleet_lease: Some(0x7a3b_0000_1234),
+        fleet_dir: Some("/srv/town/rig/max".into()),
         ..r
     };
     assert_eq!(LockRecord::parse(full.to_json().as_bytes()).unwrap(), full);

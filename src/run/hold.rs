@@ -46,6 +46,12 @@ pub trait Hold {
     fn check(&mut self) -> Checked {
         Checked::Held
     }
+    /// Once the worker is lost: by when the command must be gone (it is
+    /// SIGKILLed then, if still running). `None`: no deadline of the
+    /// hold's own, only [`crate::run::KILL_AFTER`].
+    fn stop_by(&self) -> Option<std::time::Instant> {
+        None
+    }
     /// Releases what [`Hold::claim`] took, if it is still the same.
     fn release(&mut self) -> Result<()>;
 }

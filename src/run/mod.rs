@@ -126,7 +126,8 @@ impl Interrupt {
 /// What `run` does when the worker is lost while the command runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnLost {
-    /// SIGTERM to the command (SIGKILL if it still runs [`KILL_AFTER`] later).
+    /// SIGTERM to the command; SIGKILL if it still runs [`KILL_AFTER`] later,
+    /// or sooner by the hold's deadline ([`Hold::stop_by`]).
     #[default]
     Term,
     /// Only report it; the command runs on.
@@ -336,7 +337,11 @@ fn watch(
             lost(&w);
             if on_lost == OnLost::Term {
                 stop(child, &mut tree, Signal::SIGTERM);
-                kill_at = Some(Instant::now() + KILL_AFTER);
+                // SIGKILL by the hold's deadline (before a lease it can no
+                // longer vouch for could expire), never later than KILL_AFTER.
+                let now = Instant::now();
+                let by = hold.stop_by().map_or(now + KILL_AFTER, |t| t.max(now));
+                kill_at = Some(by.min(now + KILL_AFTER));
             }
             why = Some(w);
         }

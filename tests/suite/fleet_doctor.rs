@@ -48,7 +48,7 @@ fn doctor_judges_the_store_against_the_lock_files() {
         ..dead.clone()
     };
     let clone_key = format!("{}/workers/clone", spec.prefix);
-    let lease = fleet.grant(300).unwrap();
+    let (lease, _) = fleet.grant(300).unwrap();
     fleet.create(&clone_key, &unproven, Some(lease)).unwrap();
     let clone = a.worker("clone");
     // Another host's record on no lease: it never expires.

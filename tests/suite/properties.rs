@@ -40,6 +40,7 @@ fn record() -> impl Strategy<Value = LockRecord> {
         text(),
         proptest::option::of(any::<u64>()),
         proptest::option::of(any::<u64>()),
+        (text(), proptest::option::of(any::<u64>()), text()),
     )
         .prop_map(
             |(
@@ -53,6 +54,7 @@ fn record() -> impl Strategy<Value = LockRecord> {
                 tmux_socket,
                 pid_ns,
                 mnt_ns,
+                (fleet_key, fleet_lease, fleet_dir),
             )| {
                 LockRecord {
                     pid,
@@ -65,6 +67,9 @@ fn record() -> impl Strategy<Value = LockRecord> {
                     tmux_socket,
                     pid_ns,
                     mnt_ns,
+                    fleet_key,
+                    fleet_lease,
+                    fleet_dir,
                 }
             },
         )

@@ -26,29 +26,50 @@ pub(super) struct Store {
     root: Option<PathBuf>,
     timeout: Duration,
     ttl: i64,
+    /// `--lease-ttl` / `--store-timeout` were given (not defaults): a
+    /// running keeper that keeps other settings is worth a warning.
+    given: bool,
 }
 
-/// The store of the command line, if one was given.
+/// The store of the command line, if one was given. The lease TTL is whole
+/// seconds from 2 (etcd's least with its default election timeout) to a
+/// day; the store time limit is at most the TTL: a renewal is given a third
+/// of the TTL whatever the limit, and an answer later than the lease lives
+/// could only be about a lease that is gone.
 pub(super) fn store_of(a: &StoreArgs) -> Result<Option<Store>, Failure> {
     let Some(raw) = a.store.clone().filter(|s| !s.is_empty()) else {
         return Ok(None);
     };
     let spec = StoreSpec::parse(&raw)?;
-    let timeout = seconds(a.store_timeout, "--store-timeout")?;
-    // etcd takes TTLs up to 9e9 s; a day is far past any useful one, and
-    // keeps every computation with it in range.
-    if !(2..=86_400).contains(&a.lease_ttl) {
+    let ttl = a.lease_ttl.map_or(agentlock::fleet::DEFAULT_TTL, |d| {
+        d.as_secs() as i64 + i64::from(d.subsec_nanos() > 0)
+    });
+    if !(agentlock::fleet::MIN_TTL..=86_400).contains(&ttl) {
         return Err(Failure::usage(format!(
-            "--lease-ttl {}: must be 2 to 86400 seconds",
-            a.lease_ttl
+            "--lease-ttl {ttl}s: must be 2s to 1d (etcd raises a shorter lease to its minimum)"
         )));
     }
+    let ttl_d = Duration::from_secs(ttl as u64);
+    let timeout = match a.store_timeout {
+        Some(t) if t.is_zero() => {
+            return Err(Failure::usage("--store-timeout 0: must be more than 0"));
+        }
+        Some(t) if t > ttl_d => {
+            return Err(Failure::usage(format!(
+                "--store-timeout {:.1}s is longer than the lease TTL ({ttl}s): an answer later than the lease lives could only be about a lease that is gone; lower it or raise --lease-ttl",
+                t.as_secs_f64()
+            )));
+        }
+        Some(t) => t,
+        None => agentlock::fleet::DEFAULT_TIMEOUT.min(ttl_d),
+    };
     Ok(Some(Store {
         spec,
         raw,
         root: a.fleet_root.clone(),
         timeout,
-        ttl: a.lease_ttl,
+        ttl,
+        given: a.lease_ttl.is_some() || a.store_timeout.is_some(),
     }))
 }
 
@@ -76,12 +97,28 @@ impl Store {
     }
 }
 
-/// A positive, finite number of seconds that fits a `Duration`.
-pub(super) fn seconds(v: f64, flag: &str) -> Result<Duration, Failure> {
-    Duration::try_from_secs_f64(v)
-        .ok()
-        .filter(|d| !d.is_zero() && v <= 86_400.0 * 365.0)
-        .ok_or_else(|| Failure::usage(format!("{flag} {v}: not a positive number of seconds")))
+/// This host's keeper's lease for the store (started when none runs), with
+/// a warning when `--lease-ttl` or `--store-timeout` was asked for and the
+/// running keeper keeps other settings (they apply once it restarts).
+#[cfg(feature = "etcd")]
+fn keeper_lease(
+    store: &Store,
+    fleet: &agentlock::fleet::etcd::Fleet,
+    out: &mut Out,
+) -> Result<agentlock::fleet::keeper::KeeperLease, Failure> {
+    let lease = agentlock::fleet::keeper::ensure(&store.spec, &store.raw, store.ttl, fleet)?;
+    let differs = lease.ttl != store.ttl || lease.timeout != store.timeout;
+    if store.given && differs {
+        out.error_line(format_args!(
+            "warning: this host's keeper (pid {}) keeps a {} s lease with a {:.1} s store time limit; --lease-ttl {} s / --store-timeout {:.1} s apply once it restarts",
+            lease.pid,
+            lease.ttl,
+            lease.timeout.as_secs_f64(),
+            store.ttl,
+            store.timeout.as_secs_f64()
+        ));
+    }
+    Ok(lease)
 }
 
 /// Runs `command` on the store.

@@ -7,7 +7,7 @@ use crate::commands::{Ctx, Failure};
 use crate::exit_codes::ExitCode;
 use crate::out::Out;
 use agentlock::fleet::etcd::Fleet;
-use agentlock::fleet::{keeper, locate};
+use agentlock::fleet::locate;
 
 /// `run` on the store: claimed for the command on this host's lease,
 /// checked while it runs.
@@ -20,10 +20,9 @@ pub(super) fn run(
 ) -> Result<ExitCode, Failure> {
     let (worker, key) = locate(&store.spec, store.root()?, &a.worker)?;
     // An unreachable store fails here, before anything is forked.
-    let lease = keeper::ensure(&store.spec, &store.raw, store.ttl, store.timeout, fleet)?;
+    let lease = super::keeper_lease(store, fleet, out)?;
     let probes = ctx.probes.probes();
-    let mut hold =
-        agentlock::fleet::hold::FleetHold::new(fleet, worker, key, lease, store.ttl, &probes);
+    let mut hold = agentlock::fleet::hold::FleetHold::new(fleet, worker, key, lease, &probes);
     crate::commands::run::run_on(ctx, &mut hold, a, out)
 }
 
@@ -33,15 +32,20 @@ pub(super) fn keep(
     a: KeeperArgs,
     out: &mut Out,
 ) -> Result<ExitCode, Failure> {
-    let period = super::seconds(a.period, "--period")?;
+    if a.period.is_zero() {
+        return Err(Failure::usage("--period 0: must be more than 0"));
+    }
     if a.foreground {
-        keeper::run(&store.spec, store.ttl, period, store.timeout, fleet)?;
+        agentlock::fleet::keeping::run(&store.spec, store.ttl, a.period, fleet)?;
         return Ok(ExitCode::Success);
     }
-    let lease = keeper::ensure(&store.spec, &store.raw, store.ttl, store.timeout, fleet)?;
+    let lease = super::keeper_lease(store, fleet, out)?;
     out.line(format_args!(
-        "keeper running for {} (lease {lease:x})",
-        store.raw
+        "keeper running for {} (pid {}, lease {:x}, ttl {} s)",
+        crate::output::esc(&store.raw),
+        lease.pid,
+        lease.id,
+        lease.ttl
     ));
     Ok(ExitCode::Success)
 }

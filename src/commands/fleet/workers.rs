@@ -8,7 +8,7 @@ use crate::out::Out;
 use crate::output::{self, LockEntry, WorkerJson};
 use agentlock::fleet::etcd::Fleet;
 use agentlock::fleet::ops::{self, FleetClaimOutcome, FleetJudgement, FleetReleaseOutcome};
-use agentlock::fleet::{keeper, locate};
+use agentlock::fleet::locate;
 use agentlock::lock::{ClaimOptions, Standing};
 use std::path::PathBuf;
 
@@ -67,13 +67,13 @@ pub(super) fn claim(
     let (worker, key) = locate(&store.spec, store.root()?, worker)?;
     let worker = &worker;
     // An unreachable store fails here, before anything local is touched.
-    let lease = keeper::ensure(&store.spec, &store.raw, store.ttl, store.timeout, fleet)?;
+    let lease = super::keeper_lease(store, fleet, out)?;
     let opts = ClaimOptions {
         force: a.force,
         ..ClaimOptions::default()
     };
     let probes = ctx.probes.probes();
-    match ops::claim(fleet, worker, &key, &me, opts, Some(lease), &probes)? {
+    match ops::claim(fleet, worker, &key, &me, opts, Some(&lease), &probes)? {
         FleetClaimOutcome::Refused(j) => Ok(refused(store, out, a.json, &j, "claim")),
         FleetClaimOutcome::Done(c) => {
             let after = held(&c);
@@ -110,9 +110,9 @@ pub(super) fn first_free(
 ) -> Result<ExitCode, Failure> {
     let (me, warnings, _) = claimant_of(ctx, a.holder, out)?;
     // An unreachable store fails here, before anything local is touched.
-    let lease = keeper::ensure(&store.spec, &store.raw, store.ttl, store.timeout, fleet)?;
+    let lease = super::keeper_lease(store, fleet, out)?;
     let probes = ctx.probes.probes();
-    let ff = ops::claim_first_free(fleet, store.root()?, &a.workers, &me, Some(lease), &probes);
+    let ff = ops::claim_first_free(fleet, store.root()?, &a.workers, &me, Some(&lease), &probes);
     let tried = ff
         .tried
         .iter()

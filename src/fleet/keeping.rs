@@ -1,0 +1,268 @@
+//! What the keeper does while it runs: renew the host's lease every third of
+//! its TTL (each renewal sent to every member at once, and given a third of
+//! the TTL, not the store's time limit), publish each renewal for claims to
+//! see, and on its own thread sweep this host's records: delete those the
+//! local PID + tmux rules prove stale (compare-and-delete, then their local
+//! lock file), and remember the live ones. If the lease expired anyway (the
+//! keeper was stopped, the store was away longer than the TTL), a new one is
+//! granted and every remembered claim whose holder still lives and still
+//! has its lock file is claimed again on it, with a new fence, unless
+//! another holder took the worker meanwhile: that collision is logged (and
+//! `doctor` shows it). Every event is one line on stderr.
+
+use super::StoreSpec;
+use super::etcd::{Created, Fleet};
+use super::keeper::{self, KeeperLease, now};
+use super::ops::{judge_stored, this_host};
+use crate::error::{Error, Result};
+use crate::probe::{LiveProbes, Probes, TmuxQuery};
+use crate::record::LockRecord;
+use crate::verdict::State;
+use nix::fcntl::{Flock, FlockArg};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// One line of the keeper's log, on stderr (the journal under systemd, the
+/// log file in the state dir when a claim started it).
+pub fn log(line: impl std::fmt::Display) {
+    let at = chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%.3f%:z");
+    eprintln!("{at} agentlock keeper[{}]: {line}", std::process::id());
+}
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// This host's records looked at.
+    pub records: usize,
+    /// Stale ones deleted.
+    pub deleted: usize,
+}
+
+/// This host's live claims on the keeper's lease, by key: what is claimed
+/// again if the lease expires.
+type Remembered = BTreeMap<String, LockRecord>;
+
+/// Whether `rec`'s lock file on this host (`fleet_dir`) still holds
+/// exactly `rec`: the claim was not released.
+fn mirrored(rec: &LockRecord) -> bool {
+    let Some(dir) = rec.fleet_dir.as_deref() else {
+        return false;
+    };
+    let path = Path::new(dir).join(".runtime/agent.lock");
+    std::fs::read(path).is_ok_and(|b| LockRecord::parse(&b).is_ok_and(|r| r == *rec))
+}
+
+/// Whether `rec`'s holder still lives by the local rules.
+fn lives(rec: &LockRecord, probes: &Probes) -> bool {
+    let v = crate::verdict::judge(rec, rec.uid, &probes.host, probes.procs, probes.sessions);
+    !matches!(v.state, State::Stale)
+}
+
+/// Deletes this host's records the local rules prove stale, each by
+/// compare-and-delete on the revision judged, then the lock file the claim
+/// wrote (only if it still holds that very record); tmux is asked afresh.
+/// Records of this host on `lease` whose holders live are added to
+/// `remembered`.
+pub fn sweep(fleet: &Fleet, lease: i64, remembered: &mut Remembered) -> Result<Swept> {
+    let live = LiveProbes::new(TmuxQuery::default());
+    let probes = live.probes();
+    let mut swept = Swept::default();
+    let mut mine = Vec::new();
+    fleet.scan(|key, stored| {
+        if let Ok(fr) = &stored.record
+            && this_host(&fr.record, &probes)
+        {
+            mine.push((key, stored));
+        }
+    })?;
+    for (key, stored) in mine {
+        let Ok(fr) = &stored.record else { continue };
+        // A session recorded without its server could live on a tmux server
+        // this long-lived process cannot see (another TMUX_TMPDIR): never
+        // proven gone here; its holder or `--force` clears it.
+        if fr.record.session_id.is_some() && fr.record.tmux_socket.is_none() {
+            continue;
+        }
+        swept.records += 1;
+        let judged = judge_stored(Path::new("/"), &key, Some(&stored), &probes);
+        if judged.judgement.state != State::Stale {
+            if stored.lease == lease {
+                remembered.insert(key, fr.record.clone());
+            }
+            continue;
+        }
+        if fleet.delete(&key, stored.revision)? {
+            swept.deleted += 1;
+            log(format_args!(
+                "swept {key}: {} (fence {})",
+                judged.judgement.reason, fr.fence
+            ));
+            if let Some(dir) = &fr.record.fleet_dir {
+                let _ = crate::lock::release_written(dir, &fr.record, &probes);
+            }
+        }
+    }
+    // A claim is forgotten once its holder is gone or its lock file no
+    // longer holds it (released).
+    remembered.retain(|_, rec| lives(rec, &probes) && mirrored(rec));
+    Ok(swept)
+}
+
+/// After the lease expired: claims every remembered worker again on `lease`
+/// (the same record, a new fence) unless another holder took it.
+fn reclaim(fleet: &Fleet, lease: i64, remembered: &mut Remembered) {
+    let live = LiveProbes::new(TmuxQuery::default());
+    let probes = live.probes();
+    remembered.retain(|_, rec| lives(rec, &probes) && mirrored(rec));
+    for (key, rec) in remembered.iter() {
+        match fleet.create(key, rec, Some(lease)) {
+            Ok(Created::Fence(f)) => log(format_args!(
+                "re-claimed {key} for pid {} on the new lease {lease:x} (fence {f}): the worker was free while the lease was lost",
+                rec.pid
+            )),
+            Ok(Created::Exists(s)) => match &s.record {
+                Ok(fr) if fr.record.same_claim(rec) => {}
+                Ok(fr) => log(format_args!(
+                    "COLLISION {key}: pid {} on this host still holds it, but while this host's lease was lost pid {} on host {} claimed it (fence {})",
+                    rec.pid,
+                    fr.record.pid,
+                    fr.record.hostname.as_deref().unwrap_or("?"),
+                    fr.fence
+                )),
+                Err(why) => log(format_args!(
+                    "COLLISION {key}: pid {} on this host still holds it, but the store holds a value that is not a record ({why})",
+                    rec.pid
+                )),
+            },
+            Err(e) => log(format_args!("could not re-claim {key}: {e}")),
+        }
+    }
+}
+
+/// Runs the keeper in the foreground until killed: one per host and store.
+/// Another keeper running for the store is an error naming it.
+pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Result<()> {
+    let files = keeper::files(spec)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&files.lock)
+        .map_err(|e| Error::io(&files.lock, e))?;
+    let Ok(_held) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+        let other = keeper::keeper_pid(spec).unwrap_or(0);
+        return Err(Error::Keeper {
+            pid: other,
+            why: format!(
+                "it already keeps this host's lease on {} (lock {}); this one exits",
+                spec.endpoints.join(","),
+                files.lock.display()
+            ),
+        });
+    };
+    // A dead predecessor's lease must not be handed out while this one starts.
+    let _ = std::fs::remove_file(&files.lease);
+    let publish = |l: &KeeperLease| -> Result<()> {
+        let tmp = files.lease.with_extension("lease.tmp");
+        std::fs::write(&tmp, l.line()).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &files.lease).map_err(|e| Error::io(&files.lease, e))
+    };
+    let grant = || -> Result<KeeperLease> {
+        let sent = now();
+        let (id, granted) = fleet.grant(ttl)?;
+        Ok(KeeperLease {
+            id,
+            pid: std::process::id() as i32,
+            ttl: granted,
+            timeout: fleet.timeout(),
+            renewed: sent,
+        })
+    };
+    let mut lease = grant()?;
+    publish(&lease)?;
+    log(format_args!(
+        "keeping lease {:x} on {}{} (ttl {} s, renewed every {:.1} s)",
+        lease.id,
+        spec.endpoints.join(","),
+        spec.prefix,
+        lease.ttl,
+        lease.period().as_secs_f64()
+    ));
+    // Sweeping asks tmux, which may hang for its own time limit: on its own
+    // thread and connection, so renewal never waits for it.
+    let (tx, rx) = mpsc::channel::<i64>();
+    let (sweeper, timeout, first) = (spec.clone(), fleet.timeout(), lease.id);
+    std::thread::spawn(move || {
+        let Ok(fleet) = Fleet::connect(&sweeper, timeout) else {
+            return;
+        };
+        let (mut current, mut remembered) = (first, Remembered::new());
+        loop {
+            match rx.recv_timeout(period) {
+                Ok(new) => {
+                    current = new;
+                    reclaim(&fleet, current, &mut remembered);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            if let Err(e) = sweep(&fleet, current, &mut remembered) {
+                log(format_args!("sweep failed: {e}"));
+            }
+        }
+    });
+    let mut failing = false;
+    loop {
+        let sent = now();
+        // A renewal may take a third of the TTL, whatever the store's limit.
+        let renewed = fleet.within(lease.period(), |f| f.keep_alive(lease.id));
+        let expired = match renewed {
+            Ok(left) if left > 0 => {
+                lease.renewed = sent;
+                publish(&lease)?;
+                if std::mem::take(&mut failing) {
+                    log(format_args!("lease {:x} renewed again", lease.id));
+                }
+                false
+            }
+            Ok(_) => true,
+            Err(e) => {
+                if !std::mem::replace(&mut failing, true) {
+                    log(format_args!("renewing lease {:x} failed: {e}", lease.id));
+                }
+                now() >= lease.sure_until() + keeper::MARGIN * 2
+            }
+        };
+        if expired {
+            log(format_args!(
+                "lease {:x} EXPIRED (this keeper stalled, or the store was away longer than the TTL): this host's records on it are gone",
+                lease.id
+            ));
+            loop {
+                match grant() {
+                    Ok(l) => {
+                        lease = l;
+                        break;
+                    }
+                    Err(e) => {
+                        log(format_args!("granting a new lease failed: {e}"));
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+            }
+            publish(&lease)?;
+            failing = false;
+            log(format_args!("keeping the new lease {:x}", lease.id));
+            let _ = tx.send(lease.id);
+            continue;
+        }
+        let next = if failing {
+            Duration::from_millis(200)
+        } else {
+            (sent + lease.period()).saturating_sub(now())
+        };
+        std::thread::sleep(next);
+    }
+}
