@@ -153,7 +153,9 @@ pub enum Error {
 
     /// A fleet record changed between being judged and being written (another
     /// host, or this host's keeper, wrote it): nothing was changed.
-    #[error("fleet record {key} changed while it was being judged (another host or this host's keeper wrote it); nothing was changed, try again")]
+    #[error(
+        "fleet record {key} changed while it was being judged (another host or this host's keeper wrote it); nothing was changed, try again"
+    )]
     RecordChanged {
         /// The key.
         key: String,

@@ -124,6 +124,9 @@ pub fn claim(
             other => other,
         });
     }
+    if keeper.is_some() {
+        keeper::note_claim(fleet.spec(), key, &c.record);
+    }
     Ok(FleetClaimOutcome::Done(c))
 }
 

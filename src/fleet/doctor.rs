@@ -272,7 +272,11 @@ fn apply(fleet: &Fleet, worker: &Path, r: &Repair, probes: &Probes) -> Result<Ap
                     // still holds that very record.
                     if let (Some(rec), Some(dir)) = (
                         again.judgement.record.as_ref(),
-                        again.judgement.record.as_ref().and_then(|r| r.fleet_dir.as_deref()),
+                        again
+                            .judgement
+                            .record
+                            .as_ref()
+                            .and_then(|r| r.fleet_dir.as_deref()),
                     ) {
                         let _ = crate::lock::release_written(dir, rec, probes);
                     }

@@ -89,11 +89,15 @@ pub fn stem(spec: &StoreSpec) -> String {
     format!("keeper-{readable}-{:016x}", h.finish())
 }
 
-/// The keeper's lock, lease and log files for `spec`.
+/// The keeper's lock, lease, log and claims files for `spec`.
 pub(crate) struct Files {
     pub lock: PathBuf,
     pub lease: PathBuf,
     pub log: PathBuf,
+    /// One line per acknowledged claim on this host (`{"key":…,"record":…}`):
+    /// what the keeper claims again if its lease is lost before it has seen
+    /// the claim in a sweep.
+    pub claims: PathBuf,
 }
 
 pub(crate) fn files(spec: &StoreSpec) -> Result<Files> {
@@ -103,6 +107,7 @@ pub(crate) fn files(spec: &StoreSpec) -> Result<Files> {
         lock: dir.join(format!("{stem}.lock")),
         lease: dir.join(format!("{stem}.lease")),
         log: dir.join(format!("{stem}.log")),
+        claims: dir.join(format!("{stem}.claims")),
     })
 }
 
@@ -201,6 +206,25 @@ pub fn published(spec: &StoreSpec) -> Result<Option<KeeperLease>> {
     Ok(KeeperLease::parse(&text).filter(|l| keeper_state(l.pid).is_some()))
 }
 
+/// Tells this host's keeper for `spec` of an acknowledged claim (one line
+/// appended to its claims file), so that it can claim it again should its
+/// lease be lost before its next sweep. Best effort: the sweep finds the
+/// claim too.
+pub fn note_claim(spec: &StoreSpec, key: &str, record: &crate::record::LockRecord) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(f) = files(spec) else { return };
+    let line = serde_json::json!({ "key": key, "record": serde_json::from_str::<serde_json::Value>(&record.to_json()).unwrap_or_default() });
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&f.claims)
+    {
+        let _ = file.write_all(format!("{line}\n").as_bytes());
+    }
+}
+
 /// The PID of the keeper running for `spec` on this host, as it published it.
 pub fn keeper_pid(spec: &StoreSpec) -> Option<i32> {
     published(spec).ok().flatten().map(|l| l.pid)
@@ -289,7 +313,9 @@ pub fn ensure(spec: &StoreSpec, store: &str, ttl: i64, fleet: &Fleet) -> Result<
                 why: format!(
                     "none published a lease within {:.1} s{}; see {}",
                     wait.as_secs_f64(),
-                    exited.map(|s| format!(" (it exited: {s})")).unwrap_or_default(),
+                    exited
+                        .map(|s| format!(" (it exited: {s})"))
+                        .unwrap_or_default(),
                     f.log.display()
                 ),
             });

@@ -8,7 +8,10 @@
 //! granted and every remembered claim whose holder still lives and still
 //! has its lock file is claimed again on it, with a new fence, unless
 //! another holder took the worker meanwhile: that collision is logged (and
-//! `doctor` shows it). Every event is one line on stderr.
+//! `doctor` shows it). Claims are remembered from the sweeps and from the
+//! claims file every acknowledged claim appends to, so a claim made just
+//! before a stall, or on a predecessor keeper's lease (a restart), is not
+//! forgotten. Every event is one line on stderr.
 
 use super::StoreSpec;
 use super::etcd::{Created, Fleet};
@@ -110,6 +113,63 @@ pub fn sweep(fleet: &Fleet, lease: i64, remembered: &mut Remembered) -> Result<S
     Ok(swept)
 }
 
+/// The claims file ([`keeper::note_claim`]), read on from where the last
+/// read stopped.
+struct Journal {
+    path: std::path::PathBuf,
+    offset: usize,
+}
+
+impl Journal {
+    /// Adds the claims appended since the last read (this host's only) to
+    /// `remembered`; a file rewritten shorter is read from its start.
+    fn catch_up(&mut self, remembered: &mut Remembered, probes: &Probes) {
+        let Ok(bytes) = std::fs::read(&self.path) else {
+            return;
+        };
+        if bytes.len() < self.offset {
+            self.offset = 0;
+        }
+        let new = &bytes[self.offset..];
+        let Some(end) = new.iter().rposition(|&b| b == b'\n') else {
+            return;
+        };
+        for line in new[..end].split(|&b| b == b'\n') {
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+                continue;
+            };
+            let (Some(key), Some(rec)) = (v["key"].as_str(), v.get("record")) else {
+                continue;
+            };
+            if let Ok(rec) = LockRecord::parse(rec.to_string().as_bytes())
+                && this_host(&rec, probes)
+            {
+                remembered.insert(key.to_string(), rec);
+            }
+        }
+        self.offset += end + 1;
+    }
+
+    /// Past 1 MiB read, the file is rewritten with what is remembered.
+    fn compact(&mut self, remembered: &Remembered) {
+        if self.offset < 1 << 20 {
+            return;
+        }
+        let text: String = remembered
+            .iter()
+            .map(|(key, rec)| {
+                let record: serde_json::Value =
+                    serde_json::from_str(&rec.to_json()).unwrap_or_default();
+                format!("{}\n", serde_json::json!({ "key": key, "record": record }))
+            })
+            .collect();
+        let tmp = self.path.with_extension("claims.tmp");
+        if std::fs::write(&tmp, &text).is_ok() && std::fs::rename(&tmp, &self.path).is_ok() {
+            self.offset = text.len();
+        }
+    }
+}
+
 /// After the lease expired: claims every remembered worker again on `lease`
 /// (the same record, a new fence) unless another holder took it.
 fn reclaim(fleet: &Fleet, lease: i64, remembered: &mut Remembered) {
@@ -123,6 +183,20 @@ fn reclaim(fleet: &Fleet, lease: i64, remembered: &mut Remembered) {
                 rec.pid
             )),
             Ok(Created::Exists(s)) => match &s.record {
+                // Still there on the old lease (it was not quite gone):
+                // hung on the new one, same holder, same fence.
+                Ok(fr) if fr.record.same_claim(rec) && s.lease != lease => {
+                    match fleet.replace(key, s.revision, &fr.record, Some(fr.fence), Some(lease)) {
+                        Ok(Some(_)) => log(format_args!(
+                            "moved {key} (pid {}, fence {}) to the new lease {lease:x}",
+                            rec.pid, fr.fence
+                        )),
+                        Ok(None) => log(format_args!(
+                            "{key} changed while being moved to the new lease; the next sweep judges it"
+                        )),
+                        Err(e) => log(format_args!("could not move {key} to the new lease: {e}")),
+                    }
+                }
                 Ok(fr) if fr.record.same_claim(rec) => {}
                 Ok(fr) => log(format_args!(
                     "COLLISION {key}: pid {} on this host still holds it, but while this host's lease was lost pid {} on host {} claimed it (fence {})",
@@ -194,13 +268,24 @@ pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Resul
     // thread and connection, so renewal never waits for it.
     let (tx, rx) = mpsc::channel::<i64>();
     let (sweeper, timeout, first) = (spec.clone(), fleet.timeout(), lease.id);
+    let mut journal = Journal {
+        path: files.claims.clone(),
+        offset: 0,
+    };
     std::thread::spawn(move || {
         let Ok(fleet) = Fleet::connect(&sweeper, timeout) else {
             return;
         };
         let (mut current, mut remembered) = (first, Remembered::new());
+        // Claims made on a predecessor's lease (this keeper restarted):
+        // moved onto this one before that lease can expire.
+        let live = LiveProbes::new(TmuxQuery::default());
+        journal.catch_up(&mut remembered, &live.probes());
+        reclaim(&fleet, current, &mut remembered);
         loop {
-            match rx.recv_timeout(period) {
+            let got = rx.recv_timeout(period);
+            journal.catch_up(&mut remembered, &live.probes());
+            match got {
                 Ok(new) => {
                     current = new;
                     reclaim(&fleet, current, &mut remembered);
@@ -211,6 +296,7 @@ pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Resul
             if let Err(e) = sweep(&fleet, current, &mut remembered) {
                 log(format_args!("sweep failed: {e}"));
             }
+            journal.compact(&remembered);
         }
     });
     let mut failing = false;
@@ -218,7 +304,7 @@ pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Resul
         let sent = now();
         // A renewal may take a third of the TTL, whatever the store's limit.
         let renewed = fleet.within(lease.period(), |f| f.keep_alive(lease.id));
-        let expired = match renewed {
+        let suspect = match renewed {
             Ok(left) if left > 0 => {
                 lease.renewed = sent;
                 publish(&lease)?;
@@ -232,9 +318,15 @@ pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Resul
                 if !std::mem::replace(&mut failing, true) {
                     log(format_args!("renewing lease {:x} failed: {e}", lease.id));
                 }
-                now() >= lease.sure_until() + keeper::MARGIN * 2
+                now() >= lease.sure_until()
             }
         };
+        // Expired only if the store confirms the lease is gone: a lease
+        // given up while alive would take its records with it later.
+        let expired = suspect
+            && fleet
+                .within(lease.period(), |f| f.lease_ttl(lease.id))
+                .is_ok_and(|left| left < 0);
         if expired {
             log(format_args!(
                 "lease {:x} EXPIRED (this keeper stalled, or the store was away longer than the TTL): this host's records on it are gone",

@@ -118,7 +118,10 @@ impl Fleet {
             }
             let kvs = resp.kvs();
             for kv in kvs {
-                each(String::from_utf8_lossy(kv.key()).into_owned(), Stored::of(kv));
+                each(
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    Stored::of(kv),
+                );
             }
             seen += kvs.len();
             match kvs.last() {
@@ -263,7 +266,14 @@ impl Fleet {
         self.race(move |mut c| async move {
             let (mut keeper, mut stream) = c.lease_keep_alive(id).await?;
             keeper.keep_alive().await?;
-            Ok(stream.message().await?.map_or(0, |m| m.ttl()))
+            // A stream that ends without an answer says nothing about the
+            // lease: an error to try again, never "expired".
+            match stream.message().await? {
+                Some(m) => Ok(m.ttl()),
+                None => Err(etcd_client::Error::InvalidArgs(
+                    "the keep-alive stream ended without an answer".into(),
+                )),
+            }
         })
         .map_err(|f| self.error(&format!("lease {id:x}"), f))
     }

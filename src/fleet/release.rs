@@ -26,8 +26,9 @@ pub enum FleetReleaseOutcome {
 /// How many times a release judges again when the record changed under it.
 const ROUNDS: usize = 3;
 
-/// Releases `worker` on the store if `who` holds it (or with `force`), by
-/// compare-and-delete on the judged revision; then the local lock file.
+/// Releases `worker` on the store if `who` holds it, its record is stale,
+/// or with `force`, by compare-and-delete on the judged revision; then the
+/// local lock file.
 pub fn release(
     fleet: &Fleet,
     worker: &Path,
@@ -42,7 +43,11 @@ pub fn release(
         let first = first.get_or_insert_with(|| before.clone());
         let removed = match &before.judgement.record {
             Some(rec) => {
-                if !force && !holds(rec, rec.uid, who, Scope::ActFor, probes) {
+                // A record whose holder is provably gone (stale) is nobody's:
+                // removing it is what the keeper's sweep would do (an exit
+                // hook releasing its just-exited agent's worker).
+                let stale = before.judgement.state == State::Stale;
+                if !force && !stale && !holds(rec, rec.uid, who, Scope::ActFor, probes) {
                     return Ok(FleetReleaseOutcome::Refused(Box::new(before)));
                 }
                 delete(fleet, key, before.revision)?

@@ -152,7 +152,7 @@ pub struct Host {
     tmux: std::path::PathBuf,
     store: String,
     /// Lease TTL in seconds (short, so expiry tests are quick).
-    ttl: u32,
+    pub ttl: u32,
 }
 
 impl Host {
@@ -566,14 +566,26 @@ fn store_durations_and_their_limits() {
     let w = sb.worker("w");
     let base = ["--store", "etcd://127.0.0.1:9/p", "--fleet-root"];
     for (args, code, says) in [
-        (vec!["--lease-ttl", "3s", "--store-timeout", "10s"], 2, "longer than the lease TTL"),
+        (
+            vec!["--lease-ttl", "3s", "--store-timeout", "10s"],
+            2,
+            "longer than the lease TTL",
+        ),
         (vec!["--lease-ttl", "1s"], 2, "must be 2s to 1d"),
         (vec!["--lease-ttl", "2d"], 2, "must be 2s to 1d"),
         (vec!["--store-timeout", "0"], 2, "must be more than 0"),
         (vec!["--store-timeout", "soon"], 2, "write 500ms, 30s"),
         // Accepted: the store (nothing listens) is what fails, as unverified.
-        (vec!["--lease-ttl", "1m", "--store-timeout", "300ms"], 0, "unverified"),
-        (vec!["--lease-ttl", "3", "--store-timeout", "1.5"], 0, "unverified"),
+        (
+            vec!["--lease-ttl", "1m", "--store-timeout", "300ms"],
+            0,
+            "unverified",
+        ),
+        (
+            vec!["--lease-ttl", "3", "--store-timeout", "1.5"],
+            0,
+            "unverified",
+        ),
     ] {
         let out = sb
             .cmd()

@@ -15,7 +15,11 @@ mod fleet;
 #[cfg(feature = "etcd")]
 mod fleet_doctor;
 #[cfg(feature = "etcd")]
+mod fleet_failures;
+#[cfg(feature = "etcd")]
 mod fleet_run;
+#[cfg(feature = "etcd")]
+mod fleet_scale;
 mod go_interop;
 mod hostile;
 mod identity;

@@ -7,8 +7,8 @@ use crate::exit_codes::ExitCode;
 use crate::out::Out;
 use crate::output::{self, LockEntry, WorkerJson};
 use agentlock::fleet::etcd::Fleet;
-use agentlock::fleet::ops::{self, FleetClaimOutcome, FleetJudgement, FleetReleaseOutcome};
 use agentlock::fleet::locate;
+use agentlock::fleet::ops::{self, FleetClaimOutcome, FleetJudgement, FleetReleaseOutcome};
 use agentlock::lock::{ClaimOptions, Standing};
 use std::path::PathBuf;
 
