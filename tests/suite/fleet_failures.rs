@@ -313,3 +313,76 @@ fn a_second_keeper_says_why_it_wont_run_and_claims_say_whose_lease_they_ride() {
         "{err}"
     );
 }
+
+/// Jepsen-style: two hosts race 30 rounds of claims on a 3-member cluster
+/// while a member picked at random (the leader included) is hung for
+/// 1.2 s at a time, and every request about the workers that goes through
+/// member 0 loses its answer (a proxy drops them). Every round has exactly
+/// one winner, and every acknowledged claim is still its winner's at the
+/// end: no lease lost to a hung member, no claim lost to a lost answer.
+#[test]
+fn a_fleet_under_chaos_keeps_one_holder_per_worker() {
+    let cluster = EtcdCluster::start(3);
+    let sb = Sandbox::new();
+    let proxy = crate::fleet_scale::lossy_proxy(&cluster.endpoints[0], b"chaos");
+    let rest: Vec<&str> = cluster.endpoints[1..]
+        .iter()
+        .map(|e| e.trim_start_matches("http://"))
+        .collect();
+    let store = format!("etcd://{proxy},{}/chaos", rest.join(","));
+    let hosts = [
+        Host::new(&sb, "host-a", &store),
+        Host::new(&sb, "host-b", &store),
+    ];
+    let holders = [sleeper(), sleeper()];
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let mut won = Vec::new();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let m = fastrand::usize(0..3);
+                cluster.signal(m, Signal::SIGSTOP);
+                std::thread::sleep(Duration::from_millis(1200));
+                cluster.signal(m, Signal::SIGCONT);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+        for round in 0..30 {
+            let rel = format!("chaos{round}");
+            let codes: Vec<(usize, Option<i32>)> = std::thread::scope(|r| {
+                let handles: Vec<_> = (0..2)
+                    .map(|i| {
+                        let (h, p, rel) = (&hosts[i], &holders[i], rel.clone());
+                        // Exit 2 (the store did not answer in time) is
+                        // retried, as a spawner would; 0 and 1 are final.
+                        r.spawn(move || {
+                            let deadline = Instant::now() + Duration::from_secs(60);
+                            loop {
+                                let code = h.claim(&rel, p.pid()).status.code();
+                                if code != Some(2) || Instant::now() > deadline {
+                                    return (i, code);
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let winners: Vec<usize> = codes
+                .iter()
+                .filter(|c| c.1 == Some(0))
+                .map(|c| c.0)
+                .collect();
+            assert_eq!(winners.len(), 1, "round {round}: {codes:?}");
+            won.push((rel, winners[0]));
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    for m in 0..3 {
+        cluster.signal(m, Signal::SIGCONT);
+    }
+    for (rel, i) in &won {
+        let seen = status(&hosts[1 - i], &hosts[1 - i].worker(rel));
+        assert_eq!(seen["pid"], holders[*i].pid(), "{rel}: {seen}");
+    }
+}

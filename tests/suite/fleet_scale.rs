@@ -136,7 +136,7 @@ fn a_value_too_large_to_keep_aside_is_replaced_by_force_only() {
 /// A TCP proxy in front of an etcd member that forwards every request and
 /// drops the answers to those that mention `marker` (HTTP/2 frames of
 /// their streams): the write is applied, its answer is lost.
-fn lossy_proxy(upstream: &str, marker: &'static [u8]) -> String {
+pub fn lossy_proxy(upstream: &str, marker: &'static [u8]) -> String {
     let up = upstream.trim_start_matches("http://").to_string();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
