@@ -63,9 +63,13 @@ pub fn claim(
         ));
     }
     if let Some(k) = keeper {
-        keeper::confirm(fleet.spec(), k)?;
+        keeper::confirm(fleet.spec(), k, fleet.timeout())?;
     }
-    if let Some(refused) = clear_foreign_mirror(fleet, worker, key, probes)? {
+    // --force takes over the store record and the lock file whatever they
+    // hold.
+    if !opts.force
+        && let Some(refused) = clear_foreign_mirror(fleet, worker, key, probes)?
+    {
         return Ok(FleetClaimOutcome::Refused(Box::new(refused)));
     }
     let lease = keeper.map(|k| k.id);
@@ -103,7 +107,7 @@ pub fn claim(
     };
     // Acknowledged only if the lease is sure to outlive one more renewal.
     if let Some(k) = keeper
-        && let Err(e) = keeper::confirm(fleet.spec(), k)
+        && let Err(e) = keeper::confirm(fleet.spec(), k, fleet.timeout())
     {
         if c.action == ClaimAction::Refreshed {
             // The holder had it before: its record stays for as long as
@@ -125,7 +129,7 @@ pub fn claim(
         });
     }
     if keeper.is_some() {
-        keeper::note_claim(fleet.spec(), key, &c.record);
+        super::journal::note_claim(fleet.spec(), key, &c.record);
     }
     Ok(FleetClaimOutcome::Done(c))
 }
@@ -133,9 +137,8 @@ pub fn claim(
 /// A lock file in `worker` that mirrors another host's claim of `key` (a
 /// fleet root on a filesystem the hosts share) is judged by the store: the
 /// refusal when the store holds that claim, or while the claim may still be
-/// landing (its host's lease lives and the store has no record yet);
-/// otherwise the file is an orphan and is removed (only if unchanged,
-/// under the guard) so the claim can go on.
+/// landing (see [`landing`]); otherwise the file is left over and is removed
+/// (only if unchanged, under the guard) so the claim can go on.
 fn clear_foreign_mirror(
     fleet: &Fleet,
     worker: &Path,
@@ -146,22 +149,18 @@ fn clear_foreign_mirror(
     let Some(rec) = j.record.clone() else {
         return Ok(None);
     };
-    let rec = &rec;
-    if rec.fleet_key.as_deref() != Some(key) || this_host(rec, probes) {
+    if rec.fleet_key.as_deref() != Some(key) || this_host(&rec, probes) {
         return Ok(None);
     }
     let stored = fleet.get(key)?;
-    let orphan = match stored.as_ref().map(|s| &s.record) {
-        Some(Ok(fr)) if fr.record.same_claim(rec) => {
+    let newer_than_stored = match stored.as_ref().map(|s| &s.record) {
+        Some(Ok(fr)) if fr.record.same_claim(&rec) => {
             return Ok(Some(judge_stored(worker, key, stored.as_ref(), probes)));
         }
-        Some(_) => true,
-        None => match rec.fleet_lease.and_then(|l| i64::try_from(l).ok()) {
-            Some(l) => fleet.lease_ttl(l)? < 0,
-            None => true,
-        },
+        Some(Ok(fr)) => rec.acquired_at > fr.record.acquired_at,
+        Some(Err(_)) | None => true,
     };
-    if !orphan {
+    if newer_than_stored && let Some(until) = landing(fleet, &rec)? {
         let mut held = FleetJudgement {
             judgement: j,
             fence: None,
@@ -169,13 +168,30 @@ fn clear_foreign_mirror(
         };
         held.judgement.state = State::Unverified;
         held.judgement.reason = format!(
-            "a claim by host {} may still be landing on the store (its lease lives, the store has no record yet)",
+            "its lock file names a fleet claim by host {} that the store does not hold yet: it may still be landing while that host's lease lives, until {until} at the latest",
             rec.hostname.as_deref().unwrap_or("?")
         );
         return Ok(Some(held));
     }
-    let _ = lock::release_written(worker, rec, probes);
+    let _ = lock::release_written(worker, &rec, probes);
     Ok(None)
+}
+
+/// Until when a claim recorded in a lock file may still land on the store:
+/// while its host's lease lives, and no longer than three of that lease's
+/// TTLs (every store call of a claim ends within the store time limit, at
+/// most the TTL) plus 30 s for clocks that differ between hosts. `None`:
+/// it cannot land any more.
+fn landing(fleet: &Fleet, rec: &LockRecord) -> Result<Option<String>> {
+    let Some(lease) = rec.fleet_lease.and_then(|l| i64::try_from(l).ok()) else {
+        return Ok(None);
+    };
+    let (left, granted) = fleet.lease_info(lease)?;
+    let Some(at) = rec.acquired_at else {
+        return Ok(None);
+    };
+    let until = at + chrono::Duration::seconds(3 * granted.max(0) + 30);
+    Ok((left >= 0 && chrono::Utc::now() < until).then(|| crate::record::format_time(&until)))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -277,9 +293,19 @@ fn landed(fleet: &Fleet, key: &str, record: &LockRecord, err: Error) -> Result<i
     }
     // Briefly: a store that did not answer the write may not answer this
     // either, and the command must still answer in bounded time.
+    let unknown = |err: Error| match err {
+        Error::Store { endpoints, why } => Error::Store {
+            endpoints,
+            why: format!(
+                "{why}; whether the claim's write landed is not known (`agentlock status` tells; a record left without its lock file is reported by `doctor` and swept once its holder exits)"
+            ),
+        },
+        other => other,
+    };
     match fleet.within(LANDED_LIMIT, |f| f.get(key)) {
         Ok(Some(s)) => own(&s, record).ok_or(err),
-        _ => Err(err),
+        Ok(None) => Err(err),
+        Err(_) => Err(unknown(err)),
     }
 }
 

@@ -70,12 +70,15 @@ fn classify(e: &etcd_client::Error) -> Failed {
     if why.contains("message length too large") {
         return Failed::TooBig(why);
     }
-    // InvalidArgument (request too large), NotFound (lease not found),
-    // AlreadyExists, PermissionDenied, ResourceExhausted (too many
-    // requests is not: etcd uses it for "too many operations in txn"),
-    // FailedPrecondition, OutOfRange, Unimplemented, Unauthenticated.
+    // InvalidArgument (request too large, too many operations in a
+    // transaction), NotFound (lease not found), AlreadyExists,
+    // PermissionDenied, FailedPrecondition, OutOfRange, Unimplemented,
+    // Unauthenticated. ResourceExhausted is final only for a full database
+    // ("database space exceeded"); etcd also says "too many requests" with
+    // it when a member lags behind: another member may answer.
     match i32::from(status.code()) {
-        3 | 5 | 6 | 7 | 8 | 9 | 11 | 12 | 16 => Failed::Rejected(why),
+        8 if why.contains("space exceeded") => Failed::Rejected(why),
+        3 | 5 | 6 | 7 | 9 | 11 | 12 | 16 => Failed::Rejected(why),
         _ => Failed::Retry(why),
     }
 }

@@ -210,9 +210,20 @@ impl FleetHold<'_> {
                 "its fleet record {} is gone (this host's lease expired, or it was released elsewhere)",
                 self.key
             )),
-            Ok(Some(Stored { record: Ok(fr), .. }))
-                if fr.fence == fence && fr.record.pid == mine.pid =>
-            {
+            Ok(Some(Stored {
+                record: Ok(fr),
+                lease,
+                ..
+            })) if fr.fence == fence && fr.record.pid == mine.pid => {
+                // The same claim, moved by a restarted keeper onto its own
+                // lease: that lease vouches for it from now on.
+                if lease != self.lease.id
+                    && let Ok(Some(l)) = keeper::published(self.fleet.spec())
+                    && l.id == lease
+                {
+                    self.lease = l;
+                    self.sure_until = l.sure_until();
+                }
                 let limit = self.sure_until.saturating_sub(now()).max(MIN_WAIT);
                 self.lease_left(asked, limit)
             }

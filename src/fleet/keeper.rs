@@ -25,12 +25,17 @@ pub use super::{DEFAULT_TTL, MIN_TTL};
 /// etcd leader, and the time a claim's own answer takes to arrive.
 pub const MARGIN: Duration = Duration::from_millis(500);
 
-/// Now on `CLOCK_BOOTTIME`: unlike `Instant` it goes on while the machine is
-/// suspended, as the lease's time does on the store.
+/// Now on the host's `CLOCK_BOOTTIME`: unlike `Instant` it goes on while
+/// the machine is suspended, as the lease's time does on the store; and a
+/// process in a time namespace (`unshare --time --boottime N`) reads it
+/// without its offset, so the keeper and every claim compare the same clock.
 pub fn now() -> Duration {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+    let own = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
         .map(Duration::from)
         .unwrap_or_default()
+        .as_nanos() as i128;
+    let host = own - crate::probe::process::own_boottime_offset_nanos();
+    Duration::from_nanos(u64::try_from(host.max(0)).unwrap_or(u64::MAX))
 }
 
 /// Where keepers keep their lock, lease and log files.
@@ -124,18 +129,28 @@ pub struct KeeperLease {
     pub timeout: Duration,
     /// When the last renewal that succeeded was sent (`CLOCK_BOOTTIME`).
     pub renewed: Duration,
+    /// The keeper's PID namespace (inode; 0: unknown): its PID means
+    /// something only there.
+    pub pid_ns: u64,
+}
+
+/// This process's PID namespace (inode of `/proc/self/ns/pid`; 0: unknown).
+pub(crate) fn own_pid_ns() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
 }
 
 impl KeeperLease {
-    /// `<id> <pid> <ttl> <timeout ms> <renewed ns>`.
+    /// `<id> <pid> <ttl> <timeout ms> <renewed ns> <pid ns>`.
     pub(crate) fn line(&self) -> String {
         format!(
-            "{} {} {} {} {}\n",
+            "{} {} {} {} {} {}\n",
             self.id,
             self.pid,
             self.ttl,
             self.timeout.as_millis(),
-            self.renewed.as_nanos()
+            self.renewed.as_nanos(),
+            self.pid_ns
         )
     }
 
@@ -149,6 +164,7 @@ impl KeeperLease {
             ttl: i64::try_from(ttl).ok()?,
             timeout: Duration::from_millis(u64::try_from(ms).ok()?),
             renewed: Duration::from_nanos(u64::try_from(ns).ok()?),
+            pid_ns: next().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
         })
     }
 
@@ -164,24 +180,56 @@ impl KeeperLease {
     }
 
     /// Why a claim may not be acknowledged on this lease now, if it may
-    /// not: the keeper is stopped (SIGSTOP, a debugger) or no longer runs,
-    /// or the lease could expire before one more renewal (a stalled keeper,
-    /// a store that does not answer it).
-    pub fn unsafe_now(&self) -> Option<String> {
-        match keeper_state(self.pid) {
-            None => return Some("it no longer runs".into()),
-            Some('T' | 't') => return Some("it is stopped (SIGSTOP or a debugger)".into()),
+    /// not: the keeper is stopped (SIGSTOP, a debugger) or no longer runs
+    /// (final), or the lease could expire before one more renewal (a
+    /// renewal late: an election, a slow store; it may come yet).
+    pub fn unsafe_now(&self, spec: &StoreSpec) -> Option<Unsafe> {
+        let lock = files(spec).ok()?.lock;
+        match self.state(&lock) {
+            None => return Some(Unsafe::Final("it no longer runs".into())),
+            Some(Some('T' | 't')) => {
+                return Some(Unsafe::Final(
+                    "it is stopped (SIGSTOP or a debugger)".into(),
+                ));
+            }
             Some(_) => {}
         }
         let left = self.sure_until().saturating_sub(now());
         (left <= self.period()).then(|| {
-            format!(
+            Unsafe::Late(format!(
                 "its lease {:x} was last renewed {:.1} s ago and could expire in {:.1} s, before one more renewal",
                 self.id,
                 now().saturating_sub(self.renewed).as_secs_f64(),
                 left.as_secs_f64()
-            )
+            ))
         })
+    }
+}
+
+/// Why a claim may not be acknowledged on a keeper's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unsafe {
+    /// It will not change: the keeper is stopped or gone.
+    Final(String),
+    /// A renewal is late: it may yet come.
+    Late(String),
+}
+
+impl KeeperLease {
+    /// Whether the keeper runs: `None` if not; its state letter
+    /// (`/proc/PID/stat`) when its PID means something here (the same PID
+    /// namespace), else `Some(None)` when its lock is held (a claim from a
+    /// sandbox with a PID namespace of its own that shares the state dir).
+    fn state(&self, lock: &Path) -> Option<Option<char>> {
+        if self.pid_ns != 0 && self.pid_ns == own_pid_ns() {
+            return keeper_state(self.pid).map(Some);
+        }
+        let file = std::fs::File::open(lock).ok()?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
+            // Nobody holds it exclusively: no keeper runs.
+            Ok(_probe) => None,
+            Err(_) => Some(None),
+        }
     }
 }
 
@@ -203,26 +251,7 @@ pub fn published(spec: &StoreSpec) -> Result<Option<KeeperLease>> {
     let Ok(text) = std::fs::read_to_string(&f.lease) else {
         return Ok(None);
     };
-    Ok(KeeperLease::parse(&text).filter(|l| keeper_state(l.pid).is_some()))
-}
-
-/// Tells this host's keeper for `spec` of an acknowledged claim (one line
-/// appended to its claims file), so that it can claim it again should its
-/// lease be lost before its next sweep. Best effort: the sweep finds the
-/// claim too.
-pub fn note_claim(spec: &StoreSpec, key: &str, record: &crate::record::LockRecord) {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let Ok(f) = files(spec) else { return };
-    let line = serde_json::json!({ "key": key, "record": serde_json::from_str::<serde_json::Value>(&record.to_json()).unwrap_or_default() });
-    if let Ok(mut file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&f.claims)
-    {
-        let _ = file.write_all(format!("{line}\n").as_bytes());
-    }
+    Ok(KeeperLease::parse(&text).filter(|l| l.state(&f.lock).is_some()))
 }
 
 /// The PID of the keeper running for `spec` on this host, as it published it.
@@ -231,27 +260,33 @@ pub fn keeper_pid(spec: &StoreSpec) -> Option<i32> {
 }
 
 /// Re-reads the lease published for `spec` and checks that a claim on
-/// `lease` may be acknowledged now ([`KeeperLease::unsafe_now`]); the same
-/// lease must still be the keeper's (a new one means the old expired).
-pub fn confirm(spec: &StoreSpec, lease: &KeeperLease) -> Result<KeeperLease> {
-    let now_published = published(spec)?;
+/// `lease` may be acknowledged ([`KeeperLease::unsafe_now`]); the same lease
+/// must still be the keeper's (a new one means the old expired). A late
+/// renewal (an election) is waited for, up to `wait`; a stopped or gone
+/// keeper fails at once.
+pub fn confirm(spec: &StoreSpec, lease: &KeeperLease, wait: Duration) -> Result<KeeperLease> {
+    let deadline = Instant::now() + wait;
     let bad = |why: String| Error::Keeper {
         pid: lease.pid,
         why,
     };
-    let current = match now_published {
-        Some(l) if l.id == lease.id => l,
-        Some(l) => {
-            return Err(bad(format!(
-                "its lease {:x} expired and it took a new one ({:x}) meanwhile",
-                lease.id, l.id
-            )));
+    loop {
+        let current = match published(spec)? {
+            Some(l) if l.id == lease.id => l,
+            Some(l) => {
+                return Err(bad(format!(
+                    "its lease {:x} expired and it took a new one ({:x}) meanwhile",
+                    lease.id, l.id
+                )));
+            }
+            None => return Err(bad("it no longer runs".into())),
+        };
+        match current.unsafe_now(spec) {
+            None => return Ok(current),
+            Some(Unsafe::Late(why)) if Instant::now() >= deadline => return Err(bad(why)),
+            Some(Unsafe::Late(_)) => std::thread::sleep(Duration::from_millis(20)),
+            Some(Unsafe::Final(why)) => return Err(bad(why)),
         }
-        None => return Err(bad("it no longer runs".into())),
-    };
-    match current.unsafe_now() {
-        Some(why) => Err(bad(why)),
-        None => Ok(current),
     }
 }
 
@@ -263,7 +298,7 @@ pub fn confirm(spec: &StoreSpec, lease: &KeeperLease) -> Result<KeeperLease> {
 /// stalled) is an error at once.
 pub fn ensure(spec: &StoreSpec, store: &str, ttl: i64, fleet: &Fleet) -> Result<KeeperLease> {
     if let Some(l) = published(spec)? {
-        let l = confirm(spec, &l)?;
+        let l = confirm(spec, &l, fleet.timeout())?;
         if fleet.lease_ttl(l.id)? >= 0 {
             return Ok(l);
         }
@@ -300,7 +335,7 @@ pub fn ensure(spec: &StoreSpec, store: &str, ttl: i64, fleet: &Fleet) -> Result<
     let mut exited = None;
     loop {
         if let Some(l) = published(spec)? {
-            return confirm(spec, &l);
+            return confirm(spec, &l, fleet.timeout());
         }
         if exited.is_none() {
             exited = child.try_wait().ok().flatten();
@@ -349,6 +384,7 @@ mod tests {
             ttl: 15,
             timeout: Duration::from_millis(1500),
             renewed: Duration::from_nanos(123_456_789_012),
+            pid_ns: 4026531836,
         };
         assert_eq!(KeeperLease::parse(&l.line()), Some(l));
         assert_eq!(KeeperLease::parse("12 34"), None);

@@ -15,6 +15,7 @@
 
 use super::StoreSpec;
 use super::etcd::{Created, Fleet};
+use super::journal::Journal;
 use super::keeper::{self, KeeperLease, now};
 use super::ops::{judge_stored, this_host};
 use crate::error::{Error, Result};
@@ -45,16 +46,37 @@ pub struct Swept {
 
 /// This host's live claims on the keeper's lease, by key: what is claimed
 /// again if the lease expires.
-type Remembered = BTreeMap<String, LockRecord>;
+pub(crate) type Remembered = BTreeMap<String, LockRecord>;
 
-/// Whether `rec`'s lock file on this host (`fleet_dir`) still holds
-/// exactly `rec`: the claim was not released.
-fn mirrored(rec: &LockRecord) -> bool {
+/// What `rec`'s lock file on this host (`fleet_dir`) holds now, read the
+/// way every lock file is (no symlinks of others, regular files only, size
+/// capped: a FIFO or `/dev/zero` planted there stops nothing).
+#[derive(Debug, PartialEq, Eq)]
+enum Mirror {
+    /// Exactly `rec`: the claim was not released.
+    Same,
+    /// Another host's fleet claim of the same key (a fleet root the hosts
+    /// share): the worker was taken from this host's holder.
+    Taken,
+    /// Anything else: released, or claimed again on this host.
+    Gone,
+}
+
+fn mirror(key: &str, rec: &LockRecord, probes: &Probes) -> Mirror {
     let Some(dir) = rec.fleet_dir.as_deref() else {
-        return false;
+        return Mirror::Gone;
     };
-    let path = Path::new(dir).join(".runtime/agent.lock");
-    std::fs::read(path).is_ok_and(|b| LockRecord::parse(&b).is_ok_and(|r| r == *rec))
+    match crate::lock::judge(dir, probes).ok().and_then(|j| j.record) {
+        Some(r) if r == *rec => Mirror::Same,
+        Some(r) if r.fleet_key.as_deref() == Some(key) && !this_host(&r, probes) => Mirror::Taken,
+        _ => Mirror::Gone,
+    }
+}
+
+/// Whether a remembered claim is still worth remembering: its holder lives
+/// and its lock file was not released.
+fn keep(key: &str, rec: &LockRecord, probes: &Probes) -> bool {
+    lives(rec, probes) && mirror(key, rec, probes) != Mirror::Gone
 }
 
 /// Whether `rec`'s holder still lives by the local rules.
@@ -73,6 +95,7 @@ pub fn sweep(fleet: &Fleet, lease: i64, remembered: &mut Remembered) -> Result<S
     let probes = live.probes();
     let mut swept = Swept::default();
     let mut mine = Vec::new();
+    let mut on_lease = std::collections::HashSet::new();
     fleet.scan(|key, stored| {
         if let Ok(fr) = &stored.record
             && this_host(&fr.record, &probes)
@@ -89,6 +112,9 @@ pub fn sweep(fleet: &Fleet, lease: i64, remembered: &mut Remembered) -> Result<S
             continue;
         }
         swept.records += 1;
+        if stored.lease == lease {
+            on_lease.insert(key.clone());
+        }
         let judged = judge_stored(Path::new("/"), &key, Some(&stored), &probes);
         if judged.judgement.state != State::Stale {
             if stored.lease == lease {
@@ -109,65 +135,14 @@ pub fn sweep(fleet: &Fleet, lease: i64, remembered: &mut Remembered) -> Result<S
     }
     // A claim is forgotten once its holder is gone or its lock file no
     // longer holds it (released).
-    remembered.retain(|_, rec| lives(rec, &probes) && mirrored(rec));
+    remembered.retain(|key, rec| keep(key, rec, &probes));
+    // Some of this host's records on the lease were seen, so the lease
+    // lived: a remembered claim missing from them was removed on purpose
+    // (`release --force` elsewhere), not lost with the lease.
+    if !on_lease.is_empty() {
+        remembered.retain(|key, _| on_lease.contains(key));
+    }
     Ok(swept)
-}
-
-/// The claims file ([`keeper::note_claim`]), read on from where the last
-/// read stopped.
-struct Journal {
-    path: std::path::PathBuf,
-    offset: usize,
-}
-
-impl Journal {
-    /// Adds the claims appended since the last read (this host's only) to
-    /// `remembered`; a file rewritten shorter is read from its start.
-    fn catch_up(&mut self, remembered: &mut Remembered, probes: &Probes) {
-        let Ok(bytes) = std::fs::read(&self.path) else {
-            return;
-        };
-        if bytes.len() < self.offset {
-            self.offset = 0;
-        }
-        let new = &bytes[self.offset..];
-        let Some(end) = new.iter().rposition(|&b| b == b'\n') else {
-            return;
-        };
-        for line in new[..end].split(|&b| b == b'\n') {
-            let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
-                continue;
-            };
-            let (Some(key), Some(rec)) = (v["key"].as_str(), v.get("record")) else {
-                continue;
-            };
-            if let Ok(rec) = LockRecord::parse(rec.to_string().as_bytes())
-                && this_host(&rec, probes)
-            {
-                remembered.insert(key.to_string(), rec);
-            }
-        }
-        self.offset += end + 1;
-    }
-
-    /// Past 1 MiB read, the file is rewritten with what is remembered.
-    fn compact(&mut self, remembered: &Remembered) {
-        if self.offset < 1 << 20 {
-            return;
-        }
-        let text: String = remembered
-            .iter()
-            .map(|(key, rec)| {
-                let record: serde_json::Value =
-                    serde_json::from_str(&rec.to_json()).unwrap_or_default();
-                format!("{}\n", serde_json::json!({ "key": key, "record": record }))
-            })
-            .collect();
-        let tmp = self.path.with_extension("claims.tmp");
-        if std::fs::write(&tmp, &text).is_ok() && std::fs::rename(&tmp, &self.path).is_ok() {
-            self.offset = text.len();
-        }
-    }
 }
 
 /// After the lease expired: claims every remembered worker again on `lease`
@@ -175,9 +150,20 @@ impl Journal {
 fn reclaim(fleet: &Fleet, lease: i64, remembered: &mut Remembered) {
     let live = LiveProbes::new(TmuxQuery::default());
     let probes = live.probes();
-    remembered.retain(|_, rec| lives(rec, &probes) && mirrored(rec));
+    remembered.retain(|key, rec| keep(key, rec, &probes));
     for (key, rec) in remembered.iter() {
-        match fleet.create(key, rec, Some(lease)) {
+        // Its lock file now holds another host's claim (a shared fleet
+        // root): never claimed again here; reported if that host holds it.
+        let created = if mirror(key, rec, &probes) == Mirror::Taken {
+            fleet.get(key).map(|s| match s {
+                Some(s) => Created::Exists(Box::new(s)),
+                None => Created::Fence(0),
+            })
+        } else {
+            fleet.create(key, rec, Some(lease))
+        };
+        match created {
+            Ok(Created::Fence(0)) => {}
             Ok(Created::Fence(f)) => log(format_args!(
                 "re-claimed {key} for pid {} on the new lease {lease:x} (fence {f}): the worker was free while the lease was lost",
                 rec.pid
@@ -252,6 +238,7 @@ pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Resul
             ttl: granted,
             timeout: fleet.timeout(),
             renewed: sent,
+            pid_ns: keeper::own_pid_ns(),
         })
     };
     let mut lease = grant()?;
@@ -273,8 +260,14 @@ pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Resul
         offset: 0,
     };
     std::thread::spawn(move || {
-        let Ok(fleet) = Fleet::connect(&sweeper, timeout) else {
-            return;
+        let fleet = loop {
+            match Fleet::connect(&sweeper, timeout) {
+                Ok(f) => break f,
+                Err(e) => {
+                    log(format_args!("the sweeper cannot connect yet: {e}"));
+                    std::thread::sleep(period.max(Duration::from_secs(1)));
+                }
+            }
         };
         let (mut current, mut remembered) = (first, Remembered::new());
         // Claims made on a predecessor's lease (this keeper restarted):
@@ -296,7 +289,7 @@ pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Resul
             if let Err(e) = sweep(&fleet, current, &mut remembered) {
                 log(format_args!("sweep failed: {e}"));
             }
-            journal.compact(&remembered);
+            journal.compact(&mut remembered);
         }
     });
     let mut failing = false;

@@ -287,6 +287,15 @@ impl Fleet {
         Ok(resp.ttl())
     }
 
+    /// Lease `id`'s whole seconds left (-1: gone) and the TTL it was
+    /// granted with.
+    pub fn lease_info(&self, id: i64) -> Result<(i64, i64)> {
+        let resp = self
+            .race(move |mut c| async move { c.lease_time_to_live(id, None).await })
+            .map_err(|f| self.error(&format!("lease {id:x}"), f))?;
+        Ok((resp.ttl(), resp.granted_ttl()))
+    }
+
     /// Revokes lease `id` (its keys go with it).
     pub fn revoke(&self, id: i64) -> Result<()> {
         self.call(|mut c| async move { c.lease_revoke(id).await })

@@ -14,6 +14,8 @@ pub mod etcd;
 #[cfg(feature = "etcd")]
 pub mod hold;
 #[cfg(feature = "etcd")]
+mod journal;
+#[cfg(feature = "etcd")]
 pub mod keeper;
 #[cfg(feature = "etcd")]
 pub mod keeping;

@@ -102,8 +102,6 @@ fn other_thread_runs(pid: i32) -> bool {
     })
 }
 
-/// This process's time namespace `boottime` offset, in clock ticks
-/// (`/proc/self/timens_offsets`; 0 without time namespaces).
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), the unit of start times.
 pub fn clock_ticks() -> u64 {
     nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
@@ -113,23 +111,30 @@ pub fn clock_ticks() -> u64 {
         .map_or(100, |t| t as u64)
 }
 
-pub(crate) fn own_boottime_offset_ticks() -> i128 {
+/// This process's time namespace `boottime` offset, in nanoseconds
+/// (`/proc/self/timens_offsets`; 0 without time namespaces): what this
+/// process's `CLOCK_BOOTTIME` reads more than the host's.
+pub(crate) fn own_boottime_offset_nanos() -> i128 {
     static OFFSET: std::sync::OnceLock<i128> = std::sync::OnceLock::new();
     *OFFSET.get_or_init(|| {
         let Ok(text) = std::fs::read_to_string("/proc/self/timens_offsets") else {
             return 0;
         };
-        let ticks = clock_ticks() as i128;
         text.lines()
             .find_map(|l| {
                 let mut f = l.split_whitespace();
                 (f.next()? == "boottime").then_some(())?;
                 let secs: i128 = f.next()?.parse().ok()?;
                 let nanos: i128 = f.next()?.parse().ok()?;
-                Some(secs * ticks + nanos * ticks / 1_000_000_000)
+                Some(secs * 1_000_000_000 + nanos)
             })
             .unwrap_or(0)
     })
+}
+
+/// The same offset in clock ticks.
+pub(crate) fn own_boottime_offset_ticks() -> i128 {
+    own_boottime_offset_nanos() * clock_ticks() as i128 / 1_000_000_000
 }
 
 fn proc_state(pid: i32) -> Option<char> {

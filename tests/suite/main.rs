@@ -17,6 +17,8 @@ mod fleet_doctor;
 #[cfg(feature = "etcd")]
 mod fleet_failures;
 #[cfg(feature = "etcd")]
+mod fleet_hostile;
+#[cfg(feature = "etcd")]
 mod fleet_run;
 #[cfg(feature = "etcd")]
 mod fleet_scale;

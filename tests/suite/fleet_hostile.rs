@@ -1,0 +1,162 @@
+//! The fleet store's keeper and claims on a messy, hostile machine: a keeper
+//! restarted under a running `run`, a FIFO planted as a lock file the
+//! keeper reads, `--force` on a fleet root shared by two hosts, and claims
+//! from sandboxes with a PID namespace or a time namespace of their own.
+
+use crate::common::*;
+use crate::fleet::Host;
+use nix::sys::signal::Signal;
+use std::process::Stdio;
+use std::time::Duration;
+
+fn status(h: &Host, w: &std::path::Path) -> serde_json::Value {
+    entry(&h.run(&["status", "--json", w.to_str().unwrap()]).stdout)
+}
+
+/// `agentlock --store … ARGS` as host `h`, inside `unshare WRAP…` (which
+/// must fork): the same environment as [`Host::cmd`].
+fn sandboxed(h: &Host, wrap: &[&str], args: &[&str]) -> std::process::Output {
+    let base = h.cmd(args);
+    let mut c = std::process::Command::new("unshare");
+    c.args(wrap)
+        .arg(base.get_program())
+        .args(base.get_args())
+        .stdin(Stdio::null());
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.output().unwrap()
+}
+
+/// A keeper killed and started again (an upgrade, a systemd restart) moves
+/// the records of its predecessor's lease onto its own: a `run` holding a
+/// worker meanwhile goes on, well past the old lease's TTL.
+#[test]
+fn a_keeper_restart_does_not_stop_a_run() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let a = Host::new(&sb, "host-a", &etcd.store("restart"));
+    let w = a.worker("max");
+    let (seen, go) = (sb.path().join("seen"), sb.path().join("go"));
+    let script = format!(
+        r#"$SIG{{TERM}} = sub {{ open my $f, ">>", "{s}"; print $f "term\n"; exit 0 }};
+open my $f, ">", "{s}"; print $f "up\n"; close $f;
+select(undef, undef, undef, 0.05) until -e "{g}"; exit 3;"#,
+        s = seen.display(),
+        g = go.display()
+    );
+    let run = a
+        .cmd(&["run", w.to_str().unwrap(), "--", "perl", "-e", &script])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the command to start", Duration::from_secs(30), || {
+        seen.exists()
+    });
+    let old = a.keeper().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old), Signal::SIGKILL).unwrap();
+    let holder = sleeper();
+    wait_for("a new keeper", Duration::from_secs(30), || {
+        a.claim("other", holder.pid()).status.code() == Some(0) && a.keeper() != Some(old)
+    });
+    // Three TTLs of 3 s: the old lease is long gone.
+    std::thread::sleep(Duration::from_secs(9));
+    assert_eq!(status(&a, &w)["state"], "held");
+    std::fs::write(&go, "").unwrap();
+    let out = run.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), "up\n", "{err}");
+}
+
+/// A FIFO planted where a claim's lock file was: the keeper reads lock
+/// files the careful way, so its sweep goes on and a dead holder's worker
+/// elsewhere is still freed.
+#[test]
+fn a_planted_fifo_does_not_stop_the_sweep() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let a = Host::new(&sb, "host-a", &etcd.store("fifo"));
+    let holder = sleeper();
+    assert_eq!(a.claim("trap", holder.pid()).status.code(), Some(0));
+    let lock = lock_path(&a.worker("trap"));
+    std::fs::remove_file(&lock).unwrap();
+    nix::unistd::mkfifo(&lock, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    // Five sweep periods (0.2 s here) with the FIFO in place before the
+    // next claim: a keeper that opened it would be stuck by now.
+    std::thread::sleep(Duration::from_secs(1));
+    let doomed = sleeper();
+    assert_eq!(a.claim("later", doomed.pid()).status.code(), Some(0));
+    drop(doomed);
+    let w = a.worker("later");
+    wait_for(
+        "the sweep to free the dead holder's worker",
+        Duration::from_secs(60),
+        || status(&a, &w)["state"] == "free",
+    );
+}
+
+/// Two hosts share a fleet root: host B's `claim --force` takes over host
+/// A's worker (store record and lock file), as it would on its own root.
+#[test]
+fn force_works_on_a_shared_fleet_root() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let (a, mut b) = Host::pair(&sb, &etcd.store("sharedforce"));
+    b.root = a.root.clone();
+    let (ha, hb) = (sleeper(), sleeper());
+    assert_eq!(a.claim("max", ha.pid()).status.code(), Some(0));
+    let w = b.worker("max");
+    let p = hb.pid().to_string();
+    let out = b.run(&[
+        "claim",
+        "--force",
+        "--json",
+        "--pid",
+        &p,
+        w.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(entry(&out.stdout)["action"], "took-over");
+    assert_eq!(record_at(&w).pid, hb.pid());
+    assert_eq!(status(&a, &a.worker("max"))["pid"], hb.pid());
+}
+
+/// Claims from a sandbox with its own PID namespace (the keeper's PID means
+/// nothing there) and from one with its own time namespace (its
+/// `CLOCK_BOOTTIME` runs 5000 s ahead) use the host's running keeper.
+#[test]
+fn claims_from_pid_and_time_namespaces_use_the_hosts_keeper() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let a = Host::new(&sb, "host-a", &etcd.store("sandbox"));
+    let holder = sleeper();
+    assert_eq!(a.claim("first", holder.pid()).status.code(), Some(0));
+    let keeper = a.keeper().unwrap();
+    let outside = holder.pid().to_string();
+    // In the PID namespace, `sh` is PID 1 and starts the holder as PID 2.
+    let in_ns = ["sh", "-c", "sleep 100 & exec \"$@\"", "sh"];
+    for (rel, wrap, pid) in [
+        (
+            "pidns",
+            [&["--pid", "--fork", "--mount-proc"][..], &in_ns].concat(),
+            "2",
+        ),
+        (
+            "timens",
+            vec!["--time", "--fork", "--boottime", "5000"],
+            outside.as_str(),
+        ),
+    ] {
+        let w = a.worker(rel);
+        let args = ["claim", "--json", "--pid", pid, w.to_str().unwrap()];
+        let out = sandboxed(&a, &wrap, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{rel}: {err}");
+        assert_eq!(a.keeper(), Some(keeper), "{rel}: the same keeper");
+    }
+}
