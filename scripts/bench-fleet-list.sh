@@ -16,17 +16,11 @@ cargo build --release --quiet --features etcd --bin agentlock --example fleet_fi
 bin=$PWD/target/release/agentlock
 fill=$PWD/target/release/examples/fleet_fill
 dir=$(mktemp -d /tmp/agentlock-bench-list.XXXXXX)
-port=$((20000 + RANDOM % 20000)); peer=$((port + 1))
-etcd --name b1 --data-dir "$dir/etcd" --listen-client-urls "http://127.0.0.1:$port" \
-  --advertise-client-urls "http://127.0.0.1:$port" --listen-peer-urls "http://127.0.0.1:$peer" \
-  --initial-advertise-peer-urls "http://127.0.0.1:$peer" --initial-cluster "b1=http://127.0.0.1:$peer" \
-  >"$dir/etcd.log" 2>&1 &
-etcd_pid=$!
+. scripts/lib/etcd.sh
+start_etcd "$dir"
 trap 'kill $etcd_pid; wait $etcd_pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 export ETCDCTL_API=3 XDG_RUNTIME_DIR=$dir/xdg TMUX_TMPDIR=$dir/tmux
 mkdir -p "$XDG_RUNTIME_DIR" "$TMUX_TMPDIR" "$dir/town"; unset TMUX TMUX_PANE
-ep=127.0.0.1:$port
-for _ in $(seq 100); do etcdctl --endpoints "$ep" get x >/dev/null 2>&1 && break; sleep 0.1; done
 printf '%-8s %-34s %10s %10s %8s\n' workers command median peak-RSS ratio
 for n in 1000 10000 100000; do
   "$fill" "http://$ep" "/l$n" "$n"

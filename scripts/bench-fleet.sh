@@ -23,19 +23,13 @@ runs=100
 cargo build --release --quiet --features etcd --bin agentlock
 bin=$PWD/target/release/agentlock
 dir=$(mktemp -d /tmp/agentlock-bench-fleet.XXXXXX)
-port=$((20000 + RANDOM % 20000)); peer=$((port + 1))
-etcd --name b1 --data-dir "$dir/etcd" --listen-client-urls "http://127.0.0.1:$port" \
-  --advertise-client-urls "http://127.0.0.1:$port" --listen-peer-urls "http://127.0.0.1:$peer" \
-  --initial-advertise-peer-urls "http://127.0.0.1:$peer" --initial-cluster "b1=http://127.0.0.1:$peer" \
-  >"$dir/etcd.log" 2>&1 &
-etcd_pid=$!
+. scripts/lib/etcd.sh
+start_etcd "$dir"
 sleep 10000 & holder=$!
 keeper_pids() { cat "$dir"/xdg/agentlock/*.lease "$dir"/*/xdg/agentlock/*.lease 2>/dev/null | awk '{print $2}'; }
 trap 'for k in $(keeper_pids); do kill "$k" 2>/dev/null; done; kill -CONT $etcd_pid; kill $holder $etcd_pid; wait $etcd_pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 export ETCDCTL_API=3 XDG_RUNTIME_DIR=$dir/xdg TMUX_TMPDIR=$dir/tmux
 mkdir -p "$XDG_RUNTIME_DIR" "$TMUX_TMPDIR" "$dir/town/w"; unset TMUX TMUX_PANE
-ep=127.0.0.1:$port
-for _ in $(seq 100); do etcdctl --endpoints "$ep" get x >/dev/null 2>&1 && break; sleep 0.1; done
 export AGENTLOCK_STORE=etcd://$ep/bench AGENTLOCK_FLEET_ROOT=$dir/town
 "$bin" claim -q --pid $holder "$dir/town/w" && "$bin" release -q --pid $holder "$dir/town/w"  # starts the keeper
 json=$(mktemp)

@@ -292,17 +292,51 @@ pub fn confirm(spec: &StoreSpec, lease: &KeeperLease, wait: Duration) -> Result<
 
 /// The lease of this host's keeper for `spec`, starting the keeper (in the
 /// background, detached, in `/`, logging to its state dir) when none runs.
-/// Either way the store is asked first, within its time limit: an
-/// unreachable store is an error here, before a caller touches anything
-/// local. A keeper that runs but cannot keep a claim alive (stopped,
-/// stalled) is an error at once.
+/// The store is asked first, within its time limit: an unreachable store is
+/// an error here, before a caller touches anything local. A stopped keeper
+/// is an error at once; a keeper whose renewal is late, or whose lease just
+/// expired (it takes a new one), is waited for, within the time limit.
 pub fn ensure(spec: &StoreSpec, store: &str, ttl: i64, fleet: &Fleet) -> Result<KeeperLease> {
-    if let Some(l) = published(spec)? {
-        let l = confirm(spec, &l, fleet.timeout())?;
-        if fleet.lease_ttl(l.id)? >= 0 {
-            return Ok(l);
+    let wait = fleet.timeout() + Duration::from_secs(2);
+    let deadline = Instant::now() + wait;
+    let mut started: Option<std::process::Child> = None;
+    let mut why = String::from("none published a lease");
+    loop {
+        match published(spec)? {
+            Some(l) => match l.unsafe_now(spec) {
+                None if fleet.lease_ttl(l.id)? >= 0 => return Ok(l),
+                None => why = format!("its lease {:x} is gone and it has no new one yet", l.id),
+                Some(Unsafe::Late(w)) => why = w,
+                Some(Unsafe::Final(w)) => return Err(Error::Keeper { pid: l.pid, why: w }),
+            },
+            None if started.is_none() => started = Some(start(spec, store, ttl, fleet)?),
+            None => {}
         }
+        if Instant::now() > deadline {
+            let (pid, exited) = match started.as_mut() {
+                Some(c) => (c.id() as i32, c.try_wait().ok().flatten()),
+                None => (keeper_pid(spec).unwrap_or(0), None),
+            };
+            return Err(Error::Keeper {
+                pid,
+                why: format!(
+                    "{why} within {:.1} s{}; see {}",
+                    wait.as_secs_f64(),
+                    exited
+                        .map(|s| format!(" (it exited: {s})"))
+                        .unwrap_or_default(),
+                    files(spec)?.log.display()
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Starts a keeper for `spec` in the background, after asking the store
+/// (an unreachable store is an error before anything is started). One that
+/// loses the start race to another exits; its lease is waited for.
+fn start(spec: &StoreSpec, store: &str, ttl: i64, fleet: &Fleet) -> Result<std::process::Child> {
     fleet.get(&spec.prefix)?;
     let f = files(spec)?;
     let exe = std::env::current_exe().map_err(|e| Error::io("/proc/self/exe", e))?;
@@ -328,35 +362,7 @@ pub fn ensure(spec: &StoreSpec, store: &str, ttl: i64, fleet: &Fleet) -> Result<
                 .map_err(std::io::Error::from)
         });
     }
-    let mut child = cmd.spawn().map_err(|e| Error::io(&exe, e))?;
-    // The keeper's first act is one grant within the time limit.
-    let wait = fleet.timeout() + Duration::from_secs(2);
-    let deadline = Instant::now() + wait;
-    let mut exited = None;
-    loop {
-        if let Some(l) = published(spec)? {
-            return confirm(spec, &l, fleet.timeout());
-        }
-        if exited.is_none() {
-            exited = child.try_wait().ok().flatten();
-        }
-        // Exited: another keeper won the start race (wait for its lease),
-        // or it failed (its log says why).
-        if Instant::now() > deadline {
-            return Err(Error::Keeper {
-                pid: child.id() as i32,
-                why: format!(
-                    "none published a lease within {:.1} s{}; see {}",
-                    wait.as_secs_f64(),
-                    exited
-                        .map(|s| format!(" (it exited: {s})"))
-                        .unwrap_or_default(),
-                    f.log.display()
-                ),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    cmd.spawn().map_err(|e| Error::io(&exe, e))
 }
 
 #[cfg(test)]

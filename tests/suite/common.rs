@@ -748,6 +748,12 @@ impl Etcd {
         format!("{}/{prefix}", self.endpoint.replace("http://", "etcd://"))
     }
 
+    /// Sends `sig` to the member.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, sig).unwrap();
+    }
+
     /// Stops the member (SIGKILL), leaving its data dir.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -758,6 +764,10 @@ impl Etcd {
 #[cfg(feature = "etcd")]
 impl Drop for Etcd {
     fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGCONT,
+        );
         self.kill();
     }
 }

@@ -261,6 +261,38 @@ impl Drop for Host {
     }
 }
 
+/// One round of `hosts` racing to claim `rel`, each for its holder, while
+/// `meanwhile` runs: a claimant retries exit 2 (the store did not answer in
+/// time: an election, a hung member), as a spawner would; 0 and 1 are final.
+/// Each host's index and last exit code.
+pub fn race_round(
+    hosts: &[Host],
+    holders: &[Proc],
+    rel: &str,
+    meanwhile: impl FnOnce(),
+) -> Vec<(usize, Option<i32>)> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = hosts
+            .iter()
+            .zip(holders)
+            .enumerate()
+            .map(|(i, (h, p))| {
+                s.spawn(move || {
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    loop {
+                        let code = h.claim(rel, p.pid()).status.code();
+                        if code != Some(2) || Instant::now() > deadline {
+                            return (i, code);
+                        }
+                    }
+                })
+            })
+            .collect();
+        meanwhile();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
 pub fn fence_of(out: &std::process::Output) -> i64 {
     entry(&out.stdout)["fence"].as_i64().unwrap()
 }
@@ -697,34 +729,13 @@ fn a_three_member_cluster_survives_a_stopped_member_and_a_killed_leader() {
             _ => {}
         }
         let rel = format!("w{round}");
-        let codes: Vec<(usize, Option<i32>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = hosts
-                .iter()
-                .zip(&holders)
-                .enumerate()
-                .map(|(i, (h, p))| {
-                    let rel = rel.clone();
-                    // A claimant retries while the store is unavailable
-                    // (exit 2: an election after a member died), as a
-                    // spawner would; a refusal (1) or a win (0) is final.
-                    s.spawn(move || {
-                        let deadline = Instant::now() + Duration::from_secs(60);
-                        loop {
-                            let code = h.claim(&rel, p.pid()).status.code();
-                            if code != Some(2) || Instant::now() > deadline {
-                                return (i, code);
-                            }
-                        }
-                    })
-                })
-                .collect();
+        let codes = race_round(&hosts, &holders, &rel, || {
             // Round 40: the leader is SIGKILLed while the claims race.
             if round == 40 {
                 let leader = cluster.leader();
                 cluster.kill(leader);
                 killed = Some(leader);
             }
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         let winners: Vec<usize> = codes
             .iter()

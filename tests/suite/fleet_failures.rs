@@ -5,7 +5,7 @@
 //! left. Hosts are `unshare --uts` with their own state dirs.
 
 use crate::common::*;
-use crate::fleet::{Host, fence_of};
+use crate::fleet::{Host, fence_of, race_round};
 use nix::sys::signal::Signal;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -243,6 +243,52 @@ fn a_stubborn_command_is_killed_before_the_lease_can_expire() {
     assert_eq!(code, Some(76));
 }
 
+/// A `run` on host `h` of a perl command that says "up" and waits for
+/// `go`, then exits 3 (a SIGTERM would add "term" to what it said).
+pub struct WaitingRun {
+    run: std::process::Child,
+    seen: std::path::PathBuf,
+    go: std::path::PathBuf,
+}
+
+impl WaitingRun {
+    pub fn start(sb: &Sandbox, h: &Host, w: &std::path::Path) -> WaitingRun {
+        let (seen, go) = (sb.path().join("seen"), sb.path().join("go"));
+        let script = format!(
+            r#"$SIG{{TERM}} = sub {{ open my $f, ">>", "{s}"; print $f "term\n"; exit 0 }};
+open my $f, ">", "{s}"; print $f "up\n"; close $f;
+select(undef, undef, undef, 0.05) until -e "{g}"; exit 3;"#,
+            s = seen.display(),
+            g = go.display()
+        );
+        let run = h
+            .cmd(&["run", w.to_str().unwrap(), "--", "perl", "-e", &script])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for("the command to start", Duration::from_secs(30), || {
+            seen.exists()
+        });
+        WaitingRun { run, seen, go }
+    }
+
+    /// Lets the command end; asserts it was never told to stop and that
+    /// `run` exited with its status.
+    pub fn finish_untouched(mut self) {
+        assert!(self.run.try_wait().unwrap().is_none(), "run ended early");
+        std::fs::write(&self.go, "").unwrap();
+        let out = self.run.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&self.seen).unwrap(),
+            "up\n",
+            "{err}"
+        );
+    }
+}
+
 /// etcd rounds a lease's time left down to whole seconds (0 while up to a
 /// second is left): a healthy run on a 2 s lease is never stopped for it.
 #[test]
@@ -251,32 +297,48 @@ fn a_healthy_run_on_a_short_lease_is_never_stopped() {
     let sb = Sandbox::new();
     let mut a = Host::new(&sb, "host-a", &etcd.store("round"));
     a.ttl = 2;
-    let w = a.worker("max");
-    let (seen, go) = (sb.path().join("seen"), sb.path().join("go"));
-    let script = format!(
-        r#"$SIG{{TERM}} = sub {{ open my $f, ">>", "{s}"; print $f "term\n"; exit 0 }};
-open my $f, ">", "{s}"; print $f "up\n"; close $f;
-select(undef, undef, undef, 0.05) until -e "{g}"; exit 3;"#,
-        s = seen.display(),
-        g = go.display()
-    );
-    let mut run = a
-        .cmd(&["run", w.to_str().unwrap(), "--", "perl", "-e", &script])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("the command to start", Duration::from_secs(30), || {
-        seen.exists()
-    });
+    let run = WaitingRun::start(&sb, &a, &a.worker("max"));
     // Ten TTLs: every rounding of the time left has come by.
     std::thread::sleep(Duration::from_secs(20));
-    assert!(run.try_wait().unwrap().is_none(), "run ended early");
-    std::fs::write(&go, "").unwrap();
-    let out = run.wait_with_output().unwrap();
+    run.finish_untouched();
+}
+
+/// The store is away (SIGSTOP) longer than the TTL, so the keeper's lease
+/// expires; a claim made the moment it is back waits for the keeper's new
+/// lease instead of failing on the old one.
+#[test]
+fn a_claim_right_after_the_store_returns_waits_for_the_new_lease() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let a = Host::new(&sb, "host-a", &etcd.store("back"));
+    let holder = sleeper();
+    assert_eq!(a.claim("first", holder.pid()).status.code(), Some(0));
+    let log = sb.path().join("host-a/xdg/agentlock");
+    let failing = || {
+        std::fs::read_dir(&log)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .any(|e| {
+                std::fs::read_to_string(e.path())
+                    .unwrap_or_default()
+                    .contains("failed")
+            })
+    };
+    etcd.signal(Signal::SIGSTOP);
+    wait_for(
+        "the keeper to miss a renewal",
+        Duration::from_secs(30),
+        failing,
+    );
+    // Past the TTL of 3 s from the last renewal.
+    std::thread::sleep(Duration::from_secs(4));
+    etcd.signal(Signal::SIGCONT);
+    let out = a.claim("second", holder.pid());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
-    assert_eq!(std::fs::read_to_string(&seen).unwrap(), "up\n", "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let w = a.worker("second");
+    assert_eq!(status(&a, &w)["state"], "held");
 }
 
 /// One keeper per host and store: a second `keeper --foreground` exits 2
@@ -349,25 +411,7 @@ fn a_fleet_under_chaos_keeps_one_holder_per_worker() {
         });
         for round in 0..30 {
             let rel = format!("chaos{round}");
-            let codes: Vec<(usize, Option<i32>)> = std::thread::scope(|r| {
-                let handles: Vec<_> = (0..2)
-                    .map(|i| {
-                        let (h, p, rel) = (&hosts[i], &holders[i], rel.clone());
-                        // Exit 2 (the store did not answer in time) is
-                        // retried, as a spawner would; 0 and 1 are final.
-                        r.spawn(move || {
-                            let deadline = Instant::now() + Duration::from_secs(60);
-                            loop {
-                                let code = h.claim(&rel, p.pid()).status.code();
-                                if code != Some(2) || Instant::now() > deadline {
-                                    return (i, code);
-                                }
-                            }
-                        })
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().unwrap()).collect()
-            });
+            let codes = race_round(&hosts, &holders, &rel, || {});
             let winners: Vec<usize> = codes
                 .iter()
                 .filter(|c| c.1 == Some(0))
