@@ -35,7 +35,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The fleet store (SPEC §8); without `--store`, the lock files are the store.
+/// The fleet store; without `--store`, the lock files are the store.
 #[derive(Debug, Args)]
 pub struct StoreArgs {
     /// Keep identities in etcd: etcd://HOST:PORT[,HOST:PORT...][/PREFIX] (needs the `etcd` build

@@ -1,4 +1,4 @@
-//! Exit codes of the `agentlock` binary (SPEC §5). Stable: scripts rely on them.
+//! Exit codes of the `agentlock` binary. Stable: scripts rely on them.
 
 /// How a command ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -67,7 +67,7 @@ impl Agentlock {
         &self.live
     }
 
-    /// Claims `worker` for the holder (SPEC §5 `claim`): refused when someone
+    /// Claims `worker` for the holder: refused when someone
     /// else holds it.
     pub fn claim(&self, worker: impl AsRef<Path>) -> Result<ClaimOutcome> {
         self.claim_with(worker, ClaimOptions::default())
@@ -83,13 +83,13 @@ impl Agentlock {
         lock::claim_first_free(workers, &self.me, &self.live.probes())
     }
 
-    /// Releases `worker` if the holder holds it (SPEC §5 `release`).
+    /// Releases `worker` if the holder holds it.
     pub fn release(&self, worker: impl AsRef<Path>) -> Result<ReleaseOutcome> {
         let asker = Asker::from(&self.me);
         lock::release(worker, &asker, false, &self.live.probes())
     }
 
-    /// Judges `worker` (SPEC §2): its state, the reason, the record. Read-only.
+    /// Judges `worker`: its state, the reason, the record. Read-only.
     ///
     /// ```
     /// use agentlock::{Agentlock, verdict::State};

@@ -1,4 +1,4 @@
-//! Holder identity (SPEC §2a): the one predicate that decides whether a lock
+//! Holder identity: the one predicate that decides whether a lock
 //! is held by the one asking. `claim`, `claim --first-free`, `release` and
 //! `check` all call [`holds`].
 //!

@@ -1,4 +1,4 @@
-//! Where the binary's output goes, without ever panicking (SPEC "Output").
+//! Where the binary's output goes, without ever panicking.
 //!
 //! stdout may be a closed pipe (`agentlock list | head -1`) or a full disk
 //! (`>/dev/full`). A closed pipe ends the output quietly; any other write

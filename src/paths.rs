@@ -1,6 +1,6 @@
 //! How paths are written in JSON: as strings, lossily when they are not
 //! UTF-8, never with a panic. Entries holding such a path say so with
-//! `"paths_lossy": true` (SPEC "Output").
+//! `"paths_lossy": true`.
 
 use serde::Serializer;
 use std::path::Path;

@@ -20,7 +20,7 @@ use std::path::Path;
 /// (judged alive: the safe side).
 pub const CLOCK_SLACK: chrono::Duration = chrono::Duration::seconds(60);
 
-/// State of a worker (SPEC §2).
+/// State of a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum State {
@@ -284,7 +284,7 @@ pub fn judge(
     judge_statuses(rec.pid, pid, session)
 }
 
-/// The decision table of SPEC §2, on probe answers alone.
+/// The decision table of the states, on probe answers alone.
 pub fn judge_statuses(
     pid: i32,
     pid_status: PidStatus,

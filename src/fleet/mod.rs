@@ -1,4 +1,4 @@
-//! The fleet store (SPEC §8): worker identities kept in etcd, for fleets
+//! The fleet store: worker identities kept in etcd, for fleets
 //! that span hosts. This module holds what needs no etcd client: the store
 //! address (`etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`), the key a worker is
 //! kept under (its path relative to the fleet root), and the stored value (the

@@ -174,7 +174,7 @@ fn check_claimant(me: &Claimant, probes: &Probes) -> Result<Option<u64>> {
     }
 }
 
-/// Claims a worker (SPEC §5 `claim`).
+/// Claims a worker.
 pub fn claim(
     path: impl AsRef<Path>,
     me: &Claimant,

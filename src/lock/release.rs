@@ -49,7 +49,7 @@ pub enum ReleaseOutcome {
     Refused(Judgement),
 }
 
-/// Releases a worker (SPEC §5 `release`).
+/// Releases a worker.
 pub fn release(
     path: impl AsRef<Path>,
     who: &Asker,

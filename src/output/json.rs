@@ -1,4 +1,4 @@
-//! The `--json` documents of SPEC §5: one object per run, built from what
+//! The `--json` documents: one object per run, built from what
 //! the library found. Nothing here decides anything.
 
 use agentlock::doctor::{Finding, Fixed, Report};

@@ -123,7 +123,7 @@ fn same_holder_refreshes() {
         .code(0);
     assert_eq!(entry(&out.get_output().stdout)["action"], "refreshed");
     assert_eq!(read_record(&w).session_id.as_deref(), Some("%7"));
-    // Another live process in the same pane is another holder (SPEC §2a).
+    // Another live process in the same pane is another holder.
     let b = sleeper();
     sb.claim(&w, b.pid(), &["--json", "--session", "%7"])
         .code(1)

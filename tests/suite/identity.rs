@@ -1,4 +1,4 @@
-//! Holder identity and liveness (SPEC §2, §2a): no live holder is shared,
+//! Holder identity and liveness: no live holder is shared,
 //! misjudged or signalled by mistake. Real processes, real shells, real
 //! PID namespaces, real other users; each test names the issue item it covers.
 

@@ -1,4 +1,4 @@
-//! The commands on the fleet store (`--store`, SPEC §8): every command but
+//! The commands on the fleet store (`--store`): every command but
 //! `completions` and `man`, plus `keeper`. The same states, exit codes and
 //! JSON as on lock files, plus `fence` and `store` in each entry. This file
 //! resolves the store's settings and dispatches.
