@@ -68,7 +68,7 @@ pub fn claim(
     // --force takes over the store record and the lock file whatever they
     // hold.
     if !opts.force
-        && let Some(refused) = clear_foreign_mirror(fleet, worker, key, probes)?
+        && let Some(refused) = clear_foreign_mirror(fleet, worker, key, keeper, probes)?
     {
         return Ok(FleetClaimOutcome::Refused(Box::new(refused)));
     }
@@ -143,6 +143,7 @@ fn clear_foreign_mirror(
     fleet: &Fleet,
     worker: &Path,
     key: &str,
+    keeper: Option<&KeeperLease>,
     probes: &Probes,
 ) -> Result<Option<FleetJudgement>> {
     let j = lock::judge(worker, probes)?;
@@ -160,7 +161,13 @@ fn clear_foreign_mirror(
         Some(Ok(fr)) => rec.acquired_at > fr.record.acquired_at,
         Some(Err(_)) | None => true,
     };
-    if newer_than_stored && let Some(until) = landing(fleet, &rec)? {
+    // A file naming another host but this host's own lease was not
+    // written by that host.
+    let own_lease = keeper.is_some_and(|k| rec.fleet_lease == u64::try_from(k.id).ok());
+    if newer_than_stored
+        && !own_lease
+        && let Some(until) = landing(fleet, &rec)?
+    {
         let mut held = FleetJudgement {
             judgement: j,
             fence: None,
@@ -187,7 +194,9 @@ fn landing(fleet: &Fleet, rec: &LockRecord) -> Result<Option<String>> {
         return Ok(None);
     };
     let (left, granted) = fleet.lease_info(lease)?;
-    let Some(at) = rec.acquired_at else {
+    // A claim time in the future was not written by a claim: it could
+    // only hold the worker off for as long as its writer likes.
+    let Some(at) = rec.acquired_at.filter(|t| *t <= chrono::Utc::now()) else {
         return Ok(None);
     };
     let until = at + chrono::Duration::seconds(3 * granted.max(0) + 30);

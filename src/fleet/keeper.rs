@@ -134,6 +134,18 @@ pub struct KeeperLease {
     pub pid_ns: u64,
 }
 
+/// Whether the last keeper for `spec` (running or not: its lease file
+/// stays until a new keeper starts) ran in another PID namespace than this
+/// process: a keeper started from here (a sandbox) would die with it, and
+/// every claim of the host on its lease with it.
+fn last_keeper_elsewhere(spec: &StoreSpec) -> bool {
+    let Ok(f) = files(spec) else { return false };
+    std::fs::read_to_string(&f.lease)
+        .ok()
+        .and_then(|t| KeeperLease::parse(&t))
+        .is_some_and(|l| l.pid_ns != 0 && l.pid_ns != own_pid_ns())
+}
+
 /// This process's PID namespace (inode of `/proc/self/ns/pid`; 0: unknown).
 pub(crate) fn own_pid_ns() -> u64 {
     use std::os::unix::fs::MetadataExt;
@@ -185,7 +197,8 @@ impl KeeperLease {
     /// renewal late: an election, a slow store; it may come yet).
     pub fn unsafe_now(&self, spec: &StoreSpec) -> Option<Unsafe> {
         let lock = files(spec).ok()?.lock;
-        match self.state(&lock) {
+        let state = self.state(&lock);
+        match state {
             None => return Some(Unsafe::Final("it no longer runs".into())),
             Some(Some('T' | 't')) => {
                 return Some(Unsafe::Final(
@@ -193,6 +206,16 @@ impl KeeperLease {
                 ));
             }
             Some(_) => {}
+        }
+        let since = now().saturating_sub(self.renewed);
+        // Seen only through its lock (another PID namespace), a stopped
+        // keeper looks like a running one: its renewals must be on time.
+        if state == Some(None) && since > self.period() + self.period() / 2 + MARGIN {
+            return Some(Unsafe::Late(format!(
+                "its last renewal was {:.1} s ago (it renews every {:.1} s; from here it cannot be seen whether it is stopped)",
+                since.as_secs_f64(),
+                self.period().as_secs_f64()
+            )));
         }
         let left = self.sure_until().saturating_sub(now());
         (left <= self.period()).then(|| {
@@ -309,6 +332,12 @@ pub fn ensure(spec: &StoreSpec, store: &str, ttl: i64, fleet: &Fleet) -> Result<
                 Some(Unsafe::Late(w)) => why = w,
                 Some(Unsafe::Final(w)) => return Err(Error::Keeper { pid: l.pid, why: w }),
             },
+            None if started.is_none() && last_keeper_elsewhere(spec) => {
+                return Err(Error::Keeper {
+                    pid: 0,
+                    why: "none runs, and the last one ran in another PID namespace than this claim (a sandbox): a keeper started from here would die with it, and every claim of this host on its lease with it; start `agentlock keeper --foreground` where the last one ran (or under systemd)".into(),
+                });
+            }
             None if started.is_none() => started = Some(start(spec, store, ttl, fleet)?),
             None => {}
         }

@@ -81,8 +81,50 @@ fn keep(key: &str, rec: &LockRecord, probes: &Probes) -> bool {
 
 /// Whether `rec`'s holder still lives by the local rules.
 fn lives(rec: &LockRecord, probes: &Probes) -> bool {
+    // Provably: a holder this keeper cannot judge (another PID namespace)
+    // is never claimed again on its behalf.
     let v = crate::verdict::judge(rec, rec.uid, &probes.host, probes.procs, probes.sessions);
-    !matches!(v.state, State::Stale)
+    matches!(
+        v.state,
+        State::Held | State::HeldBySession | State::Orphaned
+    )
+}
+
+/// Whether no process on this host started at clock tick `start` (since
+/// boot): then a holder recorded with that start time, in whatever PID
+/// namespace, is provably gone. A `/proc/PID/stat` that cannot be read
+/// makes the answer "not proven".
+fn nothing_started_at(start: u64) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Ok(pid) = name.to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(text) => match crate::probe::process::parse_stat(&text) {
+                Some(st) if st.start_time == start && st.state != 'Z' => return false,
+                Some(_) => {}
+                None => return false,
+            },
+            // Exited meanwhile.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// A record written from a PID namespace of its own (a sandbox) is
+/// `unverified` by the PID rules (its PID means nothing here). With no
+/// session recorded and no process on the host started at its holder's
+/// start time, the holder is provably gone, whatever namespace it was in.
+fn sandbox_gone(rec: &LockRecord, probes: &Probes) -> bool {
+    rec.session_id.is_none()
+        && rec.pid_ns.is_some_and(|ns| Some(ns) != probes.host.pid_ns)
+        && rec.pid_start.is_some_and(nothing_started_at)
 }
 
 /// Deletes this host's records the local rules prove stale, each by
@@ -103,6 +145,7 @@ pub fn sweep(fleet: &Fleet, lease: i64, remembered: &mut Remembered) -> Result<S
             mine.push((key, stored));
         }
     })?;
+    let seen: std::collections::HashSet<String> = mine.iter().map(|(k, _)| k.clone()).collect();
     for (key, stored) in mine {
         let Ok(fr) = &stored.record else { continue };
         // A session recorded without its server could live on a tmux server
@@ -116,8 +159,29 @@ pub fn sweep(fleet: &Fleet, lease: i64, remembered: &mut Remembered) -> Result<S
             on_lease.insert(key.clone());
         }
         let judged = judge_stored(Path::new("/"), &key, Some(&stored), &probes);
-        if judged.judgement.state != State::Stale {
-            if stored.lease == lease {
+        let state = judged.judgement.state;
+        let gone = state == State::Stale
+            || (state == State::Unverified && sandbox_gone(&fr.record, &probes));
+        if !gone {
+            if lives(&fr.record, &probes) && stored.lease != 0 && stored.lease != lease {
+                // Left on a lease nobody renews (a move that failed when
+                // this keeper started): moved onto this keeper's, same fence.
+                match fleet.replace(
+                    &key,
+                    stored.revision,
+                    &fr.record,
+                    Some(fr.fence),
+                    Some(lease),
+                ) {
+                    Ok(Some(_)) => log(format_args!(
+                        "moved {key} (fence {}) to lease {lease:x}",
+                        fr.fence
+                    )),
+                    Ok(None) => {}
+                    Err(e) => log(format_args!("could not move {key} to lease {lease:x}: {e}")),
+                }
+            }
+            if lives(&fr.record, &probes) {
                 remembered.insert(key, fr.record.clone());
             }
             continue;
@@ -137,10 +201,10 @@ pub fn sweep(fleet: &Fleet, lease: i64, remembered: &mut Remembered) -> Result<S
     // longer holds it (released).
     remembered.retain(|key, rec| keep(key, rec, &probes));
     // Some of this host's records on the lease were seen, so the lease
-    // lived: a remembered claim missing from them was removed on purpose
-    // (`release --force` elsewhere), not lost with the lease.
+    // lived: a remembered claim missing from the store was removed on
+    // purpose (`release --force` elsewhere), not lost with the lease.
     if !on_lease.is_empty() {
-        remembered.retain(|key, _| on_lease.contains(key));
+        remembered.retain(|key, _| seen.contains(key));
     }
     Ok(swept)
 }
@@ -211,16 +275,33 @@ pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Resul
         .write(true)
         .open(&files.lock)
         .map_err(|e| Error::io(&files.lock, e))?;
-    let Ok(_held) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
-        let other = keeper::keeper_pid(spec).unwrap_or(0);
-        return Err(Error::Keeper {
-            pid: other,
-            why: format!(
-                "it already keeps this host's lease on {} (lock {}); this one exits",
-                spec.endpoints.join(","),
-                files.lock.display()
-            ),
-        });
+    // A claim from a sandbox may hold the lock shared for a moment (it
+    // probes whether a keeper runs): tried for 200 ms before giving up.
+    let mut file = file;
+    let mut tries = 0;
+    let _held = loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(held) => break held,
+            Err((f, _)) if tries < 10 => {
+                file = f;
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) => {
+                let why = match keeper::keeper_pid(spec) {
+                    Some(_) => "it already keeps this host's lease",
+                    None => "another process holds the keeper's lock",
+                };
+                return Err(Error::Keeper {
+                    pid: keeper::keeper_pid(spec).unwrap_or(0),
+                    why: format!(
+                        "{why} on {} (lock {}); this one exits",
+                        spec.endpoints.join(","),
+                        files.lock.display()
+                    ),
+                });
+            }
+        }
     };
     // A dead predecessor's lease must not be handed out while this one starts.
     let _ = std::fs::remove_file(&files.lease);

@@ -141,3 +141,97 @@ fn claims_from_pid_and_time_namespaces_use_the_hosts_keeper() {
         assert_eq!(a.keeper(), Some(keeper), "{rel}: the same keeper");
     }
 }
+
+/// From a sandbox with a PID namespace of its own: when the host's keeper
+/// died, a claim does not start one (it would die with the sandbox) and
+/// says so;
+/// with the host's keeper stopped, the claim fails (its renewals are late);
+/// and once the sandbox is gone, its claim's record is swept.
+#[test]
+fn sandbox_claims_start_no_keeper_notice_a_stopped_one_and_are_swept() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let a = Host::new(&sb, "host-a", &etcd.store("sandboxed"));
+    let in_ns = [
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "sh",
+        "-c",
+        "sleep 100 & exec \"$@\"",
+        "sh",
+    ];
+    let claim_in_ns = |rel: &str| {
+        let w = a.worker(rel);
+        sandboxed(&a, &in_ns, &["claim", "--pid", "2", w.to_str().unwrap()])
+    };
+    let holder = sleeper();
+    assert_eq!(a.claim("host", holder.pid()).status.code(), Some(0));
+    let first = a.keeper().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first), Signal::SIGKILL).unwrap();
+    wait_for("the keeper to die", Duration::from_secs(10), || {
+        !pid_alive(first)
+    });
+    let refused = claim_in_ns("none");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(err.contains("another PID namespace"), "{err}");
+    assert_eq!(
+        a.keeper(),
+        Some(first),
+        "no keeper was started in the sandbox"
+    );
+    assert_eq!(a.claim("host2", holder.pid()).status.code(), Some(0));
+    // The sandbox's claim stands while it lives, and is swept once the
+    // sandbox (PID 1 and the holder in it) is gone.
+    let ok = claim_in_ns("boxed");
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    let boxed = a.worker("boxed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = status(&a, &boxed);
+        if now["state"] == "free" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not swept: {now}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let keeper = a.keeper().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(keeper), Signal::SIGSTOP).unwrap();
+    let _cont = SignalOnDrop(keeper, Signal::SIGCONT);
+    // Stopped for longer than one and a half renewal periods (1 s each).
+    std::thread::sleep(Duration::from_millis(2500));
+    let stopped = claim_in_ns("stopped");
+    let err = String::from_utf8_lossy(&stopped.stderr);
+    assert_eq!(stopped.status.code(), Some(2), "{err}");
+    assert!(err.contains("last renewal was"), "{err}");
+}
+
+/// A lock file planted in a shared fleet root, naming another host's
+/// fleet claim with a claim time far in the future, does not hold the
+/// worker off.
+#[test]
+fn a_planted_mirror_from_the_future_blocks_nothing() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let a = Host::new(&sb, "host-a", &etcd.store("future"));
+    let holder = sleeper();
+    assert_eq!(a.claim("warm", holder.pid()).status.code(), Some(0));
+    let lease = record_at(&a.worker("warm")).fleet_lease.unwrap();
+    let w = a.worker("max");
+    std::fs::create_dir_all(w.join(".runtime")).unwrap();
+    let forged = serde_json::json!({
+        "pid": 4242,
+        "acquired_at": "2099-01-01T00:00:00Z",
+        "hostname": "host-b",
+        "boot_id": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+        "fleet_key": "/future/workers/max",
+        "fleet_lease": lease,
+        "fleet_dir": w.to_string_lossy(),
+    });
+    std::fs::write(lock_path(&w), forged.to_string()).unwrap();
+    let out = a.claim("max", holder.pid());
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(record_at(&w).pid, holder.pid());
+}
