@@ -310,9 +310,21 @@ pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Resul
         std::fs::write(&tmp, l.line()).map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, &files.lease).map_err(|e| Error::io(&files.lease, e))
     };
+    // A key on each lease: a linearizable read of it tells whether the
+    // lease still lives, which a renewal answered by a leader that was
+    // hung and has not yet learnt it was replaced does not.
+    let sentinel = |id: i64| format!("{}/keepers/{id:x}", spec.prefix);
     let grant = || -> Result<KeeperLease> {
         let sent = now();
         let (id, granted) = fleet.grant(ttl)?;
+        let me = LockRecord {
+            pid: std::process::id() as i32,
+            hostname: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok()),
+            ..LockRecord::default()
+        };
+        fleet.create(&sentinel(id), &me, Some(id))?;
         Ok(KeeperLease {
             id,
             pid: std::process::id() as i32,
@@ -378,6 +390,18 @@ pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Resul
         let sent = now();
         // A renewal may take a third of the TTL, whatever the store's limit.
         let renewed = fleet.within(lease.period(), |f| f.keep_alive(lease.id));
+        // After a failure (an election, a hung member), the renewal is
+        // believed only once a linearizable read finds the lease's key.
+        let renewed = match renewed {
+            Ok(left) if left > 0 && failing => {
+                match fleet.within(lease.period(), |f| f.get(&sentinel(lease.id))) {
+                    Ok(Some(_)) => Ok(left),
+                    Ok(None) => Ok(0),
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
         let suspect = match renewed {
             Ok(left) if left > 0 => {
                 lease.renewed = sent;
@@ -399,8 +423,8 @@ pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Resul
         // given up while alive would take its records with it later.
         let expired = suspect
             && fleet
-                .within(lease.period(), |f| f.lease_ttl(lease.id))
-                .is_ok_and(|left| left < 0);
+                .within(lease.period(), |f| f.get(&sentinel(lease.id)))
+                .is_ok_and(|s| s.is_none());
         if expired {
             log(format_args!(
                 "lease {:x} EXPIRED (this keeper stalled, or the store was away longer than the TTL): this host's records on it are gone",
