@@ -114,7 +114,7 @@ pub fn claim(
             // the lease lives.
             return Err(e);
         }
-        let store = super::release::release_stored(fleet, key, &written, c.fence);
+        let store = super::release::release_stored(fleet, key, &written);
         undo_local();
         let what = match store {
             Ok(()) => "nothing is held",
@@ -217,18 +217,17 @@ fn claim_store(
     let created = fleet
         .create(key, record, lease)
         .or_else(|e| landed(fleet, key, record, e).map(Created::Fence));
-    let stored = match created? {
-        Created::Fence(fence) => {
-            let before = judge_stored(worker, key, None, probes);
-            return Ok(done(ClaimAction::Claimed, before, record.clone(), fence));
-        }
+    let created = match created? {
+        Created::Fence(fence) => Ok(fence),
         // This very claim, applied by an attempt whose answer was lost.
-        Created::Exists(s) if own(&s, record).is_some() => {
+        Created::Exists(s) => own(&s, record).ok_or(s),
+    };
+    let stored = match created {
+        Ok(fence) => {
             let before = judge_stored(worker, key, None, probes);
-            let fence = own(&s, record).unwrap_or_default();
             return Ok(done(ClaimAction::Claimed, before, record.clone(), fence));
         }
-        Created::Exists(s) => *s,
+        Err(s) => *s,
     };
     let mut before = judge_stored(worker, key, Some(&stored), probes);
     let previous = stored.record.as_ref().ok();

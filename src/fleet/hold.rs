@@ -173,7 +173,7 @@ impl Hold for FleetHold<'_> {
     }
 
     fn release(&mut self) -> Result<()> {
-        let Some((rec, fence)) = self.held.take() else {
+        let Some((rec, _)) = self.held.take() else {
             return Ok(());
         };
         let (fleet, key) = (self.fleet, self.key.as_str());
@@ -181,12 +181,12 @@ impl Hold for FleetHold<'_> {
             // Lost: the record is gone, another's, or ours on a store that
             // did not answer. Then it waits for this host's keeper, which
             // deletes it once the store answers (its holder is dead by then).
-            match fleet.within(LOST_RELEASE, |f| ops::release_stored(f, key, &rec, fence)) {
+            match fleet.within(LOST_RELEASE, |f| ops::release_stored(f, key, &rec)) {
                 Err(Error::Store { .. }) => Ok(()),
                 other => other,
             }
         } else {
-            ops::release_stored(fleet, key, &rec, fence)
+            ops::release_stored(fleet, key, &rec)
         };
         // The local file is this host's: released whatever the store said.
         let local = crate::run::release_file(&self.worker, &rec, self.probes);

@@ -8,8 +8,8 @@
 
 use super::StoreSpec;
 use super::keeper::files;
-use super::keeping::Remembered;
 use super::ops::this_host;
+use super::sweep::Remembered;
 use crate::probe::{LiveProbes, Probes, TmuxQuery};
 use crate::record::LockRecord;
 use nix::fcntl::{Flock, FlockArg};
@@ -19,11 +19,11 @@ use std::os::unix::fs::OpenOptionsExt;
 /// appended to its claims file), so that it can claim it again should its
 /// lease be lost before its next sweep. Best effort: the sweep finds the
 /// claim too.
-pub(crate) fn note_claim(spec: &StoreSpec, key: &str, record: &crate::record::LockRecord) {
+pub(crate) fn note_claim(spec: &StoreSpec, key: &str, record: &LockRecord) {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let Ok(f) = files(spec) else { return };
-    let line = serde_json::json!({ "key": key, "record": serde_json::from_str::<serde_json::Value>(&record.to_json()).unwrap_or_default() });
+    let line = entry(key, record);
     // The keeper rewrites the file under an exclusive lock: append under a
     // shared one, to the file that is there once the lock is had.
     for _ in 0..3 {
@@ -44,10 +44,15 @@ pub(crate) fn note_claim(spec: &StoreSpec, key: &str, record: &crate::record::Lo
             _ => false,
         };
         if same {
-            let _ = locked.write_all(format!("{line}\n").as_bytes());
+            let _ = locked.write_all(line.as_bytes());
             return;
         }
     }
+}
+
+/// One line of the claims file: `{"key":…,"record":…}` and a newline.
+fn entry(key: &str, record: &LockRecord) -> String {
+    format!("{}\n", serde_json::json!({ "key": key, "record": record }))
 }
 
 /// The claims file ([`note_claim`]), read on from where the last
@@ -104,14 +109,7 @@ impl Journal {
         };
         let live = LiveProbes::new(TmuxQuery::default());
         self.catch_up(remembered, &live.probes());
-        let text: String = remembered
-            .iter()
-            .map(|(key, rec)| {
-                let record: serde_json::Value =
-                    serde_json::from_str(&rec.to_json()).unwrap_or_default();
-                format!("{}\n", serde_json::json!({ "key": key, "record": record }))
-            })
-            .collect();
+        let text: String = remembered.iter().map(|(k, r)| entry(k, r)).collect();
         let tmp = self.path.with_extension("claims.tmp");
         let written = std::fs::OpenOptions::new()
             .create(true)

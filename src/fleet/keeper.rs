@@ -196,7 +196,9 @@ impl KeeperLease {
     /// (final), or the lease could expire before one more renewal (a
     /// renewal late: an election, a slow store; it may come yet).
     pub fn unsafe_now(&self, spec: &StoreSpec) -> Option<Unsafe> {
-        let lock = files(spec).ok()?.lock;
+        let Ok(Files { lock, .. }) = files(spec) else {
+            return Some(Unsafe::Final("its state dir cannot be read".into()));
+        };
         let state = self.state(&lock);
         match state {
             None => return Some(Unsafe::Final("it no longer runs".into())),

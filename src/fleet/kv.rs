@@ -281,10 +281,7 @@ impl Fleet {
     /// Whole seconds lease `id` has left, rounded down by etcd (0: less than
     /// a second, but alive); -1: the lease is gone.
     pub fn lease_ttl(&self, id: i64) -> Result<i64> {
-        let resp = self
-            .race(move |mut c| async move { c.lease_time_to_live(id, None).await })
-            .map_err(|f| self.error(&format!("lease {id:x}"), f))?;
-        Ok(resp.ttl())
+        self.lease_info(id).map(|(left, _)| left)
     }
 
     /// Lease `id`'s whole seconds left (-1: gone) and the TTL it was

@@ -25,6 +25,8 @@ pub mod kv;
 pub mod ops;
 #[cfg(feature = "etcd")]
 mod release;
+#[cfg(feature = "etcd")]
+pub mod sweep;
 
 use crate::error::{Error, Result};
 use crate::record::LockRecord;

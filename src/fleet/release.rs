@@ -134,7 +134,7 @@ fn release_mirror(worker: &Path, key: &str, who: &Asker, force: bool, probes: &P
 /// read. A record that is gone or another holder's is left alone: the worker
 /// was lost, not released. (The local lock file is the caller's:
 /// [`crate::run::FileHold`]'s rule.)
-pub fn release_stored(fleet: &Fleet, key: &str, written: &LockRecord, _fence: i64) -> Result<()> {
+pub fn release_stored(fleet: &Fleet, key: &str, written: &LockRecord) -> Result<()> {
     let ours = |s: &Stored| {
         s.record
             .as_ref()

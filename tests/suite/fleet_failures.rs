@@ -157,8 +157,7 @@ fn a_resumed_keeper_reclaims_what_nobody_took_and_reports_the_rest() {
     let kept = fence_of(&a.claim("kept", holder.pid()));
     assert_eq!(a.claim("taken", holder.pid()).status.code(), Some(0));
     let keeper = a.keeper().unwrap();
-    // The keeper has seen both claims (it sweeps every 0.2 s here).
-    let log = sb.path().join("host-a/xdg/agentlock");
+    // The keeper knows both claims from its claims file, swept or not.
     signal(keeper, Signal::SIGSTOP);
     let _cont = SignalOnDrop(keeper, Signal::SIGCONT);
     let wb = b.worker("kept");
@@ -168,14 +167,7 @@ fn a_resumed_keeper_reclaims_what_nobody_took_and_reports_the_rest() {
     let hb = sleeper();
     assert_eq!(b.claim("taken", hb.pid()).status.code(), Some(0));
     signal(keeper, Signal::SIGCONT);
-    let text = || {
-        std::fs::read_dir(&log)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
-            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-            .collect::<String>()
-    };
+    let text = || keeper_log(&sb, "host-a");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let now = status(&b, &wb);
@@ -331,18 +323,8 @@ fn a_claim_right_after_the_store_returns_waits_for_the_new_lease() {
     let a = Host::new(&sb, "host-a", &etcd.store("back"));
     let holder = sleeper();
     assert_eq!(a.claim("first", holder.pid()).status.code(), Some(0));
-    let log = sb.path().join("host-a/xdg/agentlock");
-    let failing = || {
-        std::fs::read_dir(&log)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
-            .any(|e| {
-                std::fs::read_to_string(e.path())
-                    .unwrap_or_default()
-                    .contains("failed")
-            })
-    };
+    let failing = || keeper_log(&sb, "host-a").contains("failed");
+
     etcd.signal(Signal::SIGSTOP);
     wait_for(
         "the keeper to miss a renewal",
