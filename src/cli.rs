@@ -95,6 +95,8 @@ pub enum Command {
   agentlock claim workers/max                     # for the invoking shell (and its tmux pane)
   agentlock claim workers/max --pid "$AGENT_PID" --session agent-max
   slot=$(agentlock claim --first-free pool/*)     # the first claimable worker, printed alone
+  agentlock claim workers/max --wait=30s          # wait up to 30 s for it; exit 1 if still held
+  agentlock claim --first-free pool/* --wait      # wait for whichever frees first
   agentlock claim workers/max --force --signal-other --json"#)]
     Claim(ClaimArgs),
     /// Release a worker held by the given (or invoking) PID or session.
@@ -121,6 +123,7 @@ $AGENTLOCK_FENCE.
 Examples:
   agentlock run workers/max -- claude             # held while claude runs; exit 75 if held
   agentlock run workers/max --session agent-max -- codex --full-auto
+  agentlock run workers/max --wait=5m --conflict-exit-code 3 -- claude
   agentlock --store etcd://10.0.0.5:2379 --fleet-root ~/town run workers/max -- claude"#
     )]
     Run(RunArgs),
@@ -230,6 +233,22 @@ pub struct ClaimArgs {
     /// With --force: SIGTERM the previous holder first, when provably safe.
     #[arg(long, requires = "force")]
     pub signal_other: bool,
+    /// Wait until the worker (with --first-free: any of them) can be claimed instead of refusing;
+    /// at most DURATION (500ms, 30s, 5m, 1h, or seconds) when given. Woken by what frees it;
+    /// waiters are served in arrival order.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        num_args = 0..=1,
+        require_equals = true,
+        value_parser = agentlock::duration::parse,
+        conflicts_with = "force"
+    )]
+    pub wait: Option<Option<std::time::Duration>>,
+    /// Exit with N instead of 1 when the worker is held by someone else (also after --wait
+    /// timed out), like flock's -E.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=255))]
+    pub conflict_exit_code: Option<u8>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -301,6 +320,22 @@ pub struct RunArgs {
     /// 10 s later), warn = only say so. Either way run then exits 76
     #[arg(long, value_enum, default_value_t = OnLost::Term, value_name = "WHAT")]
     pub on_lost: OnLost,
+    /// Wait until the worker can be claimed instead of refusing;
+    /// at most DURATION (500ms, 30s, 5m, 1h, or seconds) when given. Woken by what frees it;
+    /// waiters are served in arrival order.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        num_args = 0..=1,
+        require_equals = true,
+        value_parser = agentlock::duration::parse
+    )]
+    pub wait: Option<Option<std::time::Duration>>,
+    /// Exit with N instead of 75 when the worker is held by someone else (also after --wait
+    /// timed out), like flock's -E.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=255))]
+    pub conflict_exit_code: Option<u8>,
+
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,

@@ -171,11 +171,38 @@ pub enum Error {
         why: String,
     },
 
-    /// A signal arrived while waiting for the guard: nothing was changed.
-    #[error("{path}: interrupted while waiting for the guard; nothing was changed")]
+    /// A signal arrived while waiting (for the guard, or for the worker):
+    /// nothing was changed, nothing is held.
+    #[error("{path}: interrupted while waiting; nothing was changed")]
     Interrupted {
-        /// The guard waited for.
+        /// The guard or lock waited for.
         path: PathBuf,
+    },
+
+    /// A claim that expected to get the worker was refused: someone else
+    /// holds it (or it cannot be verified). Nothing was changed.
+    #[error("{path}: {state}: {reason}")]
+    Held {
+        /// The worker directory.
+        path: PathBuf,
+        /// Its state.
+        state: crate::verdict::State,
+        /// Why, in words.
+        reason: String,
+    },
+
+    /// A claim waited as long as it was allowed to and the worker was still
+    /// taken. Nothing was changed.
+    #[error("{path}: still {state} after waiting {waited:.1} s: {reason}")]
+    WaitTimedOut {
+        /// The worker directory.
+        path: PathBuf,
+        /// Its state at the end.
+        state: crate::verdict::State,
+        /// Why, in words.
+        reason: String,
+        /// How long it waited, in seconds.
+        waited: f64,
     },
 }
 
@@ -207,6 +234,8 @@ impl Error {
             Error::Keeper { .. } => "keeper",
             Error::NoCommand { .. } => "no-command",
             Error::NotReleased { .. } => "not-released",
+            Error::Held { .. } => "held",
+            Error::WaitTimedOut { .. } => "wait-timed-out",
         }
     }
 
@@ -224,7 +253,9 @@ impl Error {
             | Error::LockChanging { path }
             | Error::NoCommand { path }
             | Error::NotReleased { path, .. }
-            | Error::OutsideFleet { path, .. } => Some(path),
+            | Error::OutsideFleet { path, .. }
+            | Error::Held { path, .. }
+            | Error::WaitTimedOut { path, .. } => Some(path),
             Error::BadPid { .. }
             | Error::BadStore { .. }
             | Error::Store { .. }

@@ -24,6 +24,8 @@ pub enum ExitCode {
     Signal(i32),
     /// `run`: the command's own exit status (128 + N when a signal killed it).
     Command(i32),
+    /// `--conflict-exit-code N`: the worker is held by someone else.
+    Conflict(u8),
 }
 
 impl ExitCode {
@@ -39,6 +41,7 @@ impl ExitCode {
             ExitCode::NotFound => 127,
             ExitCode::Signal(n) => u8::try_from(128 + n).unwrap_or(2),
             ExitCode::Command(c) => u8::try_from(c).unwrap_or(1),
+            ExitCode::Conflict(n) => n,
         }
     }
 
@@ -54,6 +57,14 @@ impl ExitCode {
             other
         } else {
             self
+        }
+    }
+
+    /// A refusal (exit 1, `run`'s 75) as `--conflict-exit-code` asks.
+    pub fn on_conflict(self, code: Option<u8>) -> ExitCode {
+        match (self, code) {
+            (ExitCode::No | ExitCode::RunRefused, Some(n)) => ExitCode::Conflict(n),
+            (c, _) => c,
         }
     }
 

@@ -3,11 +3,13 @@
 //! on first need) and the holder ("me"); each operation is one call.
 
 use crate::doctor::{self, Report};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::held::ClaimGuard;
 use crate::holder::{Asker, Claimant};
 use crate::lock::{self, ClaimOptions, ClaimOutcome, FirstFree, Judgement, ReleaseOutcome};
 use crate::probe::{LiveProbes, TmuxQuery};
 use crate::scan::{Progress, ScanOptions};
+use crate::wait::{WaitOptions, Waited};
 use std::path::Path;
 
 /// Claims, releases and judges workers as one holder, with one set of probes.
@@ -81,6 +83,102 @@ impl Agentlock {
     /// Claims the first of `workers` that is free, stale or corrupt.
     pub fn claim_first_free<P: AsRef<Path>>(&self, workers: &[P]) -> Result<FirstFree> {
         lock::claim_first_free(workers, &self.me, &self.live.probes())
+    }
+
+    /// Claims `worker`, waiting (per `wait`) while someone else holds it:
+    /// woken by what frees it, served after the waiters that came first.
+    /// After the timeout the outcome is the refusal.
+    pub fn claim_wait(
+        &self,
+        worker: impl AsRef<Path>,
+        wait: &WaitOptions,
+    ) -> Result<Waited<ClaimOutcome>> {
+        crate::wait::claim_wait(
+            worker,
+            &self.me,
+            ClaimOptions::default(),
+            wait,
+            &self.live.probes(),
+        )
+    }
+
+    /// Claims whichever of `workers` frees first, waiting per `wait`.
+    pub fn claim_first_free_wait<P: AsRef<Path>>(
+        &self,
+        workers: &[P],
+        wait: &WaitOptions,
+    ) -> Result<Waited<FirstFree>> {
+        crate::wait::claim_first_free_wait(workers, &self.me, wait, &self.live.probes())
+    }
+
+    /// Claims `worker` and holds it until the returned guard is dropped. A
+    /// worker someone else holds is an error ([`Error::Held`]).
+    ///
+    /// ```
+    /// use agentlock::{Agentlock, verdict::State};
+    ///
+    /// let worker = tempfile::tempdir()?;
+    /// let al = Agentlock::new();
+    /// {
+    ///     let held = al.lock(worker.path())?;
+    ///     assert_eq!(al.status(held.worker())?.state, State::Held);
+    ///     // ... work in the worker; an early `?` return releases it too.
+    /// }
+    /// assert_eq!(al.status(worker.path())?.state, State::Free);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lock(&self, worker: impl AsRef<Path>) -> Result<ClaimGuard<'_>> {
+        match self.claim(worker)? {
+            ClaimOutcome::Done(c) => Ok(ClaimGuard::new(c, self.live.probes())),
+            ClaimOutcome::Refused(j) => Err(Error::Held {
+                path: j.worker_dir,
+                state: j.state,
+                reason: j.reason,
+            }),
+        }
+    }
+
+    /// [`Agentlock::lock`], waiting per `wait` while someone else holds
+    /// the worker; still taken after the timeout: [`Error::WaitTimedOut`].
+    ///
+    /// ```
+    /// use agentlock::{Agentlock, Error, wait::WaitOptions};
+    /// use std::time::Duration;
+    ///
+    /// let worker = tempfile::tempdir()?;
+    /// let al = Agentlock::new();
+    /// let wait = WaitOptions::up_to(Duration::from_secs(5));
+    /// let held = al.lock_wait(worker.path(), &wait)?;
+    ///
+    /// // Another holder (this test's parent process) waits 100 ms, in vain.
+    /// let parent = agentlock::lock::Claimant {
+    ///     pid: nix::unistd::getppid().as_raw(),
+    ///     ..agentlock::lock::Claimant::this_process()
+    /// };
+    /// let other = Agentlock::new().holder(parent);
+    /// let short = WaitOptions::up_to(Duration::from_millis(100));
+    /// assert!(matches!(other.lock_wait(worker.path(), &short), Err(Error::WaitTimedOut { .. })));
+    ///
+    /// held.release()?;
+    /// let took = other.lock_wait(worker.path(), &short)?;
+    /// assert_eq!(took.claimed().after.record.as_ref().unwrap().pid, parent.pid);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lock_wait(
+        &self,
+        worker: impl AsRef<Path>,
+        wait: &WaitOptions,
+    ) -> Result<ClaimGuard<'_>> {
+        let waited = self.claim_wait(worker, wait)?;
+        match waited.outcome {
+            ClaimOutcome::Done(c) => Ok(ClaimGuard::new(c, self.live.probes())),
+            ClaimOutcome::Refused(j) => Err(Error::WaitTimedOut {
+                path: j.worker_dir,
+                state: j.state,
+                reason: j.reason,
+                waited: waited.waited.as_secs_f64(),
+            }),
+        }
     }
 
     /// Releases `worker` if the holder holds it.

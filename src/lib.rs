@@ -14,6 +14,7 @@
 //! - [`lock`]: guarded, atomic claim / release / inspect on one worker.
 //! - [`run`]: holding a worker for a command's lifetime.
 //! - [`forward`]: which signals `run` passes on to its command.
+//! - [`wait`]: waiting for a worker, woken by what frees it, in arrival order.
 //! - [`scan`]: finding every lock under a root, in parallel.
 //! - [`doctor`]: findings of a scanned tree, and the guarded `--fix` repairs.
 //! - [`paths`]: how paths are written in JSON (lossily, never a panic).
@@ -31,6 +32,7 @@ pub mod error;
 pub mod fleet;
 pub mod forward;
 mod handle;
+mod held;
 pub mod holder;
 pub mod lock;
 pub mod paths;
@@ -40,9 +42,11 @@ pub mod run;
 pub mod scan;
 pub mod trust;
 pub mod verdict;
+pub mod wait;
 
 pub use error::{Error, Result};
 pub use handle::Agentlock;
+pub use held::ClaimGuard;
 
 /// The README's examples, run as doctests.
 #[cfg(doctest)]

@@ -33,6 +33,8 @@ struct Ctx {
 pub struct Failure {
     error: ErrorJson,
     code: ExitCode,
+    /// With `--wait`: how long it waited before failing.
+    waited: Option<std::time::Duration>,
 }
 
 impl From<agentlock::Error> for Failure {
@@ -40,6 +42,7 @@ impl From<agentlock::Error> for Failure {
         Failure {
             error: ErrorJson::of(&e),
             code: ExitCode::Error,
+            waited: None,
         }
     }
 }
@@ -50,7 +53,14 @@ impl Failure {
         Failure {
             error: ErrorJson::new("usage", message),
             code: ExitCode::Error,
+            waited: None,
         }
+    }
+
+    /// After waiting `waited` (said in the JSON document).
+    fn after(mut self, waited: Option<std::time::Duration>) -> Failure {
+        self.waited = waited;
+        self
     }
 
     /// `e`, ended by signal `signal` (exit 128 + N).
@@ -130,11 +140,15 @@ pub fn execute(cli: Cli) -> ExitCode {
     };
     let code = match result {
         Ok(code) => code,
-        Err(Failure { error: e, code }) => {
+        Err(Failure {
+            error: e,
+            code,
+            waited,
+        }) => {
             out.error_line(&e.human);
             match shape {
                 JsonShape::None => {}
-                JsonShape::Workers => out.line(output::workers_json(&[], Some(&e))),
+                JsonShape::Workers => out.line(output::workers_json(&[], Some(&e), waited)),
                 JsonShape::Tree(root) => out.line(output::error_json(Some(&root), &e)),
             }
             code
@@ -173,6 +187,7 @@ fn man(out: &mut Out) -> Result<ExitCode, Failure> {
         .map_err(|e| Failure {
             error: ErrorJson::new("io", format!("cannot render the man page: {e}")),
             code: ExitCode::Error,
+            waited: None,
         })?;
     out.raw(String::from_utf8_lossy(&buf));
     Ok(ExitCode::Success)

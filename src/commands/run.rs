@@ -7,11 +7,14 @@ use crate::exit_codes::ExitCode;
 use crate::out::Out;
 use crate::output;
 use agentlock::lock::Claimant;
-use agentlock::run::{FileHold, Hold, OnLost, RunOutcome};
+use agentlock::run::{Checked, FileHold, Hold, OnLost, RunOutcome};
 
 pub(super) fn run(ctx: &Ctx, a: RunArgs, out: &mut Out) -> Result<ExitCode, Failure> {
     let probes = ctx.probes.probes();
     let mut hold = FileHold::new(&a.worker, &probes)?;
+    if let Some(timeout) = a.wait {
+        hold = hold.waiting(timeout);
+    }
     run_on(ctx, &mut hold, a, out)
 }
 
@@ -42,13 +45,32 @@ pub(super) fn run_on(
         cli::OnLost::Term => OnLost::Term,
         cli::OnLost::Warn => OnLost::Warn,
     };
-    let outcome = agentlock::run::run_with(hold, me, &a.command, on_lost, |why| {
-        out.error_line(output::lost(&a.worker, why, on_lost == OnLost::Term));
+    let outcome = agentlock::run::run_with(hold, me, &a.command, on_lost, |c| match c {
+        Checked::Lost(why) => {
+            out.error_line(output::lost(&a.worker, why, on_lost == OnLost::Term));
+        }
+        Checked::Restored(what) => {
+            out.error_line(format_args!(
+                "{}: {}",
+                output::path(&a.worker),
+                output::esc(what)
+            ));
+        }
+        Checked::Held => {}
     })?;
     Ok(match outcome {
         RunOutcome::Refused(ins) => {
             out.err(output::refusal(&ins, "claim"));
-            ExitCode::RunRefused
+            if let Some(timeout) = a.wait {
+                out.err(format_args!(
+                    "  waited {}; still taken, the command was not started",
+                    timeout.map_or("until interrupted".into(), |t| format!(
+                        "{:.1} s",
+                        t.as_secs_f64()
+                    ))
+                ));
+            }
+            ExitCode::RunRefused.on_conflict(a.conflict_exit_code)
         }
         RunOutcome::Interrupted { signal } => {
             out.error_line(output::interrupted(&a.worker, signal));

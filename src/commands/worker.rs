@@ -10,44 +10,76 @@ use agentlock::forward::FORWARDED;
 use agentlock::lock::{
     self, ClaimOptions, ClaimOutcome, Claimant, Judgement, ReleaseOutcome, Standing,
 };
-use agentlock::run::Interrupt;
+use agentlock::wait::{self, Interrupt, WaitOptions};
 use std::path::PathBuf;
 
 pub(super) fn claim(ctx: &Ctx, a: ClaimArgs, out: &mut Out) -> Result<ExitCode, Failure> {
     let (me, warnings, holder_warning) = claimant_of(ctx, a.holder, out)?;
+    // Ctrl-C, SIGTERM or SIGHUP while waiting (for the guard, or with
+    // --wait for the worker): give up cleanly, holding nothing, and still
+    // print one JSON document.
+    let interrupt = Interrupt::on(&FORWARDED).ok();
+    let wait = a.wait.map(|timeout| WaitOptions {
+        timeout,
+        interrupt: interrupt.clone(),
+    });
+    let started = std::time::Instant::now();
+    let waited = || wait.as_ref().map(|_| started.elapsed());
+    let signalled = |e: agentlock::Error| match (&e, interrupt.as_ref().and_then(Interrupt::signal))
+    {
+        (agentlock::Error::Interrupted { .. }, Some(signal)) => {
+            Failure::signalled(e, signal).after(waited())
+        }
+        _ => Failure::from(e).after(waited()),
+    };
     if a.first_free {
-        return first_free(
-            ctx,
-            &a.workers,
-            &me,
-            a.json,
-            (&warnings, holder_warning.as_deref()),
-            out,
-        );
+        let ctx_json = (&warnings[..], holder_warning.as_deref());
+        let code = match &wait {
+            None => first_free(ctx, &a.workers, &me, a.json, ctx_json, None, out)?,
+            Some(w) => {
+                let probes = ctx.probes.probes();
+                let got =
+                    wait::claim_first_free_wait(&a.workers, &me, w, &probes).map_err(signalled)?;
+                print_ff(out, a.json, got.outcome, ctx_json, Some(got.waited))
+            }
+        };
+        return Ok(code.on_conflict(a.conflict_exit_code));
     }
     let [worker] = &a.workers[..] else {
         return Err(Failure::usage(
             "claim takes one WORKER (use --first-free to pick among several)",
         ));
     };
-    // Ctrl-C or SIGTERM while waiting for the guard: give up cleanly (and
-    // still print one JSON document), changing nothing.
-    let interrupt = Interrupt::on(&FORWARDED).ok();
     let opts = ClaimOptions {
         force: a.force,
         signal_other: a.signal_other,
         cancel: interrupt.as_ref().map(|i| i.cancel.clone()),
         ..ClaimOptions::default()
     };
-    let claimed = lock::claim(worker, &me, opts, &ctx.probes.probes());
-    let claimed = match (claimed, interrupt.as_ref().and_then(Interrupt::signal)) {
-        (Err(e @ agentlock::Error::Interrupted { .. }), Some(signal)) => {
-            return Err(Failure::signalled(e, signal));
+    let probes = ctx.probes.probes();
+    let (claimed, waited) = match &wait {
+        None => (
+            lock::claim(worker, &me, opts, &probes).map_err(signalled)?,
+            None,
+        ),
+        Some(w) => {
+            let got = wait::claim_wait(worker, &me, opts, w, &probes).map_err(signalled)?;
+            (got.outcome, Some(got.waited))
         }
-        (r, _) => r?,
     };
     match claimed {
-        ClaimOutcome::Refused(ins) => Ok(refused(out, a.json, &ins, "claim")),
+        ClaimOutcome::Refused(ins) => {
+            let code = refused_with(
+                out,
+                a.json,
+                &ins,
+                LockEntry::of(&ins),
+                "claim",
+                true,
+                waited,
+            );
+            Ok(code.on_conflict(a.conflict_exit_code))
+        }
         ClaimOutcome::Done(c) => {
             out.done = Some(output::claim_done(&c));
             // The --signal-other outcome is always printed: it says what
@@ -61,7 +93,7 @@ pub(super) fn claim(ctx: &Ctx, a: ClaimArgs, out: &mut Out) -> Result<ExitCode, 
                 e.signal = c.signal.as_deref();
                 e.warnings = &warnings;
                 e.holder_warning = holder_warning.as_deref();
-                out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
+                out.line(output::workers_json(&[WorkerJson::Entry(e)], None, waited));
             } else if !ctx.quiet {
                 out.raw(output::claimed_lines(&c));
             }
@@ -72,7 +104,7 @@ pub(super) fn claim(ctx: &Ctx, a: ClaimArgs, out: &mut Out) -> Result<ExitCode, 
 
 /// A refusal: the JSON entry (with `--json`), the refusal block on stderr, exit 1.
 fn refused(out: &mut Out, json: bool, ins: &Judgement, command: &str) -> ExitCode {
-    refused_with(out, json, ins, LockEntry::of(ins), command, true)
+    refused_with(out, json, ins, LockEntry::of(ins), command, true, None)
 }
 
 /// A refusal on the fleet store: its JSON entry is `entry` (with the
@@ -84,8 +116,9 @@ pub(super) fn refused_on_store(
     ins: &Judgement,
     entry: LockEntry,
     command: &str,
+    waited: Option<std::time::Duration>,
 ) -> ExitCode {
-    refused_with(out, json, ins, entry, command, false)
+    refused_with(out, json, ins, entry, command, false, waited)
 }
 
 fn refused_with(
@@ -95,12 +128,19 @@ fn refused_with(
     entry: LockEntry,
     command: &str,
     signal_other: bool,
+    waited: Option<std::time::Duration>,
 ) -> ExitCode {
     if json {
         let e = entry.with_action("refused");
-        out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
+        out.line(output::workers_json(&[WorkerJson::Entry(e)], None, waited));
     }
     out.err(output::refusal_with(ins, command, signal_other));
+    if let Some(w) = waited {
+        out.err(format_args!(
+            "  waited {:.1} s; still taken",
+            w.as_secs_f64()
+        ));
+    }
     ExitCode::No
 }
 
@@ -109,10 +149,22 @@ fn first_free(
     workers: &[PathBuf],
     me: &Claimant,
     json: bool,
-    (warnings, holder_warning): (&[String], Option<&str>),
+    warned: (&[String], Option<&str>),
+    waited: Option<std::time::Duration>,
     out: &mut Out,
 ) -> Result<ExitCode, Failure> {
     let ff = lock::claim_first_free(workers, me, &ctx.probes.probes())?;
+    Ok(print_ff(out, json, ff, warned, waited))
+}
+
+/// Prints a `--first-free` outcome on lock files.
+fn print_ff(
+    out: &mut Out,
+    json: bool,
+    ff: lock::FirstFree,
+    (warnings, holder_warning): (&[String], Option<&str>),
+    waited: Option<std::time::Duration>,
+) -> ExitCode {
     let tried = ff
         .tried
         .iter()
@@ -124,7 +176,7 @@ fn first_free(
         e.holder_warning = holder_warning;
         (c.after.worker_dir.as_path(), output::first_free_done(c), e)
     });
-    Ok(print_first_free(out, json, tried, claimed, ff.all_failed()))
+    print_first_free(out, json, tried, claimed, ff.all_failed(), waited)
 }
 
 /// A worker `--first-free` tried and did not claim: judged (with its JSON
@@ -142,6 +194,7 @@ pub(super) fn print_first_free(
     tried: Vec<Tried>,
     claimed: Option<(&std::path::Path, String, LockEntry)>,
     all_failed: bool,
+    waited: Option<std::time::Duration>,
 ) -> ExitCode {
     let mut entries: Vec<WorkerJson> = Vec::new();
     let mut judged = Vec::new();
@@ -163,7 +216,7 @@ pub(super) fn print_first_free(
         dir
     });
     if json {
-        out.line(output::workers_json(&entries, None));
+        out.line(output::workers_json(&entries, None, waited));
     }
     if let Some(dir) = dir {
         if !json {
@@ -178,7 +231,13 @@ pub(super) fn print_first_free(
     if all_failed {
         ExitCode::Error
     } else {
-        out.error_line("no free worker");
+        match waited {
+            Some(w) => out.error_line(format_args!(
+                "no free worker after waiting {:.1} s",
+                w.as_secs_f64()
+            )),
+            None => out.error_line("no free worker"),
+        }
         ExitCode::No
     }
 }
@@ -198,7 +257,7 @@ pub(super) fn release(ctx: &Ctx, a: ReleaseArgs, out: &mut Out) -> Result<ExitCo
             if a.json {
                 let mut e = LockEntry::of(&before).with_action(action.as_str());
                 e.moved_aside = moved_to.as_deref();
-                out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
+                out.line(output::workers_json(&[WorkerJson::Entry(e)], None, None));
             } else if !ctx.quiet {
                 out.line(output::released(action, &before, moved_to.as_deref()));
             }
@@ -237,7 +296,7 @@ pub(super) fn status(ctx: &Ctx, a: StatusArgs, out: &mut Out) -> Result<ExitCode
         }
     }
     if a.json {
-        out.line(output::workers_json(&entries(&found), None));
+        out.line(output::workers_json(&entries(&found), None, None));
     }
     Ok(code)
 }
@@ -267,7 +326,7 @@ pub(super) fn check(ctx: &Ctx, a: CheckArgs, out: &mut Out) -> Result<ExitCode, 
         }
     }
     if a.json {
-        out.line(output::workers_json(&entries(&found), None));
+        out.line(output::workers_json(&entries(&found), None, None));
     }
     Ok(code)
 }

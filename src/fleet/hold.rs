@@ -15,9 +15,8 @@ use crate::error::{Error, Result};
 use crate::lock::{ClaimOptions, Claimant, Probes};
 use crate::record::LockRecord;
 use crate::run::{Checked, Hold, Taken};
+use crate::wait::Interrupt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 /// How long a release after a loss may wait for the store.
@@ -124,8 +123,8 @@ impl Hold for FleetHold<'_> {
         &self.worker
     }
 
-    fn claim(&mut self, me: &Claimant, cancel: Arc<AtomicBool>) -> Result<Taken> {
-        let opts = ClaimOptions::cancelled_by(cancel);
+    fn claim(&mut self, me: &Claimant, interrupt: &Interrupt) -> Result<Taken> {
+        let opts = ClaimOptions::cancelled_by(interrupt.cancel.clone());
         let asked = now();
         match ops::claim(
             self.fleet,

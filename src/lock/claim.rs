@@ -152,13 +152,13 @@ fn record_for(
 
 /// Whether the claimant still runs, the same process (start time) as
 /// checked before the claim.
-fn claimant_lives(me: &Claimant, start: Option<u64>, probes: &Probes) -> bool {
+pub(crate) fn claimant_lives(me: &Claimant, start: Option<u64>, probes: &Probes) -> bool {
     probes.procs.existence(me.pid) == Existence::Alive
         && (start.is_none() || probes.procs.start_time(me.pid) == start)
 }
 
 /// Checks a claimant PID: it must be a live process.
-fn check_claimant(me: &Claimant, probes: &Probes) -> Result<Option<u64>> {
+pub(crate) fn check_claimant(me: &Claimant, probes: &Probes) -> Result<Option<u64>> {
     if me.pid <= 0 {
         return Err(Error::BadPid {
             pid: me.pid.into(),
@@ -187,7 +187,7 @@ pub fn claim(
 }
 
 /// `claim` for a claimant already checked, whose start time is `my_start`.
-fn claim_as(
+pub(crate) fn claim_as(
     path: &Path,
     me: &Claimant,
     my_start: Option<u64>,

@@ -144,6 +144,11 @@ impl<'w> Guarded<'w> {
         })
     }
 
+    /// The open `.runtime` directory.
+    pub(crate) fn dir(&self) -> &File {
+        &self.rt
+    }
+
     pub(crate) fn read(&self) -> Result<Found> {
         read_lock(&self.rt, &self.worker.lock_path())
     }

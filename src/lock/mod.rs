@@ -36,7 +36,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod claim;
+pub(crate) mod claim;
 pub(crate) mod fs;
 mod guard;
 mod release;

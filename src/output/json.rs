@@ -177,15 +177,23 @@ impl<'a> LockEntry<'a> {
 }
 
 /// `{ "workers": [ ... ] }`, with `"error"` beside them when the command failed.
-pub fn workers_json(entries: &[WorkerJson], error: Option<&ErrorJson>) -> String {
+pub fn workers_json(
+    entries: &[WorkerJson],
+    error: Option<&ErrorJson>,
+    waited: Option<std::time::Duration>,
+) -> String {
     #[derive(Serialize)]
     struct Workers<'a> {
         workers: &'a [WorkerJson<'a>],
+        /// With `--wait`: how long it waited, in seconds.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        waited: Option<f64>,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<&'a ErrorJson>,
     }
     to_json(&Workers {
         workers: entries,
+        waited: waited.map(|w| (w.as_secs_f64() * 1000.0).round() / 1000.0),
         error,
     })
 }

@@ -208,6 +208,17 @@ pub fn parent_of(pid: i32) -> Option<i32> {
     stat_of(pid).map(|s| s.ppid)
 }
 
+/// A pidfd for `pid` (`pidfd_open(2)`): readable once the process exits.
+/// `None` where the kernel has none, or `pid` is not a process (a thread,
+/// gone, another namespace's number).
+pub fn pidfd_open(pid: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a PID and flags and returns a new descriptor.
+    let raw = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a non-negative result is a descriptor we now own.
+    (raw >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(raw as i32) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,14 @@ pub trait SessionProbe {
     /// *after* the PID was seen dead (a spawner may create its session and
     /// exit between an earlier tmux answer and the PID check).
     fn refresh(&self) {}
+
+    /// The processes whose exit may end a recorded session: its panes' and
+    /// their servers'. A waiter watches them to ask tmux again when one
+    /// exits; none when they cannot be told.
+    #[allow(clippy::needless_lifetimes)]
+    fn watch_pids<'a>(&self, _id: &str, _socket: Option<&'a Path>) -> Vec<i32> {
+        Vec::new()
+    }
 }
 
 /// One pane of one tmux server.

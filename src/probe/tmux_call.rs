@@ -7,7 +7,7 @@ use super::tmux::ServerState;
 use super::tmux_peer::{Refusal, Vetted, vet};
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::mpsc;
@@ -67,10 +67,7 @@ pub(super) fn start(
         .stderr(Stdio::piped())
         .spawn()?;
     // Opened before the reader thread exists, so before anyone can reap it.
-    // SAFETY: pidfd_open takes a PID and flags and returns a new descriptor.
-    let raw = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, child.id() as i32, 0) };
-    // SAFETY: a non-negative result is a descriptor we now own.
-    let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as i32) });
+    let pidfd = super::process::pidfd_open(child.id() as i32);
     std::thread::spawn(move || {
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();

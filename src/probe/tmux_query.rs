@@ -339,6 +339,18 @@ pub fn exact_target(target: &str) -> String {
 }
 
 impl SessionProbe for Tmux {
+    fn watch_pids(&self, id: &str, socket: Option<&Path>) -> Vec<i32> {
+        let st = self.lock();
+        let mut pids: Vec<i32> =
+            st.1.matching(id, socket)
+                .flat_map(|p| [p.pane_pid, p.server_pid])
+                .flatten()
+                .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
     fn refresh(&self) {
         *self.lock() = (false, TmuxSnapshot::default());
         *self.spent.lock().unwrap_or_else(|p| p.into_inner()) = Duration::ZERO;

@@ -23,13 +23,13 @@ mod gate;
 mod hold;
 
 pub use gate::{FENCE_VAR, WORKER_VAR};
-#[cfg_attr(not(feature = "etcd"), allow(unused_imports))]
 pub(crate) use hold::release_file;
 pub use hold::{Checked, FileHold, Hold, Taken};
 
 use crate::error::{Error, Result};
 use crate::forward::{FORWARDED, Sentinel};
 use crate::lock::{Claimant, Judgement, Probes};
+pub use crate::wait::Interrupt;
 use gate::Gate;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
@@ -37,10 +37,10 @@ use nix::unistd::Pid;
 use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::origin::WithOrigin;
 use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// How `run` ended.
@@ -84,45 +84,6 @@ fn is_ignored(s: i32) -> bool {
     }
 }
 
-/// Flags the first of some signals sets when it arrives, instead of ending
-/// the process: a wait for the guard gives up (see
-/// [`crate::lock::ClaimOptions::cancel`]) and the caller says which signal
-/// ended it.
-#[derive(Debug, Clone)]
-pub struct Interrupt {
-    /// Set once any of the signals arrived.
-    pub cancel: Arc<AtomicBool>,
-    /// The first signal that arrived (0: none yet).
-    pub signal: Arc<AtomicI32>,
-}
-
-impl Interrupt {
-    /// Handles `signals` from now on by setting the flags.
-    pub fn on(signals: &[i32]) -> std::io::Result<Interrupt> {
-        let cancel = Arc::new(AtomicBool::new(false));
-        let first = Arc::new(AtomicI32::new(0));
-        for &s in signals {
-            let (cancel, first) = (cancel.clone(), first.clone());
-            // SAFETY: the action only stores into atomics (async-signal-safe).
-            unsafe {
-                signal_hook::low_level::register(s, move || {
-                    let _ = first.compare_exchange(0, s, Ordering::SeqCst, Ordering::SeqCst);
-                    cancel.store(true, Ordering::SeqCst);
-                })
-            }?;
-        }
-        Ok(Interrupt {
-            cancel,
-            signal: first,
-        })
-    }
-
-    /// The first signal that arrived, if any.
-    pub fn signal(&self) -> Option<i32> {
-        Some(self.signal.load(Ordering::SeqCst)).filter(|&s| s != 0)
-    }
-}
-
 /// What `run` does when the worker is lost while the command runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnLost {
@@ -159,13 +120,14 @@ pub fn run(
 /// Claims the worker of `hold` for the command's process (`me`, whose `pid`
 /// is filled in with the command's), runs it, releases, reports. While it
 /// runs, [`Hold::check`] is asked every [`Hold::period`]; when the worker is
-/// lost, `lost` is called with why, and the command is stopped per `on_lost`.
+/// lost, `tell` is called with why, and the command is stopped per `on_lost`;
+/// `tell` also hears of a removed lock put back ([`Checked::Restored`]).
 pub fn run_with(
     hold: &mut dyn Hold,
     me: Claimant,
     cmd: &[OsString],
     on_lost: OnLost,
-    mut lost: impl FnMut(&str),
+    mut tell: impl FnMut(&Checked),
 ) -> Result<RunOutcome> {
     let worker = hold.worker().to_path_buf();
     let worker = worker.as_path();
@@ -178,10 +140,8 @@ pub fn run_with(
     let ignored: Vec<(i32, bool)> = FORWARDED.iter().map(|&s| (s, is_ignored(s))).collect();
     // Register before forking, so no signal is lost between claim and exec.
     let signals = SignalsInfo::<WithOrigin>::new(FORWARDED).map_err(|e| Error::io(worker, e))?;
-    let Interrupt {
-        cancel,
-        signal: first_signal,
-    } = Interrupt::on(&FORWARDED).map_err(|e| Error::io(worker, e))?;
+    let interrupt = Interrupt::on(&FORWARDED).map_err(|e| Error::io(worker, e))?;
+    let first_signal = interrupt.signal.clone();
     let sentinel = Sentinel::spawn().ok();
     let gate = Gate::fork(program, args, ignored, worker).map_err(|e| Error::io(worker, e))?;
     let Some(child_pid) = gate.pid else {
@@ -191,7 +151,7 @@ pub fn run_with(
         pid: child_pid,
         ..me
     };
-    let claimed = hold.claim(&me, cancel.clone());
+    let claimed = hold.claim(&me, &interrupt);
     let interrupted = first_signal.load(Ordering::SeqCst);
     let fence = match claimed {
         Ok(Taken::Held { fence }) if interrupted == 0 => fence,
@@ -230,15 +190,18 @@ pub fn run_with(
     // Wait for the exit without reaping, so neither the forwarder nor a stop
     // for a lost worker can ever signal a recycled PID; stop the forwarder;
     // then reap.
-    let (exited_tx, exited) = std::sync::mpsc::channel::<()>();
+    // The waiter writes to a pipe, so the watch can sleep on it and on the
+    // hold's events in one poll.
+    let (exited, exited_tx) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::io(worker, e))?;
     let waiter = std::thread::spawn(move || {
         while let Err(nix::errno::Errno::EINTR) = waitid(
             Id::Pid(child_pid),
             WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
         ) {}
-        let _ = exited_tx.send(());
+        let _ = nix::unistd::write(&exited_tx, b"x");
     });
-    let lost_why = watch(hold, &exited, child_pid, on_lost, &mut lost);
+    let lost_why = watch(hold, &exited, child_pid, on_lost, &mut tell);
     let _ = waiter.join();
     handle.close();
     let _ = forwarder.join();
@@ -297,17 +260,50 @@ fn outlived(tree: &[(i32, u64)], kill_at: Instant) {
     }
 }
 
-/// Until the command exits (`exited`): asks `hold` every period whether the
-/// worker is still held; on the first loss, reports it and stops the
-/// command per `on_lost`. Returns why it was lost, if it was.
+/// Sleeps until `exited` is readable (true), `hold`'s events fire or `wait`
+/// is over (false).
+fn sleep_on(exited: &OwnedFd, hold: &dyn Hold, wait: Option<Duration>) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let until = wait.map(|w| Instant::now() + w);
+    loop {
+        let timeout = match until {
+            None => PollTimeout::NONE,
+            Some(t) => {
+                let ms = t
+                    .saturating_duration_since(Instant::now())
+                    .as_micros()
+                    .div_ceil(1000);
+                PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = vec![PollFd::new(exited.as_fd(), PollFlags::POLLIN)];
+        if let Some(e) = hold.events() {
+            fds.push(PollFd::new(e, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(0) => return false,
+            Ok(_) => return fds[0].revents().is_some_and(|r| !r.is_empty()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => {
+                // Cannot poll: the waiter's pipe alone, as before.
+                let mut b = [0u8; 1];
+                let _ = nix::unistd::read(exited, &mut b);
+                return true;
+            }
+        }
+    }
+}
+
+/// Until the command exits (`exited`): asks `hold` every period (and on its
+/// events) whether the worker is still held; on the first loss, reports it
+/// and stops the command per `on_lost`. Returns why it was lost, if it was.
 fn watch(
     hold: &mut dyn Hold,
-    exited: &std::sync::mpsc::Receiver<()>,
+    exited: &OwnedFd,
     child: Pid,
     on_lost: OnLost,
-    lost: &mut impl FnMut(&str),
+    tell: &mut impl FnMut(&Checked),
 ) -> Option<String> {
-    use std::sync::mpsc::RecvTimeoutError::Timeout;
     let mut why: Option<String> = None;
     let mut kill_at: Option<Instant> = None;
     // The command's descendants when it was told to stop: they work in the
@@ -315,14 +311,12 @@ fn watch(
     let mut tree: Vec<(i32, u64)> = Vec::new();
     loop {
         // Asked every time: a hold may want to check sooner as a deadline nears.
-        let Some(period) = hold.period() else {
-            let _ = exited.recv();
-            return why;
+        let wait = match (hold.period(), kill_at) {
+            (Some(p), Some(t)) => Some(p.min(t.saturating_duration_since(Instant::now()))),
+            (None, Some(t)) => Some(t.saturating_duration_since(Instant::now())),
+            (p, None) => p,
         };
-        let wait = kill_at.map_or(period, |t| {
-            period.min(t.saturating_duration_since(Instant::now()))
-        });
-        if !matches!(exited.recv_timeout(wait), Err(Timeout)) {
+        if sleep_on(exited, hold, wait) {
             // The command is gone; what it left of the tree told to stop
             // still works in the worker: given until the SIGKILL, then
             // killed, before the worker is released.
@@ -331,10 +325,16 @@ fn watch(
             }
             return why;
         }
-        if why.is_none()
-            && let Checked::Lost(w) = hold.check()
-        {
-            lost(&w);
+        let checked = if why.is_none() {
+            hold.check()
+        } else {
+            Checked::Held
+        };
+        if let Checked::Restored(_) = &checked {
+            tell(&checked);
+        }
+        if let Checked::Lost(w) = checked.clone() {
+            tell(&checked);
             if on_lost == OnLost::Term {
                 stop(child, &mut tree, Signal::SIGTERM);
                 // SIGKILL by the hold's deadline (before a lease it can no

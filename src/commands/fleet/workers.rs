@@ -27,7 +27,7 @@ fn refused(
     j: &FleetJudgement,
     command: &str,
 ) -> ExitCode {
-    worker::refused_on_store(out, json, &j.judgement, entry(store, j), command)
+    worker::refused_on_store(out, json, &j.judgement, entry(store, j), command, None)
 }
 
 /// The worker as a claim left it: held by the claimant, with its fence.
@@ -84,7 +84,7 @@ pub(super) fn claim(
             ));
             if a.json {
                 let e = entry(store, &after).with_action(c.action.as_str());
-                out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
+                out.line(output::workers_json(&[WorkerJson::Entry(e)], None, None));
             } else if !ctx.quiet {
                 out.line(format_args!(
                     "{} {} (pid {}, fence {}, {})",
@@ -148,6 +148,7 @@ pub(super) fn first_free(
         tried,
         claimed,
         ff.undecided(),
+        None,
     ))
 }
 
@@ -173,7 +174,7 @@ pub(super) fn release(
             out.done = Some(format!("{action} {}", output::esc(&key)));
             if a.json {
                 let e = entry(store, &j).with_action(action);
-                out.line(output::workers_json(&[WorkerJson::Entry(e)], None));
+                out.line(output::workers_json(&[WorkerJson::Entry(e)], None, None));
             } else if !ctx.quiet {
                 out.line(format_args!("{action} {}", output::path(&worker)));
             }
@@ -230,7 +231,7 @@ pub(super) fn status(
             .map(|j| WorkerJson::Entry(entry(store, j)))
             .collect();
         entries.extend(failed.iter().map(|(w, e)| WorkerJson::failed(w, e)));
-        out.line(output::workers_json(&entries, None));
+        out.line(output::workers_json(&entries, None, None));
     }
     Ok(code)
 }

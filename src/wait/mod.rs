@@ -1,0 +1,359 @@
+//! Waiting for a worker (`--wait`): instead of refusing, wait until the
+//! worker (any worker of a pool) can be claimed, and claim it.
+//!
+//! Waiting is driven by the events that free a worker, never by sleeping
+//! for a guess ([`wake`]): `.runtime/` changing, the holder and the recorded
+//! session's processes exiting, a signal, the fleet key changing. Each wake
+//! is only a reason to judge again by the usual rules; a slow periodic
+//! re-judge is the safety net for what no event covers (another host's
+//! lock).
+//!
+//! Waiters of one worker are served in arrival order ([`queue`]): only the
+//! first live waiter claims. A waiter ahead that does not claim a claimable
+//! worker within [`HANDOVER`] (stopped, or a ticket somebody forged) is
+//! passed over, so no waiter can block the others for longer than that.
+//!
+//! ```
+//! use agentlock::lock::{self, ClaimOptions, ClaimOutcome, Claimant, LiveProbes};
+//! use agentlock::wait::{self, WaitOptions};
+//! use std::time::Duration;
+//!
+//! let worker = tempfile::tempdir()?;
+//! let live = LiveProbes::new(Default::default());
+//! let me = Claimant::this_process();
+//!
+//! // Free: claimed at once.
+//! let first = wait::claim_wait(&worker, &me, ClaimOptions::default(),
+//!     &WaitOptions::up_to(Duration::from_millis(200)), &live.probes())?;
+//! assert!(matches!(first.outcome, ClaimOutcome::Done(_)));
+//!
+//! // Held by a live process (the parent of this test): refused after 200 ms.
+//! let other = Claimant { pid: nix::unistd::getppid().as_raw(), ..Claimant::this_process() };
+//! let second = wait::claim_wait(&worker, &other, ClaimOptions::default(),
+//!     &WaitOptions::up_to(Duration::from_millis(200)), &live.probes())?;
+//! assert!(matches!(second.outcome, ClaimOutcome::Refused(_)));
+//! assert!(second.waited >= Duration::from_millis(200));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod interrupt;
+pub mod queue;
+pub(crate) mod wake;
+
+pub use interrupt::Interrupt;
+pub use wake::{NET_COVERED, NET_UNCOVERED};
+
+use crate::error::{Error, Result};
+use crate::lock::claim::{check_claimant, claim_as, claimant_lives};
+use crate::lock::{ClaimOptions, ClaimOutcome, Claimant, FirstFree, Judgement, Probes, Worker};
+use crate::verdict::State;
+use queue::Ticket;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use wake::Wake;
+
+/// How long a waiter ahead may leave a claimable worker unclaimed before
+/// the next waiter claims it anyway.
+pub const HANDOVER: Duration = Duration::from_secs(5);
+
+/// How long to wait, and what ends the wait early.
+#[derive(Debug, Clone, Default)]
+pub struct WaitOptions {
+    /// Give up after this long (`None`: wait forever).
+    pub timeout: Option<Duration>,
+    /// Give up, holding nothing, when one of its signals arrives.
+    pub interrupt: Option<Interrupt>,
+}
+
+impl WaitOptions {
+    /// Waits as long as it takes.
+    pub fn forever() -> WaitOptions {
+        WaitOptions::default()
+    }
+
+    /// Waits at most `timeout`.
+    pub fn up_to(timeout: Duration) -> WaitOptions {
+        WaitOptions {
+            timeout: Some(timeout),
+            interrupt: None,
+        }
+    }
+
+    /// Gives up when `interrupt` is set (a signal arrived).
+    pub fn interrupted_by(mut self, interrupt: Interrupt) -> WaitOptions {
+        self.interrupt = Some(interrupt);
+        self
+    }
+}
+
+/// The outcome of a wait, and how long it took.
+#[derive(Debug)]
+pub struct Waited<T> {
+    /// What the claim came to: claimed, or (after the timeout) refused.
+    pub outcome: T,
+    /// From the start of the wait until it ended.
+    pub waited: Duration,
+}
+
+/// What one look at the worker(s) came to.
+pub(crate) enum Look<T> {
+    /// Claimed.
+    Done(T),
+    /// Not claimed; whether some worker looked claimable (so a waiter ahead
+    /// is expected to claim it within [`HANDOVER`]).
+    Waiting { claimable: bool },
+}
+
+/// Looks, sleeps on `wake` and looks again until `look` claims, the time is
+/// up (`None`) or a signal arrives (`Error::Interrupted` about `path`).
+/// `look` is told when waiters ahead have had their [`HANDOVER`].
+pub(crate) fn wait_loop<T>(
+    path: &Path,
+    opts: &WaitOptions,
+    wake: &mut Wake,
+    mut look: impl FnMut(&mut Wake, bool) -> Result<Look<T>>,
+) -> Result<Option<T>> {
+    let start = Instant::now();
+    let deadline = opts.timeout.and_then(|t| start.checked_add(t));
+    if let Some(i) = &opts.interrupt {
+        wake.watch_pipe(i.fd());
+    }
+    let interrupted = || opts.interrupt.as_ref().is_some_and(Interrupt::is_set);
+    let mut claimable_since: Option<Instant> = None;
+    loop {
+        if interrupted() {
+            return Err(Error::Interrupted { path: path.into() });
+        }
+        wake.round();
+        let passed = claimable_since.is_some_and(|t| t.elapsed() >= HANDOVER);
+        let claimable = match look(wake, passed)? {
+            Look::Done(t) => return Ok(Some(t)),
+            Look::Waiting { claimable } => claimable,
+        };
+        claimable_since = if claimable {
+            claimable_since.or(Some(Instant::now()))
+        } else {
+            None
+        };
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(None);
+        }
+        let handover = claimable_since.map(|t| t + HANDOVER);
+        let until = match (deadline, handover) {
+            (Some(d), Some(h)) => Some(d.min(h)),
+            (d, h) => d.or(h),
+        };
+        wake.sleep(until);
+    }
+}
+
+/// Registers on `wake` what can change `j`'s verdict: the holder's exit
+/// when it runs here, the session's processes when it lives. What cannot
+/// be watched makes the round uncovered (judged again sooner).
+pub(crate) fn watch_judged(j: &Judgement, wake: &mut Wake, probes: &Probes) {
+    if j.state == State::Unverified {
+        wake.uncovered();
+    }
+    let Some(rec) = &j.record else {
+        return;
+    };
+    match j.pid_alive {
+        Some(true) if crate::verdict::foreign(rec, &probes.host).is_none() => {
+            wake.watch_pid(rec.pid, rec.pid_start)
+        }
+        Some(false) => {}
+        _ => wake.uncovered(),
+    }
+    if let Some(session) = &rec.session_id {
+        let socket = rec.tmux_socket.as_deref().map(Path::new);
+        match j.session_alive {
+            Some(true) => {
+                let pids = probes.sessions.watch_pids(session, socket);
+                if pids.is_empty() {
+                    wake.uncovered();
+                }
+                for pid in pids {
+                    wake.watch_pid(pid, None);
+                }
+            }
+            Some(false) => {}
+            None => wake.uncovered(),
+        }
+    }
+}
+
+/// One worker this waiter queues for.
+struct Queued {
+    given: PathBuf,
+    worker: Worker,
+    ticket: Ticket,
+}
+
+impl Queued {
+    fn join(given: &Path, opts: &WaitOptions, wake: &mut Wake) -> Result<Queued> {
+        let worker = Worker::open(given)?;
+        let cancel = opts.interrupt.as_ref().map(|i| &*i.cancel);
+        let ticket = Ticket::take(&worker, cancel)?;
+        wake.watch_dir(&worker.runtime_path());
+        Ok(Queued {
+            given: given.into(),
+            worker,
+            ticket,
+        })
+    }
+
+    /// Claims when first in the queue (or `passed`); otherwise judges.
+    fn look(
+        &self,
+        me: &Claimant,
+        my_start: Option<u64>,
+        opts: &ClaimOptions,
+        passed: bool,
+        wake: &mut Wake,
+        probes: &Probes,
+    ) -> Result<std::result::Result<Box<crate::lock::Claimed>, Judgement>> {
+        wake.watch_dir(&self.worker.runtime_path());
+        let j = if passed || self.ticket.ahead(&self.worker)? == 0 {
+            match claim_as(&self.given, me, my_start, opts, probes)? {
+                ClaimOutcome::Done(c) => return Ok(Ok(c)),
+                ClaimOutcome::Refused(j) => *j,
+            }
+        } else {
+            crate::lock::judge(&self.worker.dir, probes)?
+        };
+        watch_judged(&j, wake, probes);
+        Ok(Err(j))
+    }
+}
+
+/// The claimant must outlive the wait: watched, and checked every round.
+fn claimant_still(
+    me: &Claimant,
+    my_start: Option<u64>,
+    wake: &mut Wake,
+    probes: &Probes,
+) -> Result<()> {
+    if !claimant_lives(me, my_start, probes) {
+        return Err(Error::BadPid {
+            pid: me.pid.into(),
+            why: "the holder exited while waiting for the worker; nothing is held".into(),
+        });
+    }
+    wake.watch_pid(me.pid, my_start);
+    Ok(())
+}
+
+/// Claims `path` for `me`, waiting (per `wait`) while someone else holds it.
+/// After the timeout, the outcome is the refusal, with the last verdict.
+pub fn claim_wait(
+    path: impl AsRef<Path>,
+    me: &Claimant,
+    mut opts: ClaimOptions,
+    wait: &WaitOptions,
+    probes: &Probes,
+) -> Result<Waited<ClaimOutcome>> {
+    let start = Instant::now();
+    let path = path.as_ref();
+    let my_start = check_claimant(me, probes)?;
+    if let Some(i) = &wait.interrupt {
+        opts.cancel = Some(i.cancel.clone());
+    }
+    let mut wake = Wake::new();
+    let queued = Queued::join(path, wait, &mut wake)?;
+    let mut last = None;
+    let got = wait_loop(
+        &queued.worker.lock_path(),
+        wait,
+        &mut wake,
+        |wake, passed| {
+            claimant_still(me, my_start, wake, probes)?;
+            probes.sessions.refresh();
+            match queued.look(me, my_start, &opts, passed, wake, probes)? {
+                Ok(c) => Ok(Look::Done(c)),
+                Err(j) => {
+                    let claimable = j.state.claimable();
+                    last = Some(j);
+                    Ok(Look::Waiting { claimable })
+                }
+            }
+        },
+    )?;
+    let outcome = match (got, last) {
+        (Some(c), _) => ClaimOutcome::Done(c),
+        (None, Some(j)) => ClaimOutcome::Refused(Box::new(j)),
+        (None, None) => ClaimOutcome::Refused(Box::new(crate::lock::judge(path, probes)?)),
+    };
+    Ok(Waited {
+        outcome,
+        waited: start.elapsed(),
+    })
+}
+
+/// Claims whichever of `paths` can be claimed first (in the given order
+/// when several can), waiting per `wait`. A worker that cannot be opened
+/// is reported in `tried` and not waited for.
+pub fn claim_first_free_wait<P: AsRef<Path>>(
+    paths: &[P],
+    me: &Claimant,
+    wait: &WaitOptions,
+    probes: &Probes,
+) -> Result<Waited<FirstFree>> {
+    let start = Instant::now();
+    let my_start = check_claimant(me, probes)?;
+    let opts = ClaimOptions {
+        only_free: true,
+        cancel: wait.interrupt.as_ref().map(|i| i.cancel.clone()),
+        ..ClaimOptions::default()
+    };
+    let mut wake = Wake::new();
+    let mut failed = Vec::new();
+    let mut queued = Vec::new();
+    for (i, p) in paths.iter().enumerate() {
+        match Queued::join(p.as_ref(), wait, &mut wake) {
+            Ok(q) => queued.push((i, q)),
+            Err(e @ Error::Interrupted { .. }) => return Err(e),
+            Err(e) => failed.push((p.as_ref().to_path_buf(), Err(e))),
+        }
+    }
+    let mut tried = Vec::new();
+    let about = queued
+        .first()
+        .map_or_else(PathBuf::new, |(_, q)| q.worker.lock_path());
+    let got = if queued.is_empty() {
+        None
+    } else {
+        wait_loop(&about, wait, &mut wake, |wake, passed| {
+            claimant_still(me, my_start, wake, probes)?;
+            probes.sessions.refresh();
+            tried.clear();
+            let mut claimable = false;
+            for (i, q) in &queued {
+                match q.look(me, my_start, &opts, passed, wake, probes) {
+                    Ok(Ok(c)) => return Ok(Look::Done((*i, c))),
+                    Ok(Err(j)) => {
+                        claimable |= j.state.claimable();
+                        tried.push((q.given.clone(), Ok(j)));
+                    }
+                    Err(e @ Error::Interrupted { .. }) => return Err(e),
+                    Err(e) => {
+                        wake.uncovered();
+                        tried.push((q.given.clone(), Err(e)));
+                    }
+                }
+            }
+            Ok(Look::Waiting { claimable })
+        })?
+    };
+    // Only the workers before the one claimed were passed over.
+    if let Some((i, _)) = &got {
+        tried.retain(|(p, _)| paths[..*i].iter().any(|q| q.as_ref() == p));
+    }
+    failed.extend(tried);
+    Ok(Waited {
+        outcome: FirstFree {
+            claimed: got,
+            tried: failed,
+        },
+        waited: start.elapsed(),
+    })
+}
