@@ -275,6 +275,50 @@ fn asker_of(ctx: &Ctx, a: AskerArgs, warnings: &mut Vec<String>) -> Result<Asker
     })
 }
 
+/// A claim's `--wait` and the signals that end it (Ctrl-C, SIGTERM or
+/// SIGHUP while waiting for the guard or the worker: given up cleanly,
+/// holding nothing, still one JSON document).
+struct Waiting {
+    interrupt: Option<agentlock::wait::Interrupt>,
+    wait: Option<agentlock::wait::WaitOptions>,
+    started: std::time::Instant,
+}
+
+impl Waiting {
+    fn new(wait: Option<Option<std::time::Duration>>) -> Waiting {
+        let interrupt = agentlock::wait::Interrupt::on(&agentlock::forward::FORWARDED).ok();
+        Waiting {
+            wait: wait.map(|timeout| agentlock::wait::WaitOptions {
+                timeout,
+                interrupt: interrupt.clone(),
+            }),
+            interrupt,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// The flag a wait for the guard gives up on.
+    fn cancel(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+        self.interrupt.as_ref().map(|i| i.cancel.clone())
+    }
+
+    /// How long it has waited, with `--wait`.
+    fn waited(&self) -> Option<std::time::Duration> {
+        self.wait.as_ref().map(|_| self.started.elapsed())
+    }
+
+    /// `e` as the command's failure: ended by a signal (128 + N) when one
+    /// interrupted the wait.
+    fn failure(&self, e: agentlock::Error) -> Failure {
+        let signal = self.interrupt.as_ref().and_then(|i| i.signal());
+        match (&e, signal) {
+            (agentlock::Error::Interrupted { .. }, Some(signal)) => Failure::signalled(e, signal),
+            _ => Failure::from(e),
+        }
+        .after(self.waited())
+    }
+}
+
 fn warn_all(out: &mut Out, warnings: &[String]) {
     for w in warnings {
         out.error_line(output::warning(w));

@@ -1,45 +1,28 @@
 //! The commands on named workers: `claim` (and `--first-free`), `release`,
 //! `status`, `check`.
 
-use super::{Ctx, Failure, asker_of, claimant_of, warn_all};
+use super::{Ctx, Failure, Waiting, asker_of, claimant_of, warn_all};
 use crate::cli::{CheckArgs, ClaimArgs, ReleaseArgs, StatusArgs};
 use crate::exit_codes::ExitCode;
 use crate::out::Out;
 use crate::output::{self, LockEntry, WorkerJson};
-use agentlock::forward::FORWARDED;
 use agentlock::lock::{
     self, ClaimOptions, ClaimOutcome, Claimant, Judgement, ReleaseOutcome, Standing,
 };
-use agentlock::wait::{self, Interrupt, WaitOptions};
+use agentlock::wait;
 use std::path::PathBuf;
 
 pub(super) fn claim(ctx: &Ctx, a: ClaimArgs, out: &mut Out) -> Result<ExitCode, Failure> {
     let (me, warnings, holder_warning) = claimant_of(ctx, a.holder, out)?;
-    // Ctrl-C, SIGTERM or SIGHUP while waiting (for the guard, or with
-    // --wait for the worker): give up cleanly, holding nothing, and still
-    // print one JSON document.
-    let interrupt = Interrupt::on(&FORWARDED).ok();
-    let wait = a.wait.map(|timeout| WaitOptions {
-        timeout,
-        interrupt: interrupt.clone(),
-    });
-    let started = std::time::Instant::now();
-    let waited = || wait.as_ref().map(|_| started.elapsed());
-    let signalled = |e: agentlock::Error| match (&e, interrupt.as_ref().and_then(Interrupt::signal))
-    {
-        (agentlock::Error::Interrupted { .. }, Some(signal)) => {
-            Failure::signalled(e, signal).after(waited())
-        }
-        _ => Failure::from(e).after(waited()),
-    };
+    let w = Waiting::new(a.wait);
     if a.first_free {
         let ctx_json = (&warnings[..], holder_warning.as_deref());
-        let code = match &wait {
+        let code = match &w.wait {
             None => first_free(ctx, &a.workers, &me, a.json, ctx_json, None, out)?,
-            Some(w) => {
+            Some(wait) => {
                 let probes = ctx.probes.probes();
-                let got =
-                    wait::claim_first_free_wait(&a.workers, &me, w, &probes).map_err(signalled)?;
+                let got = wait::claim_first_free_wait(&a.workers, &me, wait, &probes)
+                    .map_err(|e| w.failure(e))?;
                 print_ff(out, a.json, got.outcome, ctx_json, Some(got.waited))
             }
         };
@@ -53,17 +36,18 @@ pub(super) fn claim(ctx: &Ctx, a: ClaimArgs, out: &mut Out) -> Result<ExitCode, 
     let opts = ClaimOptions {
         force: a.force,
         signal_other: a.signal_other,
-        cancel: interrupt.as_ref().map(|i| i.cancel.clone()),
+        cancel: w.cancel(),
         ..ClaimOptions::default()
     };
     let probes = ctx.probes.probes();
-    let (claimed, waited) = match &wait {
+    let (claimed, waited) = match &w.wait {
         None => (
-            lock::claim(worker, &me, opts, &probes).map_err(signalled)?,
+            lock::claim(worker, &me, opts, &probes).map_err(|e| w.failure(e))?,
             None,
         ),
-        Some(w) => {
-            let got = wait::claim_wait(worker, &me, opts, w, &probes).map_err(signalled)?;
+        Some(wait) => {
+            let got = wait::claim_wait(worker, &me, opts, wait, &probes)
+                .map_err(|e| w.failure(e))?;
             (got.outcome, Some(got.waited))
         }
     };

@@ -124,6 +124,17 @@ impl Fleet {
         r
     }
 
+    /// Runs `f` on this connection's runtime (for a stream that must be
+    /// read as it comes, such as a watch).
+    pub(crate) fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// One client per member.
+    pub(crate) fn members(&self) -> &[Client] {
+        &self.clients
+    }
+
     /// The time limit of a call now.
     pub fn timeout(&self) -> Duration {
         self.timeout.get()

@@ -46,6 +46,8 @@ pub struct FleetHold<'a> {
     sure_until: Duration,
     /// When the loss was found, if it was.
     lost_at: Option<Duration>,
+    /// `--wait`: how long to wait for the worker (`Some(None)`: forever).
+    wait: Option<Option<Duration>>,
 }
 
 impl<'a> FleetHold<'a> {
@@ -72,7 +74,15 @@ impl<'a> FleetHold<'a> {
             sure_until: lease.sure_until(),
             lease,
             lost_at: None,
+            wait: None,
         }
+    }
+
+    /// Waits for the worker (at most `timeout`; `None`: forever) instead
+    /// of refusing at once.
+    pub fn waiting(mut self, timeout: Option<Duration>) -> FleetHold<'a> {
+        self.wait = Some(timeout);
+        self
     }
 
     /// What the keeper published since: a renewal of the same lease moves
@@ -125,16 +135,40 @@ impl Hold for FleetHold<'_> {
 
     fn claim(&mut self, me: &Claimant, interrupt: &Interrupt) -> Result<Taken> {
         let opts = ClaimOptions::cancelled_by(interrupt.cancel.clone());
-        let asked = now();
-        match ops::claim(
-            self.fleet,
-            &self.worker,
-            &self.key,
-            me,
-            opts,
-            Some(&self.lease),
-            self.probes,
-        )? {
+        let mut asked = now();
+        let outcome = match self.wait {
+            None => ops::claim(
+                self.fleet,
+                &self.worker,
+                &self.key,
+                me,
+                opts,
+                Some(&self.lease),
+                self.probes,
+            )?,
+            Some(timeout) => {
+                let wait = crate::wait::WaitOptions {
+                    timeout,
+                    interrupt: Some(interrupt.clone()),
+                };
+                let got = super::waiting::claim_wait(
+                    self.fleet,
+                    &self.worker,
+                    &self.key,
+                    me,
+                    opts,
+                    &self.lease,
+                    &wait,
+                    self.probes,
+                )?;
+                // The lease's time left is asked after this: counted from
+                // now, not from the start of the wait (still before the
+                // question, so never later than the truth).
+                asked = now();
+                got.outcome
+            }
+        };
+        match outcome {
             FleetClaimOutcome::Done(c) => {
                 self.held = Some((c.record.clone(), c.fence));
                 self.keeper_renewed();

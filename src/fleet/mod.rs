@@ -27,6 +27,12 @@ pub mod ops;
 mod release;
 #[cfg(feature = "etcd")]
 pub mod sweep;
+#[cfg(feature = "etcd")]
+mod queue;
+#[cfg(feature = "etcd")]
+pub mod waiting;
+#[cfg(feature = "etcd")]
+mod watch;
 
 use crate::error::{Error, Result};
 use crate::record::LockRecord;

@@ -23,6 +23,9 @@ pub(super) fn run(
     let lease = super::keeper_lease(store, fleet, out)?;
     let probes = ctx.probes.probes();
     let mut hold = agentlock::fleet::hold::FleetHold::new(fleet, worker, key, lease, &probes);
+    if let Some(timeout) = a.wait {
+        hold = hold.waiting(timeout);
+    }
     crate::commands::run::run_on(ctx, &mut hold, a, out)
 }
 

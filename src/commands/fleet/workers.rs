@@ -2,12 +2,12 @@
 //! fleet store.
 
 use super::Store;
-use crate::commands::{Ctx, Failure, asker_of, claimant_of, warn_all, worker};
+use crate::commands::{Ctx, Failure, Waiting, asker_of, claimant_of, warn_all, worker};
 use crate::exit_codes::ExitCode;
 use crate::out::Out;
 use crate::output::{self, LockEntry, WorkerJson};
 use agentlock::fleet::etcd::Fleet;
-use agentlock::fleet::locate;
+use agentlock::fleet::{locate, waiting};
 use agentlock::fleet::ops::{self, FleetClaimOutcome, FleetJudgement, FleetReleaseOutcome};
 use agentlock::lock::{ClaimOptions, Standing};
 use std::path::PathBuf;
@@ -26,8 +26,9 @@ fn refused(
     json: bool,
     j: &FleetJudgement,
     command: &str,
+    waited: Option<std::time::Duration>,
 ) -> ExitCode {
-    worker::refused_on_store(out, json, &j.judgement, entry(store, j), command, None)
+    worker::refused_on_store(out, json, &j.judgement, entry(store, j), command, waited)
 }
 
 /// The worker as a claim left it: held by the claimant, with its fence.
@@ -68,13 +69,28 @@ pub(super) fn claim(
     let worker = &worker;
     // An unreachable store fails here, before anything local is touched.
     let lease = super::keeper_lease(store, fleet, out)?;
+    let w = Waiting::new(a.wait);
     let opts = ClaimOptions {
         force: a.force,
+        cancel: w.cancel(),
         ..ClaimOptions::default()
     };
     let probes = ctx.probes.probes();
-    match ops::claim(fleet, worker, &key, &me, opts, Some(&lease), &probes)? {
-        FleetClaimOutcome::Refused(j) => Ok(refused(store, out, a.json, &j, "claim")),
+    let (outcome, waited) = match &w.wait {
+        None => (
+            ops::claim(fleet, worker, &key, &me, opts, Some(&lease), &probes)
+                .map_err(|e| w.failure(e))?,
+            None,
+        ),
+        Some(wait) => {
+            let got = waiting::claim_wait(fleet, worker, &key, &me, opts, &lease, wait, &probes)
+                .map_err(|e| w.failure(e))?;
+            (got.outcome, Some(got.waited))
+        }
+    };
+    match outcome {
+        FleetClaimOutcome::Refused(j) => Ok(refused(store, out, a.json, &j, "claim", waited)
+            .on_conflict(a.conflict_exit_code)),
         FleetClaimOutcome::Done(c) => {
             let after = held(&c);
             out.done = Some(format!(
@@ -84,7 +100,7 @@ pub(super) fn claim(
             ));
             if a.json {
                 let e = entry(store, &after).with_action(c.action.as_str());
-                out.line(output::workers_json(&[WorkerJson::Entry(e)], None, None));
+                out.line(output::workers_json(&[WorkerJson::Entry(e)], None, waited));
             } else if !ctx.quiet {
                 out.line(format_args!(
                     "{} {} (pid {}, fence {}, {})",
@@ -112,7 +128,26 @@ pub(super) fn first_free(
     // An unreachable store fails here, before anything local is touched.
     let lease = super::keeper_lease(store, fleet, out)?;
     let probes = ctx.probes.probes();
-    let ff = ops::claim_first_free(fleet, store.root()?, &a.workers, &me, Some(&lease), &probes);
+    let w = Waiting::new(a.wait);
+    let (ff, waited) = match &w.wait {
+        None => (
+            ops::claim_first_free(fleet, store.root()?, &a.workers, &me, Some(&lease), &probes),
+            None,
+        ),
+        Some(wait) => {
+            let got = waiting::claim_first_free_wait(
+                fleet,
+                store.root()?,
+                &a.workers,
+                &me,
+                &lease,
+                wait,
+                &probes,
+            )
+            .map_err(|e| w.failure(e))?;
+            (got.outcome, Some(got.waited))
+        }
+    };
     let tried = ff
         .tried
         .iter()
@@ -142,14 +177,10 @@ pub(super) fn first_free(
             output::path(w)
         ));
     }
-    Ok(worker::print_first_free(
-        out,
-        a.json,
-        tried,
-        claimed,
-        ff.undecided(),
-        None,
-    ))
+    Ok(
+        worker::print_first_free(out, a.json, tried, claimed, ff.undecided(), waited)
+            .on_conflict(a.conflict_exit_code),
+    )
 }
 
 pub(super) fn release(
@@ -164,7 +195,7 @@ pub(super) fn release(
     warn_all(out, &warnings);
     let (worker, key) = locate(&store.spec, store.root()?, &a.worker)?;
     match ops::release(fleet, &worker, &key, &who, a.force, &ctx.probes.probes())? {
-        FleetReleaseOutcome::Refused(j) => Ok(refused(store, out, a.json, &j, "release")),
+        FleetReleaseOutcome::Refused(j) => Ok(refused(store, out, a.json, &j, "release", None)),
         FleetReleaseOutcome::Done(j) => {
             let action = if j.revision == 0 {
                 "already-free"

@@ -1,0 +1,215 @@
+//! Waiting for a worker on the store (`--wait`): the same loop as on lock
+//! files ([`crate::wait`]), woken by an etcd watch on the worker's key and
+//! its waiters' queue ([`super::watch`]), and, for a holder on this host,
+//! by its process and session exiting. Waiters are served in the order the
+//! store created their queue keys ([`super::queue`]).
+
+use super::claim::{FleetClaimOutcome, FleetClaimed, FleetFirstFree, claim};
+use super::etcd::Fleet;
+use super::keeper::KeeperLease;
+use super::ops::{FleetJudgement, judge, this_host};
+use super::queue::{StoreTicket, waiters_of};
+use super::watch::KeyWatch;
+use crate::error::{Error, Result};
+use crate::lock::claim::{check_claimant, claimant_lives};
+use crate::lock::{ClaimOptions, Claimant, Probes};
+use crate::wait::wake::Wake;
+use crate::wait::{Look, WaitOptions, Waited, wait_loop, watch_judged};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// One worker waited for: as given, its directory, its key, its place.
+struct Target {
+    given: PathBuf,
+    dir: PathBuf,
+    key: String,
+    ticket: StoreTicket,
+}
+
+/// Registers what can change a store verdict besides the watched key: a
+/// holder on this host (its process and session).
+fn watch_fleet_judged(j: &FleetJudgement, wake: &mut Wake, probes: &Probes) {
+    if j.judgement.record.as_ref().is_some_and(|r| this_host(r, probes)) {
+        watch_judged(&j.judgement, wake, probes);
+    }
+}
+
+/// What a wait over `targets` came to: the claim (index and claim), or
+/// each worker as last judged.
+type Outcome = (
+    Option<(usize, Box<FleetClaimed>)>,
+    Vec<(PathBuf, Result<FleetJudgement>)>,
+);
+
+#[allow(clippy::too_many_arguments)]
+fn wait_for(
+    fleet: &Fleet,
+    targets: &[Target],
+    me: &Claimant,
+    my_start: Option<u64>,
+    opts: &ClaimOptions,
+    keeper: &KeeperLease,
+    wait: &WaitOptions,
+    probes: &Probes,
+) -> Result<Outcome> {
+    let mut wake = Wake::new();
+    let mut keys = Vec::new();
+    for t in targets {
+        keys.push((t.key.clone(), false));
+        keys.push((waiters_of(&t.key), true));
+    }
+    let from = targets.iter().map(|t| t.ticket.revision).min().unwrap_or(0);
+    // Without a watch (cannot start a thread), judged periodically.
+    let watch = KeyWatch::start(fleet.spec(), fleet.timeout(), keys, from).ok();
+    match &watch {
+        Some(w) => wake.watch_pipe(w.fd()),
+        None => wake.uncovered(),
+    }
+    let mut tried = Vec::new();
+    let about = targets
+        .first()
+        .map_or_else(PathBuf::new, |t| t.dir.clone());
+    let got = wait_loop(&about, wait, &mut wake, |wake, passed| {
+        if !claimant_lives(me, my_start, probes) {
+            return Err(Error::BadPid {
+                pid: me.pid.into(),
+                why: "the holder exited while waiting for the worker; nothing is held".into(),
+            });
+        }
+        wake.watch_pid(me.pid, my_start);
+        probes.sessions.refresh();
+        tried.clear();
+        let mut claimable = false;
+        for (i, t) in targets.iter().enumerate() {
+            let head = passed || t.ticket.ahead(fleet, probes)? == 0;
+            let j = if head {
+                match claim(fleet, &t.dir, &t.key, me, opts.clone(), Some(keeper), probes)? {
+                    FleetClaimOutcome::Done(c) => return Ok(Look::Done((i, c))),
+                    FleetClaimOutcome::Refused(j) => *j,
+                }
+            } else {
+                judge(fleet, &t.dir, &t.key, probes)?
+            };
+            claimable |= j.judgement.state.claimable();
+            watch_fleet_judged(&j, wake, probes);
+            tried.push((t.given.clone(), Ok(j)));
+        }
+        Ok(Look::Waiting { claimable })
+    });
+    drop(watch);
+    for t in targets {
+        t.ticket.leave(fleet);
+    }
+    let got = got?;
+    if let Some((i, _)) = &got {
+        tried.truncate(*i);
+    }
+    Ok((got, tried))
+}
+
+fn join(
+    fleet: &Fleet,
+    given: &Path,
+    dir: PathBuf,
+    key: String,
+    me: &Claimant,
+    my_start: Option<u64>,
+    keeper: &KeeperLease,
+    probes: &Probes,
+) -> Result<Target> {
+    let ticket = StoreTicket::join(fleet, &key, me, my_start, keeper.id, probes)?;
+    Ok(Target {
+        given: given.into(),
+        dir,
+        key,
+        ticket,
+    })
+}
+
+/// Claims worker `worker` (key `key`) on the store for `me`, waiting (per
+/// `wait`) while someone else holds it. After the timeout, the outcome is
+/// the refusal.
+#[allow(clippy::too_many_arguments)]
+pub fn claim_wait(
+    fleet: &Fleet,
+    worker: &Path,
+    key: &str,
+    me: &Claimant,
+    mut opts: ClaimOptions,
+    keeper: &KeeperLease,
+    wait: &WaitOptions,
+    probes: &Probes,
+) -> Result<Waited<FleetClaimOutcome>> {
+    let start = Instant::now();
+    let my_start = check_claimant(me, probes)?;
+    if let Some(i) = &wait.interrupt {
+        opts.cancel = Some(i.cancel.clone());
+    }
+    let target = join(fleet, worker, worker.into(), key.into(), me, my_start, keeper, probes)?;
+    let (got, mut tried) = wait_for(fleet, &[target], me, my_start, &opts, keeper, wait, probes)?;
+    let outcome = match (got, tried.pop()) {
+        (Some((_, c)), _) => FleetClaimOutcome::Done(c),
+        (None, Some((_, Ok(j)))) => FleetClaimOutcome::Refused(Box::new(j)),
+        (None, Some((_, Err(e)))) => return Err(e),
+        (None, None) => FleetClaimOutcome::Refused(Box::new(judge(fleet, worker, key, probes)?)),
+    };
+    Ok(Waited {
+        outcome,
+        waited: start.elapsed(),
+    })
+}
+
+/// Claims whichever of `workers` frees first on the store, waiting per
+/// `wait`. A worker outside the fleet root is reported and not waited for.
+pub fn claim_first_free_wait<P: AsRef<Path>>(
+    fleet: &Fleet,
+    fleet_root: &Path,
+    workers: &[P],
+    me: &Claimant,
+    keeper: &KeeperLease,
+    wait: &WaitOptions,
+    probes: &Probes,
+) -> Result<Waited<FleetFirstFree>> {
+    let start = Instant::now();
+    let my_start = check_claimant(me, probes)?;
+    let opts = ClaimOptions {
+        only_free: true,
+        cancel: wait.interrupt.as_ref().map(|i| i.cancel.clone()),
+        ..ClaimOptions::default()
+    };
+    let mut failed = Vec::new();
+    let mut targets = Vec::new();
+    let mut index = Vec::new();
+    for (i, w) in workers.iter().enumerate() {
+        let w = w.as_ref();
+        match super::locate(fleet.spec(), fleet_root, w)
+            .and_then(|(dir, key)| join(fleet, w, dir, key, me, my_start, keeper, probes))
+        {
+            Ok(t) => {
+                targets.push(t);
+                index.push(i);
+            }
+            Err(e @ Error::Store { .. }) => {
+                for t in &targets {
+                    t.ticket.leave(fleet);
+                }
+                return Err(e);
+            }
+            Err(e) => failed.push((w.to_path_buf(), Err(e))),
+        }
+    }
+    let (got, tried) = if targets.is_empty() {
+        (None, Vec::new())
+    } else {
+        wait_for(fleet, &targets, me, my_start, &opts, keeper, wait, probes)?
+    };
+    failed.extend(tried);
+    Ok(Waited {
+        outcome: FleetFirstFree {
+            claimed: got.map(|(i, c)| (index[i], c)),
+            tried: failed,
+            untried: Vec::new(),
+        },
+        waited: start.elapsed(),
+    })
+}
