@@ -46,8 +46,8 @@ pub(super) fn claim(ctx: &Ctx, a: ClaimArgs, out: &mut Out) -> Result<ExitCode, 
             None,
         ),
         Some(wait) => {
-            let got = wait::claim_wait(worker, &me, opts, wait, &probes)
-                .map_err(|e| w.failure(e))?;
+            let got =
+                wait::claim_wait(worker, &me, opts, wait, &probes).map_err(|e| w.failure(e))?;
             (got.outcome, Some(got.waited))
         }
     };

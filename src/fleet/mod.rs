@@ -24,11 +24,11 @@ pub mod kv;
 #[cfg(feature = "etcd")]
 pub mod ops;
 #[cfg(feature = "etcd")]
+mod queue;
+#[cfg(feature = "etcd")]
 mod release;
 #[cfg(feature = "etcd")]
 pub mod sweep;
-#[cfg(feature = "etcd")]
-mod queue;
 #[cfg(feature = "etcd")]
 pub mod waiting;
 #[cfg(feature = "etcd")]

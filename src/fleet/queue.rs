@@ -12,7 +12,7 @@ use super::FleetRecord;
 use super::etcd::Fleet;
 use super::ops::this_host;
 use crate::error::Result;
-use crate::lock::{Claimant, Probes};
+use crate::lock::Probes;
 use crate::record::LockRecord;
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 
@@ -30,24 +30,21 @@ pub(crate) struct StoreTicket {
 }
 
 impl StoreTicket {
-    /// Joins the queue of worker key `key` as `me`, on `lease`.
+    /// Joins the queue of worker key `key`, on `lease`. The key names this
+    /// process, the one waiting (not the claimant it waits for): a waiter
+    /// that dies leaves a key another waiter of this host can prove dead.
     pub(crate) fn join(
         fleet: &Fleet,
         key: &str,
-        me: &Claimant,
-        my_start: Option<u64>,
         lease: i64,
         probes: &Probes,
     ) -> Result<StoreTicket> {
         let prefix = waiters_of(key);
-        let name = format!(
-            "{prefix}{lease:x}-{}-{:08x}",
-            me.pid,
-            fastrand::u32(..)
-        );
+        let pid = std::process::id() as i32;
+        let name = format!("{prefix}{lease:x}-{pid}-{:08x}", fastrand::u32(..));
         let rec = LockRecord {
-            pid: me.pid,
-            pid_start: my_start,
+            pid,
+            pid_start: probes.procs.start_time(pid),
             acquired_at: Some(chrono::Local::now().fixed_offset()),
             hostname: Some(probes.host.hostname.clone()),
             boot_id: probes.host.boot_id.clone(),

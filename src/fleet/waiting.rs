@@ -29,7 +29,11 @@ struct Target {
 /// Registers what can change a store verdict besides the watched key: a
 /// holder on this host (its process and session).
 fn watch_fleet_judged(j: &FleetJudgement, wake: &mut Wake, probes: &Probes) {
-    if j.judgement.record.as_ref().is_some_and(|r| this_host(r, probes)) {
+    if j.judgement
+        .record
+        .as_ref()
+        .is_some_and(|r| this_host(r, probes))
+    {
         watch_judged(&j.judgement, wake, probes);
     }
 }
@@ -66,9 +70,7 @@ fn wait_for(
         None => wake.uncovered(),
     }
     let mut tried = Vec::new();
-    let about = targets
-        .first()
-        .map_or_else(PathBuf::new, |t| t.dir.clone());
+    let about = targets.first().map_or_else(PathBuf::new, |t| t.dir.clone());
     let got = wait_loop(&about, wait, &mut wake, |wake, passed| {
         if !claimant_lives(me, my_start, probes) {
             return Err(Error::BadPid {
@@ -83,7 +85,15 @@ fn wait_for(
         for (i, t) in targets.iter().enumerate() {
             let head = passed || t.ticket.ahead(fleet, probes)? == 0;
             let j = if head {
-                match claim(fleet, &t.dir, &t.key, me, opts.clone(), Some(keeper), probes)? {
+                match claim(
+                    fleet,
+                    &t.dir,
+                    &t.key,
+                    me,
+                    opts.clone(),
+                    Some(keeper),
+                    probes,
+                )? {
                     FleetClaimOutcome::Done(c) => return Ok(Look::Done((i, c))),
                     FleetClaimOutcome::Refused(j) => *j,
                 }
@@ -112,12 +122,10 @@ fn join(
     given: &Path,
     dir: PathBuf,
     key: String,
-    me: &Claimant,
-    my_start: Option<u64>,
     keeper: &KeeperLease,
     probes: &Probes,
 ) -> Result<Target> {
-    let ticket = StoreTicket::join(fleet, &key, me, my_start, keeper.id, probes)?;
+    let ticket = StoreTicket::join(fleet, &key, keeper.id, probes)?;
     Ok(Target {
         given: given.into(),
         dir,
@@ -145,7 +153,7 @@ pub fn claim_wait(
     if let Some(i) = &wait.interrupt {
         opts.cancel = Some(i.cancel.clone());
     }
-    let target = join(fleet, worker, worker.into(), key.into(), me, my_start, keeper, probes)?;
+    let target = join(fleet, worker, worker.into(), key.into(), keeper, probes)?;
     let (got, mut tried) = wait_for(fleet, &[target], me, my_start, &opts, keeper, wait, probes)?;
     let outcome = match (got, tried.pop()) {
         (Some((_, c)), _) => FleetClaimOutcome::Done(c),
@@ -183,7 +191,7 @@ pub fn claim_first_free_wait<P: AsRef<Path>>(
     for (i, w) in workers.iter().enumerate() {
         let w = w.as_ref();
         match super::locate(fleet.spec(), fleet_root, w)
-            .and_then(|(dir, key)| join(fleet, w, dir, key, me, my_start, keeper, probes))
+            .and_then(|(dir, key)| join(fleet, w, dir, key, keeper, probes))
         {
             Ok(t) => {
                 targets.push(t);

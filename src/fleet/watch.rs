@@ -85,7 +85,10 @@ fn follow(
             let open = async {
                 let mut keys = keys.iter();
                 let (k, p) = keys.next()?;
-                let mut s: WatchStream = client.watch(k.as_str(), Some(options(*p, from))).await.ok()?;
+                let mut s: WatchStream = client
+                    .watch(k.as_str(), Some(options(*p, from)))
+                    .await
+                    .ok()?;
                 for (k, p) in keys {
                     s.watch(k.as_str(), Some(options(*p, from))).await.ok()?;
                 }

@@ -209,7 +209,14 @@ impl Hold for FileHold<'_> {
         let Some(written) = self.claimed.take().and_then(|(_, c)| c.after.record) else {
             return Ok(());
         };
-        release_file(&self.worker, &written, self.probes)
+        match release_file(&self.worker, &written, self.probes) {
+            // Someone else's lock now: the command's exit made ours stale
+            // and a waiter took the worker (or it was taken while the
+            // command ran, which was reported then). Nothing of ours to
+            // remove.
+            Err(Error::NotReleased { .. }) => Ok(()),
+            r => r,
+        }
     }
 }
 

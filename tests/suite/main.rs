@@ -22,6 +22,8 @@ mod fleet_hostile;
 mod fleet_run;
 #[cfg(feature = "etcd")]
 mod fleet_scale;
+#[cfg(feature = "etcd")]
+mod fleet_wait;
 mod go_interop;
 mod hostile;
 mod identity;
@@ -33,3 +35,4 @@ mod snapshots;
 mod spawners;
 mod tmux;
 mod visibility;
+mod wait;

@@ -7,8 +7,8 @@ use crate::exit_codes::ExitCode;
 use crate::out::Out;
 use crate::output::{self, LockEntry, WorkerJson};
 use agentlock::fleet::etcd::Fleet;
-use agentlock::fleet::{locate, waiting};
 use agentlock::fleet::ops::{self, FleetClaimOutcome, FleetJudgement, FleetReleaseOutcome};
+use agentlock::fleet::{locate, waiting};
 use agentlock::lock::{ClaimOptions, Standing};
 use std::path::PathBuf;
 
@@ -89,8 +89,9 @@ pub(super) fn claim(
         }
     };
     match outcome {
-        FleetClaimOutcome::Refused(j) => Ok(refused(store, out, a.json, &j, "claim", waited)
-            .on_conflict(a.conflict_exit_code)),
+        FleetClaimOutcome::Refused(j) => {
+            Ok(refused(store, out, a.json, &j, "claim", waited).on_conflict(a.conflict_exit_code))
+        }
         FleetClaimOutcome::Done(c) => {
             let after = held(&c);
             out.done = Some(format!(
