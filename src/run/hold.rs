@@ -205,7 +205,9 @@ impl Hold for FileHold<'_> {
     }
 
     fn release(&mut self) -> Result<()> {
-        self.watch = None;
+        if let Some(i) = self.watch.take() {
+            crate::wait::wake::close_inotify(i.into());
+        }
         let Some(written) = self.claimed.take().and_then(|(_, c)| c.after.record) else {
             return Ok(());
         };

@@ -41,7 +41,7 @@ pub mod queue;
 pub(crate) mod wake;
 
 pub use interrupt::Interrupt;
-pub use wake::{NET_COVERED, NET_UNCOVERED};
+pub use wake::{BACKOFF_START, NET_COVERED, NET_UNCOVERED};
 
 use crate::error::{Error, Result};
 use crate::lock::claim::{check_claimant, claim_as, claimant_lives};

@@ -16,10 +16,15 @@ use std::time::{Duration, Instant};
 /// How often a waiter judges again when every input of the verdict has an
 /// event (the safety net for what no event covers).
 pub const NET_COVERED: Duration = Duration::from_secs(10);
-/// How often a waiter judges again when some input has no event (a holder
-/// on another host or in another PID namespace, a tmux session whose
-/// processes cannot be watched, an unverified lock).
+/// How often, at most, a waiter judges again when some input has no event
+/// (a holder on another host or in another PID namespace, a tmux session
+/// whose processes cannot be watched, a tmux server that did not answer, an
+/// unverified lock). After an event it looks again soon ([`BACKOFF_START`])
+/// and then less and less often, up to this: the bounded fallback.
 pub const NET_UNCOVERED: Duration = Duration::from_secs(2);
+/// The first look again after an event that left the verdict uncovered (a
+/// pane exited and its tmux server was exiting as it was asked).
+pub const BACKOFF_START: Duration = Duration::from_millis(10);
 
 /// The events one waiter sleeps on.
 pub(crate) struct Wake {
@@ -33,6 +38,8 @@ pub(crate) struct Wake {
     now: bool,
     /// Whether some input of the verdicts this round has no event.
     uncovered: bool,
+    /// The next look again while uncovered.
+    backoff: Duration,
 }
 
 impl Wake {
@@ -44,6 +51,7 @@ impl Wake {
             pids: Vec::new(),
             now: false,
             uncovered: false,
+            backoff: BACKOFF_START,
         }
     }
 
@@ -110,7 +118,9 @@ impl Wake {
     /// first. Returns at once after a signal (EINTR).
     pub(crate) fn sleep(&mut self, deadline: Option<Instant>) {
         let net = if self.uncovered {
-            NET_UNCOVERED
+            let b = self.backoff;
+            self.backoff = (b * 2).min(NET_UNCOVERED);
+            b
         } else {
             NET_COVERED
         };
@@ -152,12 +162,14 @@ impl Wake {
             let mut k = 0;
             if self.inotify.is_some() {
                 if ready[0] && self.relevant_events() {
+                    self.backoff = BACKOFF_START;
                     return;
                 }
                 k = 1;
             }
             for i in 0..self.pipes.len() {
                 if ready[k + i] {
+                    self.backoff = BACKOFF_START;
                     if drain(self.pipes[i]) {
                         // Closed by its writer: never readable again.
                         self.pipes.remove(i);
@@ -168,6 +180,7 @@ impl Wake {
             }
             k += self.pipes.len();
             if ready[k..].iter().any(|&r| r) {
+                self.backoff = BACKOFF_START;
                 return;
             }
         }
@@ -201,6 +214,42 @@ impl Wake {
             }
         }
         relevant
+    }
+}
+
+impl Drop for Wake {
+    fn drop(&mut self) {
+        if let Some(i) = self.inotify.take() {
+            close_inotify(OwnedFd::from(i));
+        }
+    }
+}
+
+/// Closes an inotify descriptor without waiting for the kernel to tear its
+/// watches down: the last close of one waits for an SRCU grace period
+/// (8-20 ms measured here), which would delay a waiter's exit (and `run`'s
+/// command) after it already holds the worker. A child process forked for
+/// the purpose takes the last reference: it closes its standard streams (a
+/// `$(...)` reading our output sees the end at once), then exits, paying
+/// the wait itself; a thread reaps it.
+pub(crate) fn close_inotify(fd: OwnedFd) {
+    use nix::unistd::{ForkResult, fork};
+    // SAFETY: the child calls only async-signal-safe functions (close,
+    // _exit), as a fork of a multi-threaded process must.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => unsafe {
+            nix::libc::close(0);
+            nix::libc::close(1);
+            nix::libc::close(2);
+            nix::libc::_exit(0)
+        },
+        Ok(ForkResult::Parent { child }) => {
+            drop(fd);
+            let _ = std::thread::Builder::new()
+                .name("agentlock-reap".into())
+                .spawn(move || nix::sys::wait::waitpid(child, None));
+        }
+        Err(_) => drop(fd),
     }
 }
 
