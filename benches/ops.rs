@@ -2,7 +2,10 @@
 //! verdict, inspecting one worker, and scanning a generated tree next to a
 //! plain single-threaded `walkdir` pass over the same tree (the baseline the
 //! ratio is read against). Whole-command comparisons with `find`, `fd` and
-//! `flock(1)` are in scripts/bench-scan.sh and scripts/bench-claim.sh.
+//! `flock(1)` are in scripts/bench-scan.sh and scripts/bench-claim.sh; the
+//! wait for a freed worker (release -> a waiting thread holds it) is
+//! measured next to a thread blocked in `flock(2)`, and whole-command
+//! waiting in scripts/bench-wait.sh.
 
 use agentlock::lock::{self, LiveProbes};
 use agentlock::probe::{SessionStatus, TmuxQuery};
@@ -86,5 +89,98 @@ fn tree(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, record, tree);
+/// Release -> a waiter in another thread holds the worker (`claim_wait`),
+/// next to the kernel's own wake-up: a thread blocked in `flock(LOCK_EX)` on
+/// a plain file when another descriptor unlocks it (the floor).
+fn wait(c: &mut Criterion) {
+    use agentlock::lock::{Asker, ClaimOptions, Claimant};
+    use agentlock::wait::{WaitOptions, claim_wait};
+    use nix::fcntl::{Flock, FlockArg};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("w");
+    std::fs::create_dir(&w).unwrap();
+    let query = || TmuxQuery {
+        tmpdir: Some(dir.path().join("no-tmux")),
+        discover: false,
+        ..TmuxQuery::default()
+    };
+    let live = LiveProbes::new(query());
+    let probes = live.probes();
+    let mut holder = std::process::Command::new("sleep")
+        .arg("100000")
+        .spawn()
+        .unwrap();
+    let other = Claimant {
+        pid: holder.id() as i32,
+        ..Claimant::this_process()
+    };
+    let queued = |w: &Path| {
+        std::fs::read_dir(w.join(".runtime")).is_ok_and(|d| {
+            d.flatten().any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("agent.lock.wait.")
+            })
+        })
+    };
+    let mut g = c.benchmark_group("wait");
+    g.sample_size(30);
+    g.bench_function("release -> claim_wait holds", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                lock::claim(&w, &other, ClaimOptions::default(), &probes).unwrap();
+                let wt = w.clone();
+                let q = query();
+                let waiter = std::thread::spawn(move || {
+                    let live = LiveProbes::new(q);
+                    let me = Claimant::this_process();
+                    let wait = WaitOptions::up_to(Duration::from_secs(30));
+                    claim_wait(&wt, &me, ClaimOptions::default(), &wait, &live.probes()).unwrap();
+                    Instant::now()
+                });
+                while !queued(&w) {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+                let t0 = Instant::now();
+                lock::release(&w, &Asker::new(Some(other.pid), None, None), false, &probes)
+                    .unwrap();
+                total += waiter.join().unwrap() - t0;
+                lock::release(&w, &Asker::this_process(), false, &probes).unwrap();
+            }
+            total
+        })
+    });
+    let f = dir.path().join("plain");
+    g.bench_function("flock(2) baseline: unlock -> blocked thread holds", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let held = Flock::lock(std::fs::File::create(&f).unwrap(), FlockArg::LockExclusive)
+                    .unwrap();
+                let ft = f.clone();
+                let (tx, rx) = std::sync::mpsc::channel();
+                let waiter = std::thread::spawn(move || {
+                    let file = std::fs::File::open(&ft).unwrap();
+                    tx.send(()).unwrap();
+                    let _l = Flock::lock(file, FlockArg::LockExclusive).unwrap();
+                    Instant::now()
+                });
+                rx.recv().unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+                let t0 = Instant::now();
+                drop(held);
+                total += waiter.join().unwrap() - t0;
+            }
+            total
+        })
+    });
+    g.finish();
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
+
+criterion_group!(benches, record, tree, wait);
 criterion_main!(benches);

@@ -3,7 +3,7 @@
 //! worker back instead of leaving it held.
 
 use crate::error::Result;
-use crate::lock::{Claimed, Probes};
+use crate::lock::{ClaimAction, Claimed, Probes};
 use crate::record::LockRecord;
 use std::path::Path;
 
@@ -12,7 +12,8 @@ use std::path::Path;
 /// [`crate::Agentlock::lock_wait`].
 ///
 /// Release is compare-and-delete: if the lock is no longer the one this
-/// claim wrote (someone took the worker over), it is left alone.
+/// claim wrote (someone took the worker over), it is left alone. A guard of
+/// a worker the holder already held (a nested `lock`) releases nothing.
 #[must_use = "the worker is released as soon as the guard is dropped"]
 pub struct ClaimGuard<'a> {
     probes: Probes<'a>,
@@ -21,8 +22,14 @@ pub struct ClaimGuard<'a> {
 }
 
 impl<'a> ClaimGuard<'a> {
+    /// A guard for `claimed`. A claim that only refreshed a lock the holder
+    /// already had (a nested `lock`) releases nothing: the worker stays
+    /// held until the claim that took it is released.
     pub(crate) fn new(claimed: Box<Claimed>, probes: Probes<'a>) -> ClaimGuard<'a> {
-        let written = claimed.after.record.clone();
+        let written = match claimed.action {
+            ClaimAction::Refreshed => None,
+            _ => claimed.after.record.clone(),
+        };
         ClaimGuard {
             probes,
             claimed,

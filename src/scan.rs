@@ -108,6 +108,8 @@ pub struct TempFile {
     pub writer_pid: Option<i32>,
     /// When it was last written.
     pub modified: Option<SystemTime>,
+    /// A waiter's ticket (`agent.lock.wait.<n>`), not a writer's temp file.
+    pub ticket: bool,
 }
 
 /// A directory that could not be read, or vanished during the scan.
@@ -197,7 +199,10 @@ fn visit_runtime(rt_path: &Path, worker_dir: &Path, acc: &Mutex<Acc>, progress: 
         };
         if name == LOCK_FILE {
             has_lock = true;
-        } else if let Some(writer_pid) = temp_writer(name) {
+        } else if let Some((writer_pid, ticket)) = temp_writer(name)
+            .map(|w| (w, false))
+            .or_else(|| crate::wait::queue::is_ticket(name).then_some((None, true)))
+        {
             let st =
                 nix::sys::stat::fstatat(&rt, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).ok();
             if let Some(st) = st.filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG) {
@@ -205,6 +210,7 @@ fn visit_runtime(rt_path: &Path, worker_dir: &Path, acc: &Mutex<Acc>, progress: 
                     worker_dir: worker_dir.into(),
                     path: rt_path.join(name),
                     writer_pid,
+                    ticket,
                     modified: SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::new(
                         st.st_mtime.max(0) as u64,
                         st.st_mtime_nsec as u32,

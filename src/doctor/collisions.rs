@@ -135,7 +135,7 @@ mod tests {
 
     #[test]
     fn one_pane_holding_two_workers() {
-        let t = tmux("9\t$1\t%3\t10\tmain\t/elsewhere\n");
+        let t = tmux("9\t$1\t%3\t10\t/dev/pts/9\tmain\t/elsewhere\n");
         let f = collisions(
             &[
                 ins("/t/a", State::Held, "%3"),
@@ -164,7 +164,7 @@ mod tests {
     #[test]
     fn a_foreign_pane_inside_a_held_worker() {
         let t = tmux(
-            "9\t$1\t%3\t10\tmain\t/t/a/src\n9\t$2\t%4\t11\tother\t/t/a\n9\t$2\t%5\t12\tother\t/t/ab\n",
+            "9\t$1\t%3\t10\t/dev/pts/9\tmain\t/t/a/src\n9\t$2\t%4\t11\t/dev/pts/9\tother\t/t/a\n9\t$2\t%5\t12\t/dev/pts/9\tother\t/t/ab\n",
         );
         let f = collisions(&[ins("/t/a", State::Held, "%3")], &t);
         assert_eq!(f.len(), 1, "{f:?}");
@@ -182,10 +182,10 @@ mod tests {
 
     #[test]
     fn the_same_pane_id_on_two_servers_is_no_collision() {
-        let mut t = tmux("9\t$0\t%0\t10\tmain\t/t/a\n");
+        let mut t = tmux("9\t$0\t%0\t10\t/dev/pts/9\tmain\t/t/a\n");
         t.panes.extend(parse_list_panes(
             Path::new("/s/b"),
-            "8\t$0\t%0\t20\tmain\t/t/b\n",
+            "8\t$0\t%0\t20\t/dev/pts/9\tmain\t/t/b\n",
         ));
         let on = |dir: &str, socket: &str| {
             let mut i = ins(dir, State::Held, "%0");

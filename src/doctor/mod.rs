@@ -150,6 +150,12 @@ fn finding(
 fn temp_finding(t: &TempFile, probes: &Probes, now: SystemTime) -> Option<Finding> {
     let name = t.path.file_name()?.to_string_lossy().into_owned();
     let message = match t.writer_pid {
+        _ if t.ticket => {
+            if crate::wait::queue::ticket_alive(&t.path) {
+                return None; // a live waiter's place in the queue
+            }
+            format!("waiter's ticket {name}, whose waiter is gone; --fix removes it")
+        }
         Some(pid) => match probes.procs.existence(pid) {
             Existence::Gone | Existence::Zombie => {
                 format!("temp file {name} of writer pid {pid}, which has exited; --fix removes it")

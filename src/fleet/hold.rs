@@ -222,8 +222,14 @@ impl Hold for FleetHold<'_> {
             ops::release_stored(fleet, key, &rec)
         };
         // The local file is this host's: released whatever the store said.
+        // Someone else's by now (the command's exit made ours stale and a
+        // waiter took the worker, or a loss already reported): nothing of
+        // ours to remove, on either side.
         let local = crate::run::release_file(&self.worker, &rec, self.probes);
-        store.and(local)
+        match store.and(local) {
+            Err(Error::NotReleased { .. }) => Ok(()),
+            r => r,
+        }
     }
 }
 

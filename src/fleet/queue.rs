@@ -21,6 +21,47 @@ pub(crate) fn waiters_of(key: &str) -> String {
     format!("{}/", key.replacen("/workers/", "/waiters/", 1))
 }
 
+/// Whether a queue key is a waiter of this host that is provably gone: its
+/// process (same PID namespace: by PID and start time; another, a sandbox:
+/// no process on the host started at its start time).
+fn gone(kv: &etcd_client::KeyValue, probes: &Probes) -> bool {
+    let Ok(r) = FleetRecord::parse(kv.value(), kv.mod_revision()) else {
+        return false;
+    };
+    let rec = &r.record;
+    if !this_host(rec, probes) {
+        return false;
+    }
+    if rec.pid_ns == probes.host.pid_ns {
+        rec.pid_start
+            .is_some_and(|s| !crate::probe::process::still_runs(rec.pid, s))
+    } else {
+        super::sweep::sandbox_gone(rec, probes)
+    }
+}
+
+/// Removes the queue keys of this host's dead waiters, every worker's (the
+/// keeper's sweep): a waiter killed while no other waited behind it.
+pub(crate) fn sweep_waiters(fleet: &Fleet, probes: &Probes) -> Result<usize> {
+    let prefix = format!("{}/waiters/", fleet.spec().prefix);
+    let resp = fleet
+        .race(|mut c| {
+            let prefix = prefix.clone();
+            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+        })
+        .map_err(|f| fleet.error(&prefix, f))?;
+    let mut removed = 0;
+    for kv in resp.kvs() {
+        if gone(kv, probes)
+            && let Ok(k) = kv.key_str()
+            && fleet.delete(k, kv.mod_revision())?
+        {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// This waiter's place in one worker's queue on the store.
 pub(crate) struct StoreTicket {
     key: String,
@@ -88,17 +129,7 @@ impl StoreTicket {
             if kv.create_revision() >= self.revision {
                 continue;
             }
-            let gone = FleetRecord::parse(kv.value(), kv.mod_revision())
-                .ok()
-                .is_some_and(|r| {
-                    let rec = &r.record;
-                    this_host(rec, probes)
-                        && rec.pid_ns == probes.host.pid_ns
-                        && rec
-                            .pid_start
-                            .is_some_and(|s| !crate::probe::process::still_runs(rec.pid, s))
-                });
-            if gone {
+            if gone(kv, probes) {
                 if let Ok(k) = kv.key_str() {
                     let _ = fleet.delete(k, kv.mod_revision());
                 }

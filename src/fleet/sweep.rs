@@ -108,7 +108,7 @@ fn nothing_started_at(start: u64) -> bool {
 /// `unverified` by the PID rules (its PID means nothing here). With no
 /// session recorded and no process on the host started at its holder's
 /// start time, the holder is provably gone, whatever namespace it was in.
-fn sandbox_gone(rec: &LockRecord, probes: &Probes) -> bool {
+pub(crate) fn sandbox_gone(rec: &LockRecord, probes: &Probes) -> bool {
     rec.session_id.is_none()
         && rec.pid_ns.is_some_and(|ns| Some(ns) != probes.host.pid_ns)
         && rec.pid_start.is_some_and(nothing_started_at)
@@ -178,6 +178,9 @@ pub fn sweep(fleet: &Fleet, lease: i64, remembered: &mut Remembered) -> Result<S
     if lease_seen {
         remembered.retain(|key, _| seen.contains(key));
     }
+    // Waiters of this host that died in the queue (a lost answer to their
+    // leaving, a SIGKILL): gone from the queue within a period.
+    let _ = super::queue::sweep_waiters(fleet, &probes);
     Ok(swept)
 }
 

@@ -11,10 +11,12 @@ use super::ops::{FleetJudgement, judge, this_host};
 use super::queue::{StoreTicket, waiters_of};
 use super::watch::KeyWatch;
 use crate::error::{Error, Result};
-use crate::lock::claim::{check_claimant, claimant_lives};
+use crate::lock::claim::check_claimant;
 use crate::lock::{ClaimOptions, Claimant, Probes};
 use crate::wait::wake::Wake;
-use crate::wait::{Look, WaitOptions, Waited, wait_loop, watch_judged};
+use crate::wait::{
+    Look, WaitOptions, Waited, claimant_still, guard_limit, transient, wait_loop, watch_judged,
+};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -45,6 +47,35 @@ type Outcome = (
     Vec<(PathBuf, Result<FleetJudgement>)>,
 );
 
+/// One look at `t`: claimed when first in its queue (or `passed`),
+/// otherwise judged.
+fn look(
+    fleet: &Fleet,
+    t: &Target,
+    me: &Claimant,
+    opts: &ClaimOptions,
+    keeper: &KeeperLease,
+    passed: bool,
+    probes: &Probes,
+) -> Result<std::result::Result<FleetJudgement, Box<FleetClaimed>>> {
+    if passed || t.ticket.ahead(fleet, probes)? == 0 {
+        match claim(
+            fleet,
+            &t.dir,
+            &t.key,
+            me,
+            opts.clone(),
+            Some(keeper),
+            probes,
+        )? {
+            FleetClaimOutcome::Done(c) => Ok(Err(c)),
+            FleetClaimOutcome::Refused(j) => Ok(Ok(*j)),
+        }
+    } else {
+        Ok(Ok(judge(fleet, &t.dir, &t.key, probes)?))
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn wait_for(
     fleet: &Fleet,
@@ -71,38 +102,33 @@ fn wait_for(
     }
     let mut tried = Vec::new();
     let about = targets.first().map_or_else(PathBuf::new, |t| t.dir.clone());
+    let deadline = wait
+        .timeout
+        .and_then(|t| std::time::Instant::now().checked_add(t));
+    let mut opts = opts.clone();
     let got = wait_loop(&about, wait, &mut wake, |wake, passed| {
-        if !claimant_lives(me, my_start, probes) {
-            return Err(Error::BadPid {
-                pid: me.pid.into(),
-                why: "the holder exited while waiting for the worker; nothing is held".into(),
-            });
-        }
-        wake.watch_pid(me.pid, my_start);
+        claimant_still(me, my_start, wake, probes)?;
         probes.sessions.refresh();
+        opts.guard_timeout = Some(guard_limit(deadline));
         tried.clear();
         let mut claimable = false;
         for (i, t) in targets.iter().enumerate() {
-            let head = passed || t.ticket.ahead(fleet, probes)? == 0;
-            let j = if head {
-                match claim(
-                    fleet,
-                    &t.dir,
-                    &t.key,
-                    me,
-                    opts.clone(),
-                    Some(keeper),
-                    probes,
-                )? {
-                    FleetClaimOutcome::Done(c) => return Ok(Look::Done((i, c))),
-                    FleetClaimOutcome::Refused(j) => *j,
+            let looked = match look(fleet, t, me, &opts, keeper, passed, probes) {
+                Ok(Err(c)) => return Ok(Look::Done((i, c))),
+                Ok(Ok(j)) => Ok(j),
+                // Changed while judged (a holder's release, the keeper's
+                // sweep), or the store did not answer in time: look again.
+                Err(e) if transient(&e) => {
+                    wake.uncovered();
+                    Err(e)
                 }
-            } else {
-                judge(fleet, &t.dir, &t.key, probes)?
+                Err(e) => return Err(e),
             };
-            claimable |= j.judgement.state.claimable();
-            watch_fleet_judged(&j, wake, probes);
-            tried.push((t.given.clone(), Ok(j)));
+            if let Ok(j) = &looked {
+                claimable |= j.judgement.state.claimable();
+                watch_fleet_judged(j, wake, probes);
+            }
+            tried.push((t.given.clone(), looked));
         }
         Ok(Look::Waiting { claimable })
     });

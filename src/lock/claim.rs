@@ -31,6 +31,10 @@ pub struct ClaimOptions {
     /// A claim on the fleet store: what the lock file it writes records of
     /// the store record it mirrors.
     pub mirror: Option<FleetTag>,
+    /// Wait at most this long for the guard (default
+    /// [`super::GUARD_TIMEOUT`]); a wait for the worker gives it only the
+    /// time it has left.
+    pub guard_timeout: Option<std::time::Duration>,
 }
 
 /// What a lock file written for a claim on the fleet store records of it
@@ -195,7 +199,8 @@ pub(crate) fn claim_as(
     probes: &Probes,
 ) -> Result<ClaimOutcome> {
     let worker = Worker::open(path)?;
-    let g = Guarded::enter_or_cancel(&worker, true, opts.cancel.as_deref())?;
+    let limit = opts.guard_timeout.unwrap_or(super::GUARD_TIMEOUT);
+    let g = Guarded::enter_within(&worker, true, limit, opts.cancel.as_deref())?;
     let found = g.read()?;
     let mut before = judge_found(&worker.dir, &worker.lock_path(), &found, probes);
     if before.state == State::Stale && before.session_alive.is_some() {

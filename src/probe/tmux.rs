@@ -43,6 +43,14 @@ pub trait SessionProbe {
     fn watch_pids<'a>(&self, _id: &str, _socket: Option<&'a Path>) -> Vec<i32> {
         Vec::new()
     }
+
+    /// The terminals of a recorded session's panes: each is hung up when
+    /// tmux closes its pane (the session killed, its process ignoring
+    /// SIGHUP and living on). None when they cannot be told.
+    #[allow(clippy::needless_lifetimes)]
+    fn watch_ttys<'a>(&self, _id: &str, _socket: Option<&'a Path>) -> Vec<PathBuf> {
+        Vec::new()
+    }
 }
 
 /// One pane of one tmux server.
@@ -61,6 +69,9 @@ pub struct Pane {
     pub pane_id: String,
     /// The process the pane runs.
     pub pane_pid: Option<i32>,
+    /// The pane's terminal (`/dev/pts/N`): hung up when tmux closes the pane.
+    #[serde(skip)]
+    pub tty: Option<PathBuf>,
     #[serde(serialize_with = "crate::paths::ser_path")]
     /// The pane's working directory.
     pub current_path: PathBuf,
@@ -192,19 +203,19 @@ pub fn target_session(s: &str) -> Option<&str> {
 /// The `-F` format of `list-panes -a`: fixed-shape fields first, the
 /// free-form ones last (tmux escapes tabs in session names; a path, last, may
 /// hold anything).
-pub const FORMAT: &str =
-    "#{pid}\t#{session_id}\t#{pane_id}\t#{pane_pid}\t#{session_name}\t#{pane_current_path}";
+pub const FORMAT: &str = "#{pid}\t#{session_id}\t#{pane_id}\t#{pane_pid}\t#{pane_tty}\t#{session_name}\t#{pane_current_path}";
 
 /// Parses `list-panes -a -F FORMAT` output of the server on `socket`; lines
 /// that do not have the expected shape are skipped (never a panic).
 pub fn parse_list_panes(socket: &Path, out: &str) -> Vec<Pane> {
     out.lines()
         .filter_map(|line| {
-            let mut f = line.splitn(6, '\t');
+            let mut f = line.splitn(7, '\t');
             let server_pid = f.next()?;
             let session_id = f.next()?;
             let pane_id = f.next()?;
             let pane_pid = f.next()?;
+            let tty = f.next()?;
             let session_name = f.next()?;
             let path = f.next()?;
             if SessionKind::of(session_id) != SessionKind::SessionId
@@ -219,6 +230,7 @@ pub fn parse_list_panes(socket: &Path, out: &str) -> Vec<Pane> {
                 session_id: session_id.to_string(),
                 pane_id: pane_id.to_string(),
                 pane_pid: pane_pid.parse().ok(),
+                tty: Some(PathBuf::from(tty)).filter(|t| !t.as_os_str().is_empty()),
                 current_path: PathBuf::from(path),
             })
         })
@@ -345,7 +357,7 @@ mod tests {
 
     #[test]
     fn parses_odd_names_and_paths() {
-        let out = "9\t$1\t%3\t4242\tmy session: ünï\t/w/a b\tc\n9\t$2\t%4\t\tx\t/w/2\nbroken line\n\t\t\t\t\t\n";
+        let out = "9\t$1\t%3\t4242\t/dev/pts/9\tmy session: ünï\t/w/a b\tc\n9\t$2\t%4\t\t/dev/pts/9\tx\t/w/2\nbroken line\n\t\t\t\t\t\n";
         let panes = parse_list_panes(Path::new("/s"), out);
         assert_eq!(panes.len(), 2);
         assert_eq!(panes[0].session_name, "my session: ünï");
@@ -358,7 +370,7 @@ mod tests {
 
     #[test]
     fn matches_by_kind() {
-        let s = snap(&[ServerState::Ok], "9\t$1\t%3\t1\t%7\t/w\n");
+        let s = snap(&[ServerState::Ok], "9\t$1\t%3\t1\t/dev/pts/9\t%7\t/w\n");
         assert_eq!(st(&s, "%3"), SessionStatus::Alive);
         assert_eq!(st(&s, "$1"), SessionStatus::Alive);
         // A session *named* "%7" is not pane %7.
@@ -368,7 +380,7 @@ mod tests {
 
     #[test]
     fn an_unresolved_target_matches_its_session() {
-        let s = snap(&[ServerState::Ok], "9\t$1\t%3\t1\tmain\t/w\n");
+        let s = snap(&[ServerState::Ok], "9\t$1\t%3\t1\t/dev/pts/9\tmain\t/w\n");
         assert_eq!(st(&s, "main:0.0"), SessionStatus::Alive);
         assert_eq!(st(&s, "=main:1"), SessionStatus::Alive);
         assert_eq!(st(&s, "$1:0"), SessionStatus::Alive);
@@ -386,7 +398,7 @@ mod tests {
         assert_eq!(tmux_session_name("ünï code"), "ünï code");
         let s = snap(
             &[ServerState::Ok],
-            "9\t$1\t%3\t1\ta_b\t/w\n9\t$2\t%4\t1\ttab\\there\t/w\n",
+            "9\t$1\t%3\t1\t/dev/pts/9\ta_b\t/w\n9\t$2\t%4\t1\t/dev/pts/9\ttab\\there\t/w\n",
         );
         assert_eq!(st(&s, "a:b"), SessionStatus::Alive);
         assert_eq!(st(&s, "a_b"), SessionStatus::Alive);
@@ -398,7 +410,7 @@ mod tests {
     fn an_error_makes_absence_unknown_but_presence_still_counts() {
         let s = snap(
             &[ServerState::Ok, ServerState::Error],
-            "9\t$1\t%3\t1\tmain\t/w\n",
+            "9\t$1\t%3\t1\t/dev/pts/9\tmain\t/w\n",
         );
         assert_eq!(st(&s, "main"), SessionStatus::Alive);
         assert!(matches!(st(&s, "other"), SessionStatus::Unknown(_)));
@@ -412,7 +424,7 @@ mod tests {
     fn a_recorded_server_is_the_only_one_that_counts() {
         let mut s = snap(
             &[ServerState::Ok, ServerState::Error],
-            "9\t$1\t%0\t1\tmain\t/w\n",
+            "9\t$1\t%0\t1\t/dev/pts/9\tmain\t/w\n",
         );
         // %0 lives on /tmp/s0; a lock made for %0 on /tmp/s2 is not kept alive by it.
         assert_eq!(

@@ -351,6 +351,17 @@ impl SessionProbe for Tmux {
         pids
     }
 
+    fn watch_ttys(&self, id: &str, socket: Option<&Path>) -> Vec<PathBuf> {
+        let st = self.lock();
+        let mut ttys: Vec<PathBuf> =
+            st.1.matching(id, socket)
+                .filter_map(|p| p.tty.clone())
+                .collect();
+        ttys.sort();
+        ttys.dedup();
+        ttys
+    }
+
     fn refresh(&self) {
         *self.lock() = (false, TmuxSnapshot::default());
         *self.spent.lock().unwrap_or_else(|p| p.into_inner()) = Duration::ZERO;

@@ -109,6 +109,7 @@ impl<'a> FileHold<'a> {
             | AddWatchFlags::IN_MOVED_TO
             | AddWatchFlags::IN_CLOSE_WRITE
             | AddWatchFlags::IN_DELETE_SELF
+            | AddWatchFlags::IN_MOVE_SELF
             | AddWatchFlags::IN_ONLYDIR
             | AddWatchFlags::IN_DONT_FOLLOW;
         let runtime = self.worker.join(lock::RUNTIME_DIR);
@@ -156,8 +157,27 @@ impl Hold for FileHold<'_> {
     }
 
     fn check(&mut self) -> Checked {
+        let mut moved = false;
         if let Some(i) = &self.watch {
-            while i.read_events().is_ok_and(|e| !e.is_empty()) {}
+            while let Ok(events) = i.read_events() {
+                if events.is_empty() {
+                    break;
+                }
+                moved |= events.iter().any(|e| {
+                    e.mask.intersects(
+                        AddWatchFlags::IN_MOVE_SELF
+                            | AddWatchFlags::IN_DELETE_SELF
+                            | AddWatchFlags::IN_IGNORED,
+                    )
+                });
+            }
+        }
+        if moved {
+            // `.runtime` itself went: watch whatever is at its path now.
+            if let Some(i) = self.watch.take() {
+                crate::wait::wake::close_inotify(i.into());
+            }
+            self.watch_runtime();
         }
         let Some((me, claimed)) = &mut self.claimed else {
             return Checked::Held;
@@ -184,7 +204,7 @@ impl Hold for FileHold<'_> {
             ));
         }
         let what = format!(
-            "its lock was {} by something that ignores the guard",
+            "its lock was {} while the command runs (a release, or a tool that ignores the guard)",
             if j.record.is_some() || j.state != crate::verdict::State::Free {
                 "replaced"
             } else {

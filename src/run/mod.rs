@@ -37,7 +37,7 @@ use nix::unistd::Pid;
 use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::origin::WithOrigin;
 use std::ffi::OsString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -260,9 +260,21 @@ fn outlived(tree: &[(i32, u64)], kill_at: Instant) {
     }
 }
 
-/// Sleeps until `exited` is readable (true), `hold`'s events fire or `wait`
-/// is over (false).
-fn sleep_on(exited: &OwnedFd, hold: &dyn Hold, wait: Option<Duration>) -> bool {
+/// Whether the command has exited (without reaping it: its PID stays ours).
+fn has_exited(child: Pid) -> bool {
+    use nix::sys::wait::WaitStatus;
+    !matches!(
+        waitid(
+            Id::Pid(child),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+        ),
+        Ok(WaitStatus::StillAlive) | Err(_)
+    )
+}
+
+/// Sleeps until `exited` is readable (true), `events` fire or `wait` is
+/// over (false).
+fn sleep_on(exited: &OwnedFd, events: Option<BorrowedFd<'_>>, wait: Option<Duration>) -> bool {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let until = wait.map(|w| Instant::now() + w);
     loop {
@@ -277,7 +289,7 @@ fn sleep_on(exited: &OwnedFd, hold: &dyn Hold, wait: Option<Duration>) -> bool {
             }
         };
         let mut fds = vec![PollFd::new(exited.as_fd(), PollFlags::POLLIN)];
-        if let Some(e) = hold.events() {
+        if let Some(e) = events {
             fds.push(PollFd::new(e, PollFlags::POLLIN));
         }
         match poll(&mut fds, timeout) {
@@ -316,7 +328,7 @@ fn watch(
             (None, Some(t)) => Some(t.saturating_duration_since(Instant::now())),
             (p, None) => p,
         };
-        if sleep_on(exited, hold, wait) {
+        if sleep_on(exited, hold.events(), wait) {
             // The command is gone; what it left of the tree told to stop
             // still works in the worker: given until the SIGKILL, then
             // killed, before the worker is released.
@@ -330,6 +342,15 @@ fn watch(
         } else {
             Checked::Held
         };
+        // Judged after the command exited (its zombie is a dead holder, so
+        // a waiter may rightly have taken the worker): not a loss. Looked
+        // at after the check, so a command that exits during it counts.
+        if checked != Checked::Held && has_exited(child) {
+            if let Some(at) = kill_at {
+                outlived(&tree, at);
+            }
+            return why;
+        }
         if let Checked::Restored(_) = &checked {
             tell(&checked);
         }

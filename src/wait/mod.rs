@@ -168,18 +168,46 @@ pub(crate) fn watch_judged(j: &Judgement, wake: &mut Wake, probes: &Probes) {
         let socket = rec.tmux_socket.as_deref().map(Path::new);
         match j.session_alive {
             Some(true) => {
+                // Its panes' processes and server exiting, its panes'
+                // terminals hung up (the session killed while a process
+                // that ignores SIGHUP lives on).
                 let pids = probes.sessions.watch_pids(session, socket);
-                if pids.is_empty() {
+                let ttys = probes.sessions.watch_ttys(session, socket);
+                if pids.is_empty() || ttys.is_empty() {
                     wake.uncovered();
                 }
                 for pid in pids {
                     wake.watch_pid(pid, None);
+                }
+                for tty in ttys {
+                    wake.watch_tty(&tty);
                 }
             }
             Some(false) => {}
             None => wake.uncovered(),
         }
     }
+}
+
+/// An error a waiter gets past by looking again: the lock or record
+/// changed while it was judged, the guard was busy, the store did not
+/// answer in time. If the wait ends on one, it is the outcome.
+pub(crate) fn transient(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::LockChanging { .. }
+            | Error::RecordChanged { .. }
+            | Error::GuardTimeout { .. }
+            | Error::Store { .. }
+    )
+}
+
+/// How long a wait may take the guard for, with `deadline` ahead.
+pub(crate) fn guard_limit(deadline: Option<Instant>) -> Duration {
+    deadline.map_or(crate::lock::GUARD_TIMEOUT, |d| {
+        d.saturating_duration_since(Instant::now())
+            .min(crate::lock::GUARD_TIMEOUT)
+    })
 }
 
 /// One worker this waiter queues for.
@@ -190,10 +218,22 @@ struct Queued {
 }
 
 impl Queued {
-    fn join(given: &Path, opts: &WaitOptions, wake: &mut Wake) -> Result<Queued> {
+    /// Takes a ticket for `given`. A busy guard is waited out until
+    /// `deadline` (forever without one), a signal ends it.
+    fn join(
+        given: &Path,
+        opts: &WaitOptions,
+        deadline: Option<Instant>,
+        wake: &mut Wake,
+    ) -> Result<Queued> {
         let worker = Worker::open(given)?;
         let cancel = opts.interrupt.as_ref().map(|i| &*i.cancel);
-        let ticket = Ticket::take(&worker, cancel)?;
+        let ticket = loop {
+            match Ticket::take(&worker, guard_limit(deadline), cancel) {
+                Err(Error::GuardTimeout { .. }) if deadline.is_none() => continue,
+                r => break r?,
+            }
+        };
         wake.watch_dir(&worker.runtime_path());
         Ok(Queued {
             given: given.into(),
@@ -227,7 +267,7 @@ impl Queued {
 }
 
 /// The claimant must outlive the wait: watched, and checked every round.
-fn claimant_still(
+pub(crate) fn claimant_still(
     me: &Claimant,
     my_start: Option<u64>,
     wake: &mut Wake,
@@ -243,8 +283,24 @@ fn claimant_still(
     Ok(())
 }
 
+/// What one worker last came to: judged, or an error looked past.
+type Last = Option<Result<Judgement>>;
+
+/// Records an error a waiter looks past (and looks again soon); any other
+/// ends the wait.
+fn looked_past(e: Error, wake: &mut Wake) -> Result<Result<Judgement>> {
+    if transient(&e) {
+        wake.uncovered();
+        Ok(Err(e))
+    } else {
+        Err(e)
+    }
+}
+
 /// Claims `path` for `me`, waiting (per `wait`) while someone else holds it.
-/// After the timeout, the outcome is the refusal, with the last verdict.
+/// After the timeout, the outcome is the refusal, with the last verdict (or
+/// the error the last look ended on: a guard held all along, a lock that
+/// kept changing).
 pub fn claim_wait(
     path: impl AsRef<Path>,
     me: &Claimant,
@@ -253,14 +309,15 @@ pub fn claim_wait(
     probes: &Probes,
 ) -> Result<Waited<ClaimOutcome>> {
     let start = Instant::now();
+    let deadline = wait.timeout.and_then(|t| start.checked_add(t));
     let path = path.as_ref();
     let my_start = check_claimant(me, probes)?;
     if let Some(i) = &wait.interrupt {
         opts.cancel = Some(i.cancel.clone());
     }
     let mut wake = Wake::new();
-    let queued = Queued::join(path, wait, &mut wake)?;
-    let mut last = None;
+    let queued = Queued::join(path, wait, deadline, &mut wake)?;
+    let mut last: Last = None;
     let got = wait_loop(
         &queued.worker.lock_path(),
         wait,
@@ -268,19 +325,21 @@ pub fn claim_wait(
         |wake, passed| {
             claimant_still(me, my_start, wake, probes)?;
             probes.sessions.refresh();
-            match queued.look(me, my_start, &opts, passed, wake, probes)? {
-                Ok(c) => Ok(Look::Done(c)),
-                Err(j) => {
-                    let claimable = j.state.claimable();
-                    last = Some(j);
-                    Ok(Look::Waiting { claimable })
-                }
-            }
+            opts.guard_timeout = Some(guard_limit(deadline));
+            let looked = match queued.look(me, my_start, &opts, passed, wake, probes) {
+                Ok(Ok(c)) => return Ok(Look::Done(c)),
+                Ok(Err(j)) => Ok(j),
+                Err(e) => looked_past(e, wake)?,
+            };
+            let claimable = looked.as_ref().is_ok_and(|j| j.state.claimable());
+            last = Some(looked);
+            Ok(Look::Waiting { claimable })
         },
     )?;
     let outcome = match (got, last) {
         (Some(c), _) => ClaimOutcome::Done(c),
-        (None, Some(j)) => ClaimOutcome::Refused(Box::new(j)),
+        (None, Some(Ok(j))) => ClaimOutcome::Refused(Box::new(j)),
+        (None, Some(Err(e))) => return Err(e),
         (None, None) => ClaimOutcome::Refused(Box::new(crate::lock::judge(path, probes)?)),
     };
     Ok(Waited {
@@ -299,8 +358,9 @@ pub fn claim_first_free_wait<P: AsRef<Path>>(
     probes: &Probes,
 ) -> Result<Waited<FirstFree>> {
     let start = Instant::now();
+    let deadline = wait.timeout.and_then(|t| start.checked_add(t));
     let my_start = check_claimant(me, probes)?;
-    let opts = ClaimOptions {
+    let mut opts = ClaimOptions {
         only_free: true,
         cancel: wait.interrupt.as_ref().map(|i| i.cancel.clone()),
         ..ClaimOptions::default()
@@ -309,7 +369,7 @@ pub fn claim_first_free_wait<P: AsRef<Path>>(
     let mut failed = Vec::new();
     let mut queued = Vec::new();
     for (i, p) in paths.iter().enumerate() {
-        match Queued::join(p.as_ref(), wait, &mut wake) {
+        match Queued::join(p.as_ref(), wait, deadline, &mut wake) {
             Ok(q) => queued.push((i, q)),
             Err(e @ Error::Interrupted { .. }) => return Err(e),
             Err(e) => failed.push((p.as_ref().to_path_buf(), Err(e))),
@@ -325,21 +385,17 @@ pub fn claim_first_free_wait<P: AsRef<Path>>(
         wait_loop(&about, wait, &mut wake, |wake, passed| {
             claimant_still(me, my_start, wake, probes)?;
             probes.sessions.refresh();
+            opts.guard_timeout = Some(guard_limit(deadline));
             tried.clear();
             let mut claimable = false;
             for (i, q) in &queued {
-                match q.look(me, my_start, &opts, passed, wake, probes) {
+                let looked = match q.look(me, my_start, &opts, passed, wake, probes) {
                     Ok(Ok(c)) => return Ok(Look::Done((*i, c))),
-                    Ok(Err(j)) => {
-                        claimable |= j.state.claimable();
-                        tried.push((q.given.clone(), Ok(j)));
-                    }
-                    Err(e @ Error::Interrupted { .. }) => return Err(e),
-                    Err(e) => {
-                        wake.uncovered();
-                        tried.push((q.given.clone(), Err(e)));
-                    }
-                }
+                    Ok(Err(j)) => Ok(j),
+                    Err(e) => looked_past(e, wake)?,
+                };
+                claimable |= looked.as_ref().is_ok_and(|j| j.state.claimable());
+                tried.push((q.given.clone(), looked));
             }
             Ok(Look::Waiting { claimable })
         })?

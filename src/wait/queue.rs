@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::lock::{Guarded, TEMP_PREFIX, Worker};
 use nix::dir::Dir;
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg, OFlag, openat, renameat};
+use nix::fcntl::{Flock, FlockArg, OFlag, RenameFlags, openat, renameat2};
 use nix::sys::stat::Mode;
 use nix::unistd::{UnlinkatFlags, unlinkat};
 use std::fs::File;
@@ -33,8 +33,42 @@ pub(crate) struct Ticket {
     _lock: Flock<File>,
 }
 
+/// Ticket numbers this tool hands out stay far below this; a name with a
+/// larger number (or not all digits) is no ticket of ours and is ignored.
+const MAX_NUMBER: u64 = 999_999_999_999;
+
 fn number_of(name: &str) -> Option<u64> {
-    name.strip_prefix(TICKET_PREFIX)?.parse().ok()
+    let digits = name.strip_prefix(TICKET_PREFIX)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|&n| n <= MAX_NUMBER)
+}
+
+/// Whether `name` is shaped like a ticket's name.
+pub fn is_ticket(name: &str) -> bool {
+    number_of(name).is_some()
+}
+
+/// Whether the ticket at `path` belongs to a live waiter (its `flock` is
+/// held). Read-only: a shared `flock` tried and dropped at once.
+pub fn ticket_alive(path: &std::path::Path) -> bool {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+    let Ok(fd) = nix::fcntl::open(path, flags, Mode::empty()) else {
+        return false;
+    };
+    matches!(
+        Flock::lock(File::from(fd), FlockArg::LockSharedNonblock),
+        Err((_, Errno::EWOULDBLOCK))
+    )
+}
+
+/// Whether `name` in `rt` is a regular file (not followed): only those can
+/// be tickets; a directory, FIFO or symlink named like one is ignored.
+fn regular(rt: &File, name: &str) -> bool {
+    use nix::sys::stat::{SFlag, fstatat};
+    fstatat(rt.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFREG.bits())
 }
 
 /// The tickets in `.runtime`, by number.
@@ -81,25 +115,31 @@ fn alive(rt: &File, name: &str) -> bool {
 }
 
 impl Ticket {
-    /// Joins the queue of `worker` (creating `.runtime` when needed).
-    pub(crate) fn take(worker: &Worker, cancel: Option<&AtomicBool>) -> Result<Ticket> {
-        let g = Guarded::enter_or_cancel(worker, true, cancel)?;
+    /// Joins the queue of `worker` (creating `.runtime` when needed),
+    /// waiting at most `limit` for the guard.
+    pub(crate) fn take(
+        worker: &Worker,
+        limit: std::time::Duration,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Ticket> {
+        let g = Guarded::enter_within(worker, true, limit, cancel)?;
         let rt = g
             .dir()
             .try_clone()
             .map_err(|e| Error::io(worker.runtime_path(), e))?;
-        let last = tickets(&rt)?.last().map(|(n, name)| (*n, name.clone()));
-        let number = match last {
-            None => 1,
-            Some((n, name)) => n.checked_add(1).ok_or_else(|| Error::UnsafeLock {
-                path: worker.runtime_path().join(name),
-                why:
-                    "a waiter's ticket with the largest number there is; nobody can queue after it"
-                        .into(),
-            })?,
-        };
-        let name = format!("{TICKET_PREFIX}{number:010}");
-        let path = worker.runtime_path().join(&name);
+        // After every live ticket; dead ones are removed on the way (the
+        // guard is held: their names mean what was looked at).
+        let mut last = 0;
+        for (n, name) in tickets(&rt)? {
+            if !regular(&rt, &name) {
+                continue;
+            }
+            if alive(&rt, &name) {
+                last = n;
+            } else {
+                let _ = unlinkat(rt.as_fd(), name.as_str(), UnlinkatFlags::NoRemoveDir);
+            }
+        }
         // Locked before it has its name: a named ticket is never unlocked
         // while its waiter lives. The temp name is a writer's temp file, so
         // one left by a waiter killed right here is cleaned like any other.
@@ -108,19 +148,47 @@ impl Ticket {
             std::process::id(),
             fastrand::u32(..)
         );
+        let at = |name: &str| worker.runtime_path().join(name);
         let fd = openat(
             rt.as_fd(),
             temp.as_str(),
             OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(0o644),
         )
-        .map_err(|e| Error::io(&path, e))?;
+        .map_err(|e| Error::io(at(&temp), e))?;
         let lock = Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, e)| Error::io(&path, e))?;
-        if let Err(e) = renameat(rt.as_fd(), temp.as_str(), rt.as_fd(), name.as_str()) {
-            let _ = unlinkat(rt.as_fd(), temp.as_str(), UnlinkatFlags::NoRemoveDir);
-            return Err(Error::io(&path, e));
+            .map_err(|(_, e)| Error::io(at(&temp), e))?;
+        // Never over anything: a name taken by something that is no ticket
+        // (a directory someone made) is skipped.
+        let mut named = None;
+        for number in last + 1..last + 64 {
+            let name = format!("{TICKET_PREFIX}{number:010}");
+            match renameat2(
+                rt.as_fd(),
+                temp.as_str(),
+                rt.as_fd(),
+                name.as_str(),
+                RenameFlags::RENAME_NOREPLACE,
+            ) {
+                Ok(()) => {
+                    named = Some((number, name));
+                    break;
+                }
+                Err(Errno::EEXIST) => continue,
+                Err(e) => {
+                    let _ = unlinkat(rt.as_fd(), temp.as_str(), UnlinkatFlags::NoRemoveDir);
+                    return Err(Error::io(at(&name), e));
+                }
+            }
         }
+        let Some((number, name)) = named else {
+            let _ = unlinkat(rt.as_fd(), temp.as_str(), UnlinkatFlags::NoRemoveDir);
+            return Err(Error::UnsafeRuntime {
+                path: worker.runtime_path(),
+                why: "64 ticket names in a row are taken by things that are no tickets".into(),
+            });
+        };
+        let path = at(&name);
         drop(g);
         Ok(Ticket {
             rt,
@@ -139,6 +207,9 @@ impl Ticket {
             if n >= self.number {
                 break;
             }
+            if !regular(&self.rt, &name) {
+                continue;
+            }
             if alive(&self.rt, &name) {
                 live += 1;
                 continue;
@@ -146,6 +217,7 @@ impl Ticket {
             // New tickets are named under the guard: there, the name still
             // means the file just looked at, or a live ticket.
             if let Ok(g) = Guarded::enter_within(worker, false, std::time::Duration::ZERO, None)
+                && regular(g.dir(), &name)
                 && !alive(g.dir(), &name)
             {
                 let _ = unlinkat(g.dir().as_fd(), name.as_str(), UnlinkatFlags::NoRemoveDir);

@@ -34,6 +34,8 @@ pub(crate) struct Wake {
     pipes: Vec<std::os::fd::RawFd>,
     /// Processes watched this round.
     pids: Vec<(i32, OwnedFd)>,
+    /// Pane terminals watched this round (readable as hung up).
+    ttys: Vec<OwnedFd>,
     /// Something changed while the round was set up: do not sleep.
     now: bool,
     /// Whether some input of the verdicts this round has no event.
@@ -49,6 +51,7 @@ impl Wake {
             dirs: Vec::new(),
             pipes: Vec::new(),
             pids: Vec::new(),
+            ttys: Vec::new(),
             now: false,
             uncovered: false,
             backoff: BACKOFF_START,
@@ -58,6 +61,7 @@ impl Wake {
     /// Starts a new round: the processes of the last one are forgotten.
     pub(crate) fn round(&mut self) {
         self.pids.clear();
+        self.ttys.clear();
         self.uncovered = false;
     }
 
@@ -109,6 +113,37 @@ impl Wake {
         }
     }
 
+    /// Wakes when the pseudo-terminal `path` is hung up: tmux closed the
+    /// pane (its master side). Only a `/dev/pts/N` path that is a pty
+    /// slave is opened (read-only, never as a controlling terminal, never
+    /// read from): a tmux answer is untrusted, and opening some devices has
+    /// effects. Anything else makes the round uncovered.
+    pub(crate) fn watch_tty(&mut self, path: &Path) {
+        use nix::fcntl::{OFlag, open};
+        use nix::sys::stat::{Mode, SFlag, fstat, major};
+        let pts = path
+            .to_str()
+            .and_then(|p| p.strip_prefix("/dev/pts/"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        let flags = OFlag::O_RDONLY
+            | OFlag::O_NOCTTY
+            | OFlag::O_NONBLOCK
+            | OFlag::O_CLOEXEC
+            | OFlag::O_NOFOLLOW;
+        let fd = pts.then(|| open(path, flags, Mode::empty()).ok()).flatten();
+        // UNIX98 pty slaves: majors 136 to 143.
+        let slave = |fd: &OwnedFd| {
+            fstat(fd).is_ok_and(|st| {
+                st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFCHR.bits()
+                    && (136..=143).contains(&major(st.st_rdev))
+            })
+        };
+        match fd {
+            Some(fd) if slave(&fd) => self.ttys.push(fd),
+            _ => self.uncovered = true,
+        }
+    }
+
     /// Marks the round as having an input without an event.
     pub(crate) fn uncovered(&mut self) {
         self.uncovered = true;
@@ -145,6 +180,10 @@ impl Wake {
             }
             for (_, fd) in &self.pids {
                 fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+            }
+            // No events asked: a hang-up is reported whatever is asked.
+            for fd in &self.ttys {
+                fds.push(PollFd::new(fd.as_fd(), PollFlags::empty()));
             }
             match poll(
                 &mut fds,

@@ -188,4 +188,21 @@ fn a_dead_waiter_of_this_host_leaves_the_queue_and_a_timeout_refuses() {
         0,
         "the dead waiter's key was removed"
     );
+    // A waiter killed with nobody behind it (the worker is `me`'s now):
+    // its host's keeper sweeps it.
+    let mut alone = Proc(spawn(&mut a.cmd(&[
+        "claim",
+        "--wait",
+        "--pid",
+        &first.pid().to_string(),
+        aw.to_str().unwrap(),
+    ])));
+    wait_for("the lone waiter queued", LIMIT, || {
+        waiters(&etcd, "fw3", "max") == 1
+    });
+    alone.0.kill().unwrap();
+    alone.0.wait().unwrap();
+    wait_for("the keeper to sweep the dead waiter", LIMIT, || {
+        waiters(&etcd, "fw3", "max") == 0
+    });
 }

@@ -131,7 +131,17 @@ fn the_end_of_the_recorded_session_wakes_the_waiter() {
     let sb = Sandbox::new();
     let w = sb.worker("max");
     sb.make_socket_dir();
-    let tmux = sb.tmux("s", "agent");
+    let tmux = sb.tmux("s", "keep");
+    // The pane's process ignores SIGHUP and outlives the session; another
+    // session keeps the server up: only the pane's terminal hanging up
+    // tells the session closed.
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "agent",
+        "sh -c 'trap \"\" HUP; exec sleep 1000'",
+    ]);
     let me = sleeper();
     // The holder process goes; the session keeps the lock held.
     let mut gone = sleeper();
@@ -462,6 +472,70 @@ fn the_library_guard_releases_on_drop_and_waits() {
         .lock_wait(&w, &agentlock::wait::WaitOptions::up_to(LIMIT))
         .unwrap();
     assert_eq!(record_at(&w).pid, std::process::id() as i32);
+    // A nested lock of a worker already held releases nothing on drop.
+    drop(al.lock(&w).unwrap());
+    assert_eq!(record_at(&w).pid, std::process::id() as i32);
     held.release().unwrap();
     assert!(!lock_path(&w).exists());
+}
+
+/// A guard held by someone else: a wait with a time limit gives up by its
+/// limit (not the guard's 30 s), exit 2 naming the guard.
+#[test]
+fn a_busy_guard_costs_a_wait_no_more_than_its_limit() {
+    let sb = Sandbox::new();
+    let w = sb.worker("max");
+    let _guard = hold_guard(&w);
+    let out = sb
+        .claim(&w, std::process::id() as i32, &["--wait=1s", "--json"])
+        .code(2);
+    let doc = json(&out.get_output().stdout);
+    assert_eq!(doc["error"]["kind"], "guard-timeout", "{doc}");
+    assert!(doc["waited"].as_f64().unwrap() < 20.0, "{doc}");
+}
+
+/// Forged and dead tickets: a directory, a symlink and a huge number named
+/// like tickets are no tickets; a dead waiter's ticket is removed by the
+/// next waiter, and `doctor` reports one and `--fix` removes it.
+#[test]
+fn forged_and_dead_tickets_block_nobody() {
+    let sb = Sandbox::new();
+    let w = sb.worker("max");
+    let rt = w.join(".runtime");
+    std::fs::create_dir_all(rt.join("agent.lock.wait.0000000001")).unwrap();
+    let target = sb.path().join("target");
+    std::fs::write(&target, "keep").unwrap();
+    std::os::unix::fs::symlink(&target, rt.join("agent.lock.wait.0000000002")).unwrap();
+    std::fs::write(rt.join("agent.lock.wait.18446744073709551615"), "").unwrap();
+    std::fs::write(rt.join("agent.lock.wait.0000000003"), "").unwrap();
+    // A dead ticket in another worker, for doctor.
+    let d = sb.worker("dead");
+    std::fs::create_dir_all(d.join(".runtime")).unwrap();
+    std::fs::write(d.join(".runtime/agent.lock.wait.0000000007"), "").unwrap();
+    let out = sb
+        .claim(&w, std::process::id() as i32, &["--wait=30s", "--json"])
+        .success();
+    assert_eq!(entry(&out.get_output().stdout)["action"], "claimed");
+    assert!(rt.join("agent.lock.wait.0000000001").is_dir());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+    assert!(
+        !rt.join("agent.lock.wait.0000000003").exists(),
+        "dead ticket removed"
+    );
+    let doc = sb
+        .cmd()
+        .args(["doctor", "--json"])
+        .arg(&d)
+        .output()
+        .unwrap();
+    let doc = json(&doc.stdout);
+    let f = &doc["findings"][0];
+    assert_eq!(f["kind"], "leftover-temp", "{doc}");
+    assert!(f["message"].as_str().unwrap().contains("ticket"), "{doc}");
+    sb.cmd()
+        .args(["doctor", "--fix"])
+        .arg(&d)
+        .assert()
+        .success();
+    assert!(!d.join(".runtime/agent.lock.wait.0000000007").exists());
 }
