@@ -11,7 +11,6 @@ Run through scripts/bench-wait.sh (builds the release binary, starts etcd).
 import fcntl
 import json
 import os
-import resource
 import signal
 import statistics
 import subprocess
@@ -279,32 +278,40 @@ def fairness_fleet():
     return [int(l) for l in open(order)] == list(range(20))
 
 
-def children_cpu():
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
+def cpu_of(pids):
+    """CPU seconds so far of `pids` and of their reaped children."""
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        except FileNotFoundError:
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def idle_cpu(kind, n=100, secs=10):
+    """CPU of n idle waiters over `secs`, once all of them wait."""
     w = trial_worker(f"idle-{kind[:4]}")
     holder, me = sleeper(), sleeper()
     al("claim", "-q", "--pid", str(holder.pid), w)
-    before = children_cpu()
     ps = [subprocess.Popen(waiter_cmd(kind, w, me.pid), env=ENV, stderr=subprocess.DEVNULL,
                            start_new_session=True) for _ in range(n)]
     if kind == "agentlock --wait":
         wait_until(lambda: len(tickets(w)) == n, "the waiters to queue", 120)
-        # Joining costs a little; count the idle time only.
+    else:
         time.sleep(0.5)
-    t0 = children_cpu()
-    start = time.monotonic()
+    pids = [p.pid for p in ps]
+    t0, start = cpu_of(pids), time.monotonic()
     time.sleep(secs)
+    spent, wall = cpu_of(pids) - t0, time.monotonic() - start
     for p in ps:
         os.killpg(p.pid, signal.SIGKILL)
     for p in ps:
         p.wait()
-    spent = children_cpu() - (t0 if kind == "agentlock --wait" else before)
     holder.kill(); me.kill(); holder.wait(); me.wait()
-    return spent, time.monotonic() - start
+    return spent, wall
 
 
 def main():

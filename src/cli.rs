@@ -316,8 +316,9 @@ pub struct RunArgs {
     /// Session/pane to record [default: $TMUX_PANE].
     #[arg(long, value_name = "ID")]
     pub session: Option<String>,
-    /// With --store, if the worker is lost while the command runs: term = SIGTERM it (SIGKILL
-    /// 10 s later), warn = only say so. Either way run then exits 76
+    /// If the worker is lost while the command runs (its fleet lease expired, or another holder's
+    /// lock replaced its own): term = SIGTERM it (SIGKILL 10 s later), warn = only say so. Either
+    /// way run then exits 76
     #[arg(long, value_enum, default_value_t = OnLost::Term, value_name = "WHAT")]
     pub on_lost: OnLost,
     /// Wait until the worker can be claimed instead of refusing;
