@@ -155,7 +155,7 @@ impl Agentlock {
     ///     pid: nix::unistd::getppid().as_raw(),
     ///     ..agentlock::lock::Claimant::this_process()
     /// };
-    /// let other = Agentlock::new().holder(parent);
+    /// let other = Agentlock::new().holder(parent.clone());
     /// let short = WaitOptions::up_to(Duration::from_millis(100));
     /// assert!(matches!(other.lock_wait(worker.path(), &short), Err(Error::WaitTimedOut { .. })));
     ///
