@@ -539,3 +539,53 @@ fn forged_and_dead_tickets_block_nobody() {
         .success();
     assert!(!d.join(".runtime/agent.lock.wait.0000000007").exists());
 }
+
+/// Twenty-four `run --wait`, a third of them SIGKILLed at random moments
+/// (queued, claiming, running their command): the commands never overlap
+/// (each takes a directory as its critical section), and every survivor
+/// ran.
+#[test]
+fn racing_waiters_killed_at_random_never_overlap() {
+    let sb = Sandbox::new();
+    let w = sb.worker("max");
+    let log = sb.path().join("log");
+    let cs = sb.path().join("cs");
+    let body = format!(
+        "mkdir {cs} 2>/dev/null || echo DOUBLE >> {log}; sleep 0.02; rmdir {cs}; echo ran >> {log}",
+        cs = cs.display(),
+        log = log.display()
+    );
+    let mut rng = fastrand::Rng::with_seed(15);
+    let mut runs = Vec::new();
+    for _ in 0..24 {
+        let mut c = sb.std_cmd();
+        c.args(["run", "--wait=60s"])
+            .arg(&w)
+            .args(["--", "sh", "-c", &body])
+            .stderr(Stdio::null());
+        runs.push((c.spawn().unwrap(), rng.u8(..3) == 0));
+    }
+    let mut survivors = 0;
+    for (mut c, kill) in runs {
+        if kill {
+            std::thread::sleep(Duration::from_millis(rng.u64(0..40)));
+            let _ = c.kill();
+        } else {
+            survivors += 1;
+        }
+        let _ = c.wait();
+    }
+    // A run killed while its command ran leaves the command to finish:
+    // wait until no process runs the body any more.
+    let marker = log.to_string_lossy().into_owned();
+    wait_for("every command to finish", LIMIT, || {
+        !std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+        })
+    });
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!text.contains("DOUBLE"), "two commands at once:\n{text}");
+    let ran = text.lines().filter(|l| *l == "ran").count();
+    assert!(ran >= survivors, "{ran} ran, {survivors} survived:\n{text}");
+}
