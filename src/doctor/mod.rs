@@ -151,8 +151,8 @@ fn temp_finding(t: &TempFile, probes: &Probes, now: SystemTime) -> Option<Findin
     let name = t.path.file_name()?.to_string_lossy().into_owned();
     let message = match t.writer_pid {
         _ if t.ticket => {
-            if crate::wait::queue::ticket_alive(&t.path) {
-                return None; // a live waiter's place in the queue
+            if !crate::wait::queue::ticket_dead(&t.path) {
+                return None; // a live waiter's place, or one that cannot be told
             }
             format!("waiter's ticket {name}, whose waiter is gone; --fix removes it")
         }

@@ -92,7 +92,12 @@ fn nothing_started_at(start: u64) -> bool {
         };
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             Ok(text) => match crate::probe::process::parse_stat(&text) {
-                Some(st) if st.start_time == start && st.state != 'Z' => return false,
+                Some(st)
+                    if crate::probe::process::host_ticks(st.start_time) == start
+                        && st.state != 'Z' =>
+                {
+                    return false;
+                }
                 Some(_) => {}
                 None => return false,
             },

@@ -15,7 +15,8 @@ use crate::lock::claim::check_claimant;
 use crate::lock::{ClaimOptions, Claimant, Probes};
 use crate::wait::wake::Wake;
 use crate::wait::{
-    Look, WaitOptions, Waited, claimant_still, guard_limit, transient, wait_loop, watch_judged,
+    Look, WaitOptions, Waited, all_failed, claimant_still, guard_limit, one_of_many, transient,
+    wait_loop, watch_judged,
 };
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -122,13 +123,18 @@ fn wait_for(
                     wake.uncovered();
                     Err(e)
                 }
-                Err(e) => return Err(e),
+                // One worker of several failed for good: the others are
+                // still waited for.
+                Err(e) => Err(one_of_many(e, wake)?),
             };
             if let Ok(j) = &looked {
                 claimable |= j.judgement.state.claimable();
                 watch_fleet_judged(j, wake, probes);
             }
             tried.push((t.given.clone(), looked));
+        }
+        if let Some(e) = all_failed(&mut tried) {
+            return Err(e);
         }
         Ok(Look::Waiting { claimable })
     });

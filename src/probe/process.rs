@@ -62,10 +62,7 @@ impl ProcessProbe for LiveProcesses {
     }
 
     fn start_time(&self, pid: i32) -> Option<u64> {
-        let seen = stat_of(pid)?.start_time as i128;
-        // /proc shows start times shifted by the reader's time namespace
-        // offset: undo it, so every namespace records and compares the same.
-        u64::try_from(seen - own_boottime_offset_ticks()).ok()
+        Some(stat_of(pid)?.start_time)
     }
 
     fn parent(&self, pid: i32) -> Option<i32> {
@@ -141,10 +138,21 @@ fn proc_state(pid: i32) -> Option<char> {
     stat_of(pid).map(|s| s.state)
 }
 
-/// `/proc/<pid>/stat`, read and parsed (start time as shown to this reader).
+/// A start time as `/proc` shows it to this reader, in the host's ticks
+/// since boot: `/proc` shifts start times by the reader's time namespace
+/// offset; undone here, so every namespace records and compares the same.
+pub fn host_ticks(seen: u64) -> u64 {
+    u64::try_from(seen as i128 - own_boottime_offset_ticks()).unwrap_or(0)
+}
+
+/// `/proc/<pid>/stat`, read and parsed, its start time in the host's ticks
+/// ([`host_ticks`]): the one unit every start time is recorded and
+/// compared in.
 pub fn stat_of(pid: i32) -> Option<Stat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&stat)
+    let mut st = parse_stat(&stat)?;
+    st.start_time = host_ticks(st.start_time);
+    Some(st)
 }
 
 /// Whether `pid` is still the process whose [`stat_of`] start time was

@@ -175,7 +175,7 @@ impl Hold for FileHold<'_> {
         if moved {
             // `.runtime` itself went: watch whatever is at its path now.
             if let Some(i) = self.watch.take() {
-                crate::wait::wake::close_inotify(i.into());
+                crate::wait::last_close::close_inotify(i.into());
             }
             self.watch_runtime();
         }
@@ -226,7 +226,7 @@ impl Hold for FileHold<'_> {
 
     fn release(&mut self) -> Result<()> {
         if let Some(i) = self.watch.take() {
-            crate::wait::wake::close_inotify(i.into());
+            crate::wait::last_close::close_inotify(i.into());
         }
         let Some(written) = self.claimed.take().and_then(|(_, c)| c.after.record) else {
             return Ok(());

@@ -4,7 +4,8 @@
 use super::queue::Ticket;
 use super::wake::Wake;
 use super::{
-    Look, WaitOptions, Waited, claimant_still, guard_limit, transient, wait_loop, watch_judged,
+    Look, WaitOptions, Waited, all_failed, claimant_still, guard_limit, one_of_many, transient,
+    wait_loop, watch_judged,
 };
 use crate::error::{Error, Result};
 use crate::lock::claim::{check_claimant, claim_as};
@@ -177,10 +178,13 @@ pub fn claim_first_free_wait<P: AsRef<Path>>(
                 let looked = match q.look(me, my_start, &opts, passed, wake, probes) {
                     Ok(Ok(c)) => return Ok(Look::Done((*i, c))),
                     Ok(Err(j)) => Ok(j),
-                    Err(e) => looked_past(e, wake)?,
+                    Err(e) => Err(one_of_many(e, wake)?),
                 };
                 claimable |= looked.as_ref().is_ok_and(|j| j.state.claimable());
                 tried.push((q.given.clone(), looked));
+            }
+            if let Some(e) = all_failed(&mut tried) {
+                return Err(e);
             }
             Ok(Look::Waiting { claimable })
         })?

@@ -38,6 +38,7 @@
 
 mod files;
 mod interrupt;
+pub(crate) mod last_close;
 pub mod queue;
 pub(crate) mod wake;
 
@@ -49,7 +50,7 @@ use crate::error::{Error, Result};
 use crate::lock::claim::claimant_lives;
 use crate::lock::{Claimant, Judgement, Probes};
 use crate::verdict::State;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use wake::Wake;
 
@@ -180,8 +181,9 @@ pub(crate) fn watch_judged(j: &Judgement, wake: &mut Wake, probes: &Probes) {
                 for pid in pids {
                     wake.watch_pid(pid, None);
                 }
-                for tty in ttys {
-                    wake.watch_tty(&tty);
+                match j.owner {
+                    Some(owner) => ttys.iter().for_each(|t| wake.watch_tty(t, owner)),
+                    None => wake.uncovered(),
                 }
             }
             Some(false) => {}
@@ -192,7 +194,8 @@ pub(crate) fn watch_judged(j: &Judgement, wake: &mut Wake, probes: &Probes) {
 
 /// An error a waiter gets past by looking again: the lock or record
 /// changed while it was judged, the guard was busy, the store did not
-/// answer in time. If the wait ends on one, it is the outcome.
+/// answer in time, this host's keeper could not vouch for a claim just now
+/// (a late renewal). If the wait ends on one, it is the outcome.
 pub(crate) fn transient(e: &Error) -> bool {
     matches!(
         e,
@@ -200,7 +203,35 @@ pub(crate) fn transient(e: &Error) -> bool {
             | Error::RecordChanged { .. }
             | Error::GuardTimeout { .. }
             | Error::Store { .. }
+            | Error::Keeper { .. }
     )
+}
+
+/// An error one worker of several gave: a signal ends the wait; anything
+/// else is that worker's outcome this round (the others are still waited
+/// for), and it is looked at again soon.
+pub(crate) fn one_of_many(e: Error, wake: &mut Wake) -> Result<Error> {
+    match e {
+        e @ Error::Interrupted { .. } => Err(e),
+        e => {
+            wake.uncovered();
+            Ok(e)
+        }
+    }
+}
+
+/// The error that ends a wait in which every worker failed for good this
+/// round (nothing to wait for), if they all did.
+pub(crate) fn all_failed<J>(tried: &mut Vec<(PathBuf, Result<J>)>) -> Option<Error> {
+    let hopeless = !tried.is_empty()
+        && tried
+            .iter()
+            .all(|(_, r)| r.as_ref().is_err_and(|e| !transient(e)));
+    if hopeless {
+        tried.remove(0).1.err()
+    } else {
+        None
+    }
 }
 
 /// How long a wait may take the guard for, with `deadline` ahead.

@@ -50,17 +50,12 @@ pub fn is_ticket(name: &str) -> bool {
     number_of(name).is_some()
 }
 
-/// Whether the ticket at `path` belongs to a live waiter (its `flock` is
-/// held). Read-only: a shared `flock` tried and dropped at once.
-pub fn ticket_alive(path: &std::path::Path) -> bool {
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
-    let Ok(fd) = nix::fcntl::open(path, flags, Mode::empty()) else {
-        return false;
-    };
-    matches!(
-        Flock::lock(File::from(fd), FlockArg::LockSharedNonblock),
-        Err((_, Errno::EWOULDBLOCK))
-    )
+/// Whether the ticket at `path` is provably a dead waiter's (opened, its
+/// `flock` free). Read-only: a shared `flock` tried and dropped at once.
+pub fn ticket_dead(path: &std::path::Path) -> bool {
+    use std::os::fd::IntoRawFd;
+    let open = nix::fcntl::open(path, PROBE, Mode::empty()).map(|fd| fd.into_raw_fd());
+    open.is_ok() && waiter_of(open) == Waiter::Dead
 }
 
 /// Whether `name` in `rt` is a regular file (not followed): only those can
@@ -96,22 +91,45 @@ fn tickets(rt: &File) -> Result<Vec<(u64, String)>> {
     Ok(out)
 }
 
-/// Whether the ticket `name` belongs to a live waiter: its `flock` is held.
-/// A ticket that is gone, or that cannot be opened, is not in the way
-/// (one that cannot be opened is no waiter of this tool).
-fn alive(rt: &File, name: &str) -> bool {
-    let Ok(fd) = openat(
-        rt.as_fd(),
-        name,
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
-        Mode::empty(),
-    ) else {
-        return false;
+/// What a ticket is found to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiter {
+    /// Its `flock` is held: a waiter is in the queue.
+    Live,
+    /// Opened and its `flock` taken (or gone): nobody waits on it.
+    Dead,
+    /// Cannot be opened (another user's, mode 0600): cannot be told, so it
+    /// counts as a waiter (passed over after the handover) and is never
+    /// removed.
+    Unknown,
+}
+
+fn waiter_of(open: nix::Result<std::os::fd::RawFd>) -> Waiter {
+    let fd = match open {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Waiter::Dead,
+        Err(_) => return Waiter::Unknown,
     };
-    matches!(
-        Flock::lock(File::from(fd), FlockArg::LockSharedNonblock),
-        Err((_, Errno::EWOULDBLOCK))
-    )
+    // SAFETY: a descriptor just opened, owned from here on.
+    let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_) => Waiter::Dead,
+        Err((_, Errno::EWOULDBLOCK)) => Waiter::Live,
+        Err(_) => Waiter::Unknown,
+    }
+}
+
+const PROBE: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC)
+    .union(OFlag::O_NONBLOCK);
+
+/// The ticket `name` in `rt`.
+fn waiter(rt: &File, name: &str) -> Waiter {
+    waiter_of(openat(rt.as_fd(), name, PROBE, Mode::empty()).map(|fd| {
+        use std::os::fd::IntoRawFd;
+        fd.into_raw_fd()
+    }))
 }
 
 impl Ticket {
@@ -134,10 +152,11 @@ impl Ticket {
             if !regular(&rt, &name) {
                 continue;
             }
-            if alive(&rt, &name) {
-                last = n;
-            } else {
-                let _ = unlinkat(rt.as_fd(), name.as_str(), UnlinkatFlags::NoRemoveDir);
+            match waiter(&rt, &name) {
+                Waiter::Dead => {
+                    let _ = unlinkat(rt.as_fd(), name.as_str(), UnlinkatFlags::NoRemoveDir);
+                }
+                Waiter::Live | Waiter::Unknown => last = n,
             }
         }
         // Locked before it has its name: a named ticket is never unlocked
@@ -156,6 +175,9 @@ impl Ticket {
             Mode::from_bits_truncate(0o644),
         )
         .map_err(|e| Error::io(at(&temp), e))?;
+        // Readable by every waiter whatever the umask: a ticket another
+        // waiter cannot open is never proven dead, only passed over.
+        let _ = nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(0o644));
         let lock = Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock)
             .map_err(|(_, e)| Error::io(at(&temp), e))?;
         // Never over anything: a name taken by something that is no ticket
@@ -210,7 +232,7 @@ impl Ticket {
             if !regular(&self.rt, &name) {
                 continue;
             }
-            if alive(&self.rt, &name) {
+            if waiter(&self.rt, &name) != Waiter::Dead {
                 live += 1;
                 continue;
             }
@@ -218,7 +240,7 @@ impl Ticket {
             // means the file just looked at, or a live ticket.
             if let Ok(g) = Guarded::enter_within(worker, false, std::time::Duration::ZERO, None)
                 && regular(g.dir(), &name)
-                && !alive(g.dir(), &name)
+                && waiter(g.dir(), &name) == Waiter::Dead
             {
                 let _ = unlinkat(g.dir().as_fd(), name.as_str(), UnlinkatFlags::NoRemoveDir);
             }

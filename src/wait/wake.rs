@@ -117,8 +117,11 @@ impl Wake {
     /// pane (its master side). Only a `/dev/pts/N` path that is a pty
     /// slave is opened (read-only, never as a controlling terminal, never
     /// read from): a tmux answer is untrusted, and opening some devices has
-    /// effects. Anything else makes the round uncovered.
-    pub(crate) fn watch_tty(&mut self, path: &Path) {
+    /// effects. And only one of user `owner` (the user the lock speaks for,
+    /// whose server made it): a forged answer naming another user's
+    /// terminal would have it held open here (a logout that hangs).
+    /// Anything else makes the round uncovered.
+    pub(crate) fn watch_tty(&mut self, path: &Path, owner: u32) {
         use nix::fcntl::{OFlag, open};
         use nix::sys::stat::{Mode, SFlag, fstat, major};
         let pts = path
@@ -130,7 +133,10 @@ impl Wake {
             | OFlag::O_NONBLOCK
             | OFlag::O_CLOEXEC
             | OFlag::O_NOFOLLOW;
-        let fd = pts.then(|| open(path, flags, Mode::empty()).ok()).flatten();
+        let owned = pts && nix::sys::stat::lstat(path).is_ok_and(|st| st.st_uid == owner);
+        let fd = owned
+            .then(|| open(path, flags, Mode::empty()).ok())
+            .flatten();
         // UNIX98 pty slaves: majors 136 to 143.
         let slave = |fd: &OwnedFd| {
             fstat(fd).is_ok_and(|st| {
@@ -138,6 +144,8 @@ impl Wake {
                     && (136..=143).contains(&major(st.st_rdev))
             })
         };
+        // Looked at again once open: the same owner, a pty slave.
+        let fd = fd.filter(|fd| fstat(fd).is_ok_and(|st| st.st_uid == owner));
         match fd {
             Some(fd) if slave(&fd) => self.ttys.push(fd),
             _ => self.uncovered = true,
@@ -259,36 +267,8 @@ impl Wake {
 impl Drop for Wake {
     fn drop(&mut self) {
         if let Some(i) = self.inotify.take() {
-            close_inotify(OwnedFd::from(i));
+            super::last_close::close_inotify(OwnedFd::from(i));
         }
-    }
-}
-
-/// Closes an inotify descriptor without waiting for the kernel to tear its
-/// watches down: the last close of one waits for an SRCU grace period
-/// (8-20 ms measured here), which would delay a waiter's exit (and `run`'s
-/// command) after it already holds the worker. A child process forked for
-/// the purpose takes the last reference: it closes its standard streams (a
-/// `$(...)` reading our output sees the end at once), then exits, paying
-/// the wait itself; a thread reaps it.
-pub(crate) fn close_inotify(fd: OwnedFd) {
-    use nix::unistd::{ForkResult, fork};
-    // SAFETY: the child calls only async-signal-safe functions (close,
-    // _exit), as a fork of a multi-threaded process must.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => unsafe {
-            nix::libc::close(0);
-            nix::libc::close(1);
-            nix::libc::close(2);
-            nix::libc::_exit(0)
-        },
-        Ok(ForkResult::Parent { child }) => {
-            drop(fd);
-            let _ = std::thread::Builder::new()
-                .name("agentlock-reap".into())
-                .spawn(move || nix::sys::wait::waitpid(child, None));
-        }
-        Err(_) => drop(fd),
     }
 }
 
