@@ -236,8 +236,18 @@ impl Host {
         ])
     }
 
+    /// When this host's keeper last renewed its lease (nanoseconds, its
+    /// clock), from the lease file it published.
+    pub fn keeper_renewed(&self) -> Option<u64> {
+        self.lease_field(4)
+    }
+
     /// The keeper this host started, from the lease file it published.
     pub fn keeper(&self) -> Option<i32> {
+        self.lease_field(1).map(|p: u64| p as i32)
+    }
+
+    fn lease_field(&self, n: usize) -> Option<u64> {
         let dir = self.xdg.join("agentlock");
         std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -245,7 +255,7 @@ impl Host {
                 return None;
             }
             let s = std::fs::read_to_string(e.path()).ok()?;
-            s.split_whitespace().nth(1)?.parse().ok()
+            s.split_whitespace().nth(n)?.parse().ok()
         })
     }
 }

@@ -235,3 +235,65 @@ fn a_planted_mirror_from_the_future_blocks_nothing() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(record_at(&w).pid, holder.pid());
 }
+
+/// This host's keeper runs in a time namespace (its boot time moved by a
+/// day): start times it reads are shifted, and must still be compared in
+/// the host's unit. A live holder in a PID namespace of its own (whose
+/// record only the start time can clear) keeps its record through many
+/// sweeps.
+#[test]
+fn a_keeper_in_a_time_namespace_sweeps_no_live_sandbox_record() {
+    let etcd = Etcd::start();
+    let sb = Sandbox::new();
+    let a = Host::new(&sb, "host-a", &etcd.store("timekeeper"));
+    let base = a.cmd(&["keeper", "--foreground"]);
+    let mut k = std::process::Command::new("unshare");
+    k.args(["--time", "--fork", "--boottime", "86400"])
+        .arg(base.get_program())
+        .args(base.get_args())
+        .stdin(Stdio::null());
+    for (key, v) in base.get_envs() {
+        match v {
+            Some(v) => k.env(key, v),
+            None => k.env_remove(key),
+        };
+    }
+    let _keeper = Group::spawn(k);
+    wait_for(
+        "the keeper to publish its lease",
+        Duration::from_secs(30),
+        || a.keeper().is_some(),
+    );
+    let w = a.worker("boxed");
+    let base = a.cmd(&["claim", "--pid", "2", w.to_str().unwrap()]);
+    let mut c = std::process::Command::new("unshare");
+    c.args(["--pid", "--fork", "--mount-proc", "sh", "-c"])
+        .arg("sleep 1000 & \"$@\"; wait")
+        .arg("sh")
+        .arg(base.get_program())
+        .args(base.get_args())
+        .stdin(Stdio::null());
+    for (key, v) in base.get_envs() {
+        match v {
+            Some(v) => c.env(key, v),
+            None => c.env_remove(key),
+        };
+    }
+    let _sandbox = Group::spawn(c);
+    wait_for("the sandbox's claim", Duration::from_secs(30), || {
+        status(&a, &w)["state"] != "free"
+    });
+    // Three renewals (a second apart with a 3 s TTL) span many sweeps
+    // (every 0.2 s).
+    for _ in 0..3 {
+        let seen = a.keeper_renewed();
+        wait_for("a renewal", Duration::from_secs(30), || {
+            a.keeper_renewed() != seen
+        });
+    }
+    let now = status(&a, &w);
+    assert_ne!(
+        now["state"], "free",
+        "a live holder's record was swept: {now}"
+    );
+}
