@@ -18,7 +18,7 @@ fill=$PWD/target/release/examples/fleet_fill
 dir=$(mktemp -d /tmp/agentlock-bench-list.XXXXXX)
 . scripts/lib/etcd.sh
 start_etcd "$dir"
-trap 'kill $etcd_pid; wait $etcd_pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+trap 'set +e; kill $etcd_pid; wait $etcd_pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 export ETCDCTL_API=3 XDG_RUNTIME_DIR=$dir/xdg TMUX_TMPDIR=$dir/tmux
 mkdir -p "$XDG_RUNTIME_DIR" "$TMUX_TMPDIR" "$dir/town"; unset TMUX TMUX_PANE
 printf '%-8s %-34s %10s %10s %8s\n' workers command median peak-RSS ratio

@@ -27,7 +27,7 @@ dir=$(mktemp -d /tmp/agentlock-bench-fleet.XXXXXX)
 start_etcd "$dir"
 sleep 10000 & holder=$!
 keeper_pids() { cat "$dir"/xdg/agentlock/*.lease "$dir"/*/xdg/agentlock/*.lease 2>/dev/null | awk '{print $2}'; }
-trap 'for k in $(keeper_pids); do kill "$k" 2>/dev/null; done; kill -CONT $etcd_pid; kill $holder $etcd_pid; wait $etcd_pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+trap 'set +e; for k in $(keeper_pids); do kill "$k" 2>/dev/null; done; kill -CONT $etcd_pid; kill $holder $etcd_pid; wait $etcd_pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 export ETCDCTL_API=3 XDG_RUNTIME_DIR=$dir/xdg TMUX_TMPDIR=$dir/tmux
 mkdir -p "$XDG_RUNTIME_DIR" "$TMUX_TMPDIR" "$dir/town/w"; unset TMUX TMUX_PANE
 export AGENTLOCK_STORE=etcd://$ep/bench AGENTLOCK_FLEET_ROOT=$dir/town

@@ -17,6 +17,17 @@ export AGENTLOCK_BIN=$PWD/target/release/agentlock
 dir=$(mktemp -d /tmp/agentlock-bench-wait.XXXXXX)
 . scripts/lib/etcd.sh
 start_etcd "$dir"
-keeper_pids() { cat /tmp/agentlock-bench-wait.*/host-*/agentlock/*.lease 2>/dev/null | awk '{print $2}'; }
-trap 'for k in $(keeper_pids); do kill "$k" 2>/dev/null; done; kill $etcd_pid; wait $etcd_pid 2>/dev/null || true; rm -rf "$dir"' EXIT
-ETCD_ENDPOINT=http://$ep python3 scripts/bench_wait.py
+# The keepers this run's hosts started (their lease files are under $dir),
+# each killed only while it still runs agentlock's keeper.
+keeper_pids() { cat "$dir"/work/host-*/agentlock/*.lease 2>/dev/null | awk '{print $2}'; }
+cleanup() {
+  set +e
+  for k in $(keeper_pids); do
+    grep -qa keeper "/proc/$k/cmdline" 2>/dev/null && kill "$k"
+  done
+  kill "$etcd_pid"; wait "$etcd_pid" 2>/dev/null
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+mkdir "$dir/work"
+BENCH_DIR=$dir/work ETCD_ENDPOINT=http://$ep python3 scripts/bench_wait.py

@@ -21,7 +21,7 @@ import time
 BIN = os.environ["AGENTLOCK_BIN"]
 ETCD = os.environ.get("ETCD_ENDPOINT")
 TRIALS = int(os.environ.get("TRIALS", "25"))
-DIR = tempfile.mkdtemp(prefix="agentlock-bench-wait.")
+DIR = os.environ.get("BENCH_DIR") or tempfile.mkdtemp(prefix="agentlock-bench-wait.")
 ENV = dict(os.environ, TMUX_TMPDIR=DIR + "/tmux", AGENTLOCK_TMUX_SERVERS="dir")
 ENV.pop("TMUX", None)
 ENV.pop("TMUX_PANE", None)
@@ -257,7 +257,10 @@ def fairness_file():
     holder.kill(); holder.wait()
     for r in runs:
         r.wait()
-    return [int(l) for l in open(order)] == list(range(20))
+    got = [int(l) for l in open(order)]
+    if got != list(range(20)):
+        print("order:", got)
+    return got == list(range(20))
 
 
 def fairness_fleet():
@@ -275,7 +278,10 @@ def fairness_fleet():
     holder.kill(); holder.wait()
     for r in runs:
         r.wait()
-    return [int(l) for l in open(order)] == list(range(20))
+    got = [int(l) for l in open(order)]
+    if got != list(range(20)):
+        print("order:", got)
+    return got == list(range(20))
 
 
 def cpu_of(pids):

@@ -12,7 +12,8 @@ use super::queue::{StoreTicket, waiters_of};
 use super::watch::KeyWatch;
 use crate::error::{Error, Result};
 use crate::lock::claim::check_claimant;
-use crate::lock::{ClaimOptions, Claimant, Probes};
+use crate::lock::{Asker, ClaimOptions, Claimant, Probes};
+use crate::verdict::State;
 use crate::wait::wake::Wake;
 use crate::wait::{
     Look, WaitOptions, Waited, all_failed, claimant_still, guard_limit, one_of_many, transient,
@@ -73,7 +74,18 @@ fn look(
             FleetClaimOutcome::Refused(j) => Ok(Ok(*j)),
         }
     } else {
-        Ok(Ok(judge(fleet, &t.dir, &t.key, probes)?))
+        let j = judge(fleet, &t.dir, &t.key, probes)?;
+        // A stale record of this host: the waiter first in line may be on
+        // another host, where only this host's keeper (every period) could
+        // clear it. Cleared now, as the sweep would (compare-and-delete,
+        // judged again); the watch wakes the first waiter.
+        if j.judgement.state == State::Stale
+            && j.judgement.record.as_ref().is_some_and(|r| this_host(r, probes))
+        {
+            let asker = Asker::this_process();
+            let _ = super::release::release(fleet, &t.dir, &t.key, &asker, false, probes);
+        }
+        Ok(Ok(j))
     }
 }
 
