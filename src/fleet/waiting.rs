@@ -12,7 +12,7 @@ use super::queue::{StoreTicket, waiters_of};
 use super::watch::KeyWatch;
 use crate::error::{Error, Result};
 use crate::lock::claim::check_claimant;
-use crate::lock::{Asker, ClaimOptions, Claimant, Probes};
+use crate::lock::{Asker, ClaimOptions, Claimant, Probes, Standing};
 use crate::verdict::State;
 use crate::wait::wake::Wake;
 use crate::wait::{
@@ -61,6 +61,15 @@ fn look(
     probes: &Probes,
 ) -> Result<std::result::Result<FleetJudgement, Box<FleetClaimed>>> {
     if passed || t.ticket.ahead(fleet, probes)? == 0 {
+        // Judged first, claimed only when it can be had: a fleet claim
+        // writes the local lock file before the store, and a waiter killed
+        // between a refused store write and undoing the file would leave
+        // a lock naming its claimant behind. Claiming only a claimable
+        // worker (or the claimant's own) keeps that window to real chances.
+        let j = judge(fleet, &t.dir, &t.key, probes)?;
+        if j.judgement.standing(&Asker::from(me), probes) == Standing::Taken {
+            return Ok(Ok(j));
+        }
         match claim(
             fleet,
             &t.dir,
@@ -80,7 +89,10 @@ fn look(
         // clear it. Cleared now, as the sweep would (compare-and-delete,
         // judged again); the watch wakes the first waiter.
         if j.judgement.state == State::Stale
-            && j.judgement.record.as_ref().is_some_and(|r| this_host(r, probes))
+            && j.judgement
+                .record
+                .as_ref()
+                .is_some_and(|r| this_host(r, probes))
         {
             let asker = Asker::this_process();
             let _ = super::release::release(fleet, &t.dir, &t.key, &asker, false, probes);

@@ -15,7 +15,7 @@ fn status(h: &Host, w: &std::path::Path) -> serde_json::Value {
 }
 
 /// What host `name`'s keeper logged (its log file in the state dir).
-fn keeper_log(sb: &Sandbox, name: &str) -> String {
+pub fn keeper_log(sb: &Sandbox, name: &str) -> String {
     let dir = sb.path().join(name).join("xdg/agentlock");
     std::fs::read_dir(dir)
         .map(|d| {

@@ -29,6 +29,38 @@ fn waiters(etcd: &Etcd, prefix: &str, rel: &str) -> usize {
         .count()
 }
 
+/// Two hosts on `store`, with leases long enough that a loaded machine
+/// never lets one expire mid-test (an expired lease frees its host's
+/// workers: a waiter would rightly take one out of turn).
+fn hosts(sb: &Sandbox, store: &str) -> (Host, Host) {
+    let (mut a, mut b) = Host::pair(sb, store);
+    a.ttl = 10;
+    b.ttl = 10;
+    (a, b)
+}
+
+/// Every change under `/prefix/` so far (for a failure message).
+fn history(etcd: &Etcd, prefix: &str) -> String {
+    let out = etcdctl(&etcd.endpoint, &["get", "x", "-w", "json"]).unwrap_or_default();
+    let rev = json(&out)["header"]["revision"].as_i64().unwrap_or(0);
+    let mut h = String::new();
+    for r in 1..=rev {
+        let kvs = etcdctl(
+            &etcd.endpoint,
+            &[
+                "get",
+                "--prefix",
+                &format!("/{prefix}/"),
+                "--rev",
+                &r.to_string(),
+            ],
+        )
+        .unwrap_or_default();
+        h.push_str(&format!("--- rev {r}\n{}", String::from_utf8_lossy(&kvs)));
+    }
+    h
+}
+
 fn spawn(c: &mut std::process::Command) -> Child {
     c.stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -47,7 +79,7 @@ fn finish(c: Child) -> (i32, serde_json::Value, String) {
 fn a_waiter_on_another_host_is_woken_by_the_release() {
     let etcd = Etcd::start();
     let sb = Sandbox::new();
-    let (a, b) = Host::pair(&sb, &etcd.store("fw1"));
+    let (a, b) = hosts(&sb, &etcd.store("fw1"));
     let (ha, hb) = (sleeper(), sleeper());
     let w = b.worker("rig/max");
     assert_eq!(a.claim("rig/max", ha.pid()).status.code(), Some(0));
@@ -85,7 +117,7 @@ fn a_waiter_on_another_host_is_woken_by_the_release() {
 fn waiters_on_two_hosts_are_served_in_arrival_order() {
     let etcd = Etcd::start();
     let sb = Sandbox::new();
-    let (a, b) = Host::pair(&sb, &etcd.store("fw2"));
+    let (a, b) = hosts(&sb, &etcd.store("fw2"));
     let order = sb.path().join("order");
     let mut holder = sleeper();
     assert_eq!(a.claim("max", holder.pid()).status.code(), Some(0));
@@ -123,7 +155,7 @@ fn waiters_on_two_hosts_are_served_in_arrival_order() {
 fn a_dead_waiter_of_this_host_leaves_the_queue_and_a_timeout_refuses() {
     let etcd = Etcd::start();
     let sb = Sandbox::new();
-    let (a, b) = Host::pair(&sb, &etcd.store("fw3"));
+    let (a, b) = hosts(&sb, &etcd.store("fw3"));
     let holder = sleeper();
     let w = b.worker("max");
     assert_eq!(a.claim("max", holder.pid()).status.code(), Some(0));
@@ -181,7 +213,15 @@ fn a_dead_waiter_of_this_host_leaves_the_queue_and_a_timeout_refuses() {
     let rel = a.run(&["release", "--force", aw.to_str().unwrap()]);
     assert_eq!(rel.status.code(), Some(0));
     let (code, doc, err) = finish(c);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        code,
+        0,
+        "first (the dead waiter's claimant) {}, me {}: {err}\n{}\n{}",
+        first.pid(),
+        me.pid(),
+        crate::fleet_failures::keeper_log(&sb, "host-b"),
+        history(&etcd, "fw3")
+    );
     assert_eq!(doc["workers"][0]["pid"], me.pid());
     assert_eq!(
         waiters(&etcd, "fw3", "max"),
