@@ -52,6 +52,30 @@ def sleeping(pid):
         return False
 
 
+def settled(pid):
+    """Waits until every thread of `pid` sleeps and its CPU time stays the
+    same for 50 ms: a network waiter has its watch in place."""
+    def snapshot():
+        states, ticks = [], 0
+        try:
+            for t in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{t}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                states.append(fields[0])
+                ticks += int(fields[11]) + int(fields[12])
+        except FileNotFoundError:
+            pass
+        return all(s == "S" for s in states), ticks
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        idle, before = snapshot()
+        time.sleep(0.05)
+        idle2, after = snapshot()
+        if idle and idle2 and before == after:
+            return
+    raise SystemExit(f"pid {pid} never settled")
+
+
 def sleeper():
     return subprocess.Popen(["sleep", "100000"])
 
@@ -188,7 +212,7 @@ def fleet_env(host):
 
 def fleet_case(i):
     """Host A's holder ends (run's command exits, run deletes the record):
-    the waiter on host B holds it."""
+    the waiter on host B, settled (its watch in place), holds it."""
     w = f"{DIR}/town/f{i}"
     os.makedirs(w, exist_ok=True)
     fifo = f"{DIR}/fifo-f{i}"
@@ -201,6 +225,7 @@ def fleet_case(i):
     b = subprocess.Popen(host_cmd("host-b", "claim", "-q", "--wait", "--pid", str(me.pid), w),
                          env=fleet_env("host-b"), stderr=subprocess.DEVNULL)
     wait_until(lambda: etcd_count(f"/bench/waiters/f{i}/") == 1, "B to queue")
+    settled(b.pid)
     t0 = time.perf_counter()
     with open(fifo, "w") as f:
         f.write("\n")
@@ -231,6 +256,7 @@ def etcdctl_case(i):
     b = subprocess.Popen(["etcdctl", "--endpoints", ETCD, "lock", name, "--", "true"], env=env,
                          stdout=subprocess.DEVNULL)
     wait_until(lambda: etcd_count(name + "/") == 2, "the waiter to queue")
+    settled(b.pid)
     t0 = time.perf_counter()
     with open(fifo, "w") as f:
         f.write("\n")

@@ -110,6 +110,7 @@ fn wait_for(
     opts: &ClaimOptions,
     keeper: &KeeperLease,
     wait: &WaitOptions,
+    watch: Option<KeyWatch>,
     probes: &Probes,
 ) -> Result<Outcome> {
     let mut wake = Wake::new();
@@ -120,7 +121,10 @@ fn wait_for(
     }
     let from = targets.iter().map(|t| t.ticket.revision).min().unwrap_or(0);
     // Without a watch (cannot start a thread), judged periodically.
-    let watch = KeyWatch::start(fleet.spec(), fleet.timeout(), keys, from).ok();
+    let mut watch = watch;
+    if let Some(w) = &mut watch {
+        w.begin(keys, from);
+    }
     match &watch {
         Some(w) => wake.watch_pipe(w.fd()),
         None => wake.uncovered(),
@@ -209,8 +213,20 @@ pub fn claim_wait(
     if let Some(i) = &wait.interrupt {
         opts.cancel = Some(i.cancel.clone());
     }
+    // Connecting while the waiter joins the queue.
+    let watch = KeyWatch::connect(fleet.spec(), fleet.timeout()).ok();
     let target = join(fleet, worker, worker.into(), key.into(), keeper, probes)?;
-    let (got, mut tried) = wait_for(fleet, &[target], me, my_start, &opts, keeper, wait, probes)?;
+    let (got, mut tried) = wait_for(
+        fleet,
+        &[target],
+        me,
+        my_start,
+        &opts,
+        keeper,
+        wait,
+        watch,
+        probes,
+    )?;
     let outcome = match (got, tried.pop()) {
         (Some((_, c)), _) => FleetClaimOutcome::Done(c),
         (None, Some((_, Ok(j)))) => FleetClaimOutcome::Refused(Box::new(j)),
@@ -241,6 +257,7 @@ pub fn claim_first_free_wait<P: AsRef<Path>>(
         cancel: wait.interrupt.as_ref().map(|i| i.cancel.clone()),
         ..ClaimOptions::default()
     };
+    let watch = KeyWatch::connect(fleet.spec(), fleet.timeout()).ok();
     let mut failed = Vec::new();
     let mut targets = Vec::new();
     let mut index = Vec::new();
@@ -265,7 +282,9 @@ pub fn claim_first_free_wait<P: AsRef<Path>>(
     let (got, tried) = if targets.is_empty() {
         (None, Vec::new())
     } else {
-        wait_for(fleet, &targets, me, my_start, &opts, keeper, wait, probes)?
+        wait_for(
+            fleet, &targets, me, my_start, &opts, keeper, wait, watch, probes,
+        )?
     };
     failed.extend(tried);
     Ok(Waited {

@@ -15,35 +15,46 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// A running watch; stopped on drop.
+/// What to watch (each key, `true`: as a prefix) and from which revision.
+type Watched = (Vec<(String, bool)>, i64);
+
 pub(crate) struct KeyWatch {
     read: OwnedFd,
     stop: Option<oneshot::Sender<()>>,
+    begin: Option<std::sync::mpsc::Sender<Watched>>,
 }
 
 impl KeyWatch {
-    /// Watches `keys` (`true`: as a prefix) from revision `from` on.
-    pub(crate) fn start(
-        spec: &StoreSpec,
-        timeout: Duration,
-        keys: Vec<(String, bool)>,
-        from: i64,
-    ) -> std::io::Result<KeyWatch> {
+    /// Starts connecting (its own connection, on its own thread), so the
+    /// watch is ready by the time the waiter knows what to watch from
+    /// where ([`KeyWatch::begin`]).
+    pub(crate) fn connect(spec: &StoreSpec, timeout: Duration) -> std::io::Result<KeyWatch> {
         let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
         let (tx, rx) = oneshot::channel();
+        let (begin, what) = std::sync::mpsc::channel::<Watched>();
         let spec = spec.clone();
         std::thread::Builder::new()
             .name("agentlock-watch".into())
             .spawn(move || {
                 // The write end lives in this thread: when it ends, the
                 // waiter sees the pipe close.
-                if let Ok(fleet) = Fleet::connect(&spec, timeout) {
+                let fleet = Fleet::connect(&spec, timeout);
+                if let (Ok(fleet), Ok((keys, from))) = (fleet, what.recv()) {
                     follow(&fleet, &keys, from, timeout, &write, rx);
                 }
             })?;
         Ok(KeyWatch {
             read,
             stop: Some(tx),
+            begin: Some(begin),
         })
+    }
+
+    /// Watches `keys` (`true`: as a prefix) from revision `from` on.
+    pub(crate) fn begin(&mut self, keys: Vec<(String, bool)>, from: i64) {
+        if let Some(b) = self.begin.take() {
+            let _ = b.send((keys, from));
+        }
     }
 
     /// Readable after each change.

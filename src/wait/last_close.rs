@@ -4,7 +4,8 @@
 //! command, after the worker is already held.
 //!
 //! A short-lived `true` takes the last reference and pays that wait: it is
-//! started with the descriptor as its standard input (and nothing else of
+//! (`/usr/bin/true` or `/bin/true`, by full path) started with the
+//! descriptor as its standard input (and nothing else of
 //! ours: standard output and error are `/dev/null`, every other descriptor
 //! is close-on-exec), so this process's own close is only a reference
 //! dropped. It is started the way `std::process::Command` starts programs
@@ -18,12 +19,18 @@ use std::process::{Command, Stdio};
 
 /// Closes `fd` (an inotify descriptor) without waiting for its teardown.
 pub(crate) fn close_inotify(fd: OwnedFd) {
-    let started = Command::new("true")
+    // A full path (no lookup in anyone's PATH), so `posix_spawn` applies.
+    let program = ["/usr/bin/true", "/bin/true"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let Some(program) = program else {
+        return drop(fd);
+    };
+    let started = Command::new(program)
         .stdin(Stdio::from(fd))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .env_clear()
-        .env("PATH", "/usr/bin:/bin")
         .spawn();
     if let Ok(mut child) = started {
         let _ = std::thread::Builder::new()
