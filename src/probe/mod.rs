@@ -9,6 +9,7 @@ pub mod process;
 pub mod shell_words;
 pub mod tmux;
 mod tmux_call;
+mod tmux_names;
 mod tmux_peer;
 mod tmux_procs;
 pub mod tmux_query;
