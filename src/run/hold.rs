@@ -103,19 +103,13 @@ impl<'a> FileHold<'a> {
     }
 
     fn watch_runtime(&mut self) {
-        let flags = AddWatchFlags::IN_CREATE
-            | AddWatchFlags::IN_DELETE
-            | AddWatchFlags::IN_MOVED_FROM
-            | AddWatchFlags::IN_MOVED_TO
-            | AddWatchFlags::IN_CLOSE_WRITE
-            | AddWatchFlags::IN_DELETE_SELF
-            | AddWatchFlags::IN_MOVE_SELF
-            | AddWatchFlags::IN_ONLYDIR
-            | AddWatchFlags::IN_DONT_FOLLOW;
         let runtime = self.worker.join(lock::RUNTIME_DIR);
         self.watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
             .ok()
-            .filter(|i| i.add_watch(&runtime, flags).is_ok());
+            .filter(|i| {
+                i.add_watch(&runtime, crate::wait::wake::dir_events())
+                    .is_ok()
+            });
     }
 }
 

@@ -26,6 +26,21 @@ pub const NET_UNCOVERED: Duration = Duration::from_secs(2);
 /// pane exited and its tmux server was exiting as it was asked).
 pub const BACKOFF_START: Duration = Duration::from_millis(10);
 
+/// What is watched in a `.runtime/` directory (by a waiter, and by `run`
+/// guarding its lock): an entry created, removed, renamed or closed after
+/// writing, or the directory itself gone; never through a symlink.
+pub(crate) fn dir_events() -> AddWatchFlags {
+    AddWatchFlags::IN_CREATE
+        | AddWatchFlags::IN_DELETE
+        | AddWatchFlags::IN_MOVED_FROM
+        | AddWatchFlags::IN_MOVED_TO
+        | AddWatchFlags::IN_CLOSE_WRITE
+        | AddWatchFlags::IN_DELETE_SELF
+        | AddWatchFlags::IN_MOVE_SELF
+        | AddWatchFlags::IN_ONLYDIR
+        | AddWatchFlags::IN_DONT_FOLLOW
+}
+
 /// The events one waiter sleeps on.
 pub(crate) struct Wake {
     inotify: Option<Inotify>,
@@ -72,16 +87,11 @@ impl Wake {
         if self.dirs.iter().any(|(d, _)| d == dir) {
             return;
         }
-        let flags = AddWatchFlags::IN_CREATE
-            | AddWatchFlags::IN_DELETE
-            | AddWatchFlags::IN_MOVED_FROM
-            | AddWatchFlags::IN_MOVED_TO
-            | AddWatchFlags::IN_CLOSE_WRITE
-            | AddWatchFlags::IN_DELETE_SELF
-            | AddWatchFlags::IN_MOVE_SELF
-            | AddWatchFlags::IN_ONLYDIR
-            | AddWatchFlags::IN_DONT_FOLLOW;
-        match self.inotify.as_ref().map(|i| i.add_watch(dir, flags)) {
+        match self
+            .inotify
+            .as_ref()
+            .map(|i| i.add_watch(dir, dir_events()))
+        {
             Some(Ok(wd)) => self.dirs.push((dir.to_path_buf(), wd)),
             _ => self.uncovered = true,
         }

@@ -17,6 +17,12 @@ fn status(h: &Host, w: &std::path::Path) -> serde_json::Value {
 /// `agentlock --store … ARGS` as host `h`, inside `unshare WRAP…` (which
 /// must fork): the same environment as [`Host::cmd`].
 fn sandboxed(h: &Host, wrap: &[&str], args: &[&str]) -> std::process::Output {
+    unshared(h, wrap, args).output().unwrap()
+}
+
+/// `h`'s `agentlock ARGS` run through `unshare WRAP...`, with its
+/// environment.
+fn unshared(h: &Host, wrap: &[&str], args: &[&str]) -> std::process::Command {
     let base = h.cmd(args);
     let mut c = std::process::Command::new("unshare");
     c.args(wrap)
@@ -29,7 +35,7 @@ fn sandboxed(h: &Host, wrap: &[&str], args: &[&str]) -> std::process::Output {
             None => c.env_remove(k),
         };
     }
-    c.output().unwrap()
+    c
 }
 
 /// A keeper killed and started again (an upgrade, a systemd restart) moves
@@ -246,18 +252,11 @@ fn a_keeper_in_a_time_namespace_sweeps_no_live_sandbox_record() {
     let etcd = Etcd::start();
     let sb = Sandbox::new();
     let a = Host::new(&sb, "host-a", &etcd.store("timekeeper"));
-    let base = a.cmd(&["keeper", "--foreground"]);
-    let mut k = std::process::Command::new("unshare");
-    k.args(["--time", "--fork", "--boottime", "86400"])
-        .arg(base.get_program())
-        .args(base.get_args())
-        .stdin(Stdio::null());
-    for (key, v) in base.get_envs() {
-        match v {
-            Some(v) => k.env(key, v),
-            None => k.env_remove(key),
-        };
-    }
+    let k = unshared(
+        &a,
+        &["--time", "--fork", "--boottime", "86400"],
+        &["keeper", "--foreground"],
+    );
     let _keeper = Group::spawn(k);
     wait_for(
         "the keeper to publish its lease",
@@ -265,20 +264,16 @@ fn a_keeper_in_a_time_namespace_sweeps_no_live_sandbox_record() {
         || a.keeper().is_some(),
     );
     let w = a.worker("boxed");
-    let base = a.cmd(&["claim", "--pid", "2", w.to_str().unwrap()]);
-    let mut c = std::process::Command::new("unshare");
-    c.args(["--pid", "--fork", "--mount-proc", "sh", "-c"])
-        .arg("sleep 1000 & \"$@\"; wait")
-        .arg("sh")
-        .arg(base.get_program())
-        .args(base.get_args())
-        .stdin(Stdio::null());
-    for (key, v) in base.get_envs() {
-        match v {
-            Some(v) => c.env(key, v),
-            None => c.env_remove(key),
-        };
-    }
+    let in_ns = [
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "sh",
+        "-c",
+        "sleep 1000 & \"$@\"; wait",
+        "sh",
+    ];
+    let c = unshared(&a, &in_ns, &["claim", "--pid", "2", w.to_str().unwrap()]);
     let _sandbox = Group::spawn(c);
     wait_for("the sandbox's claim", Duration::from_secs(30), || {
         status(&a, &w)["state"] != "free"

@@ -26,6 +26,15 @@ fn waiter(sb: &Sandbox, args: &[&str]) -> Child {
         .unwrap()
 }
 
+/// `agentlock claim WAIT --json --pid PID WORKER` in the background.
+fn claim_waiting(sb: &Sandbox, w: &Path, pid: impl ToString, wait: &str) -> Child {
+    let pid = pid.to_string();
+    waiter(
+        sb,
+        &["claim", wait, "--json", "--pid", &pid, w.to_str().unwrap()],
+    )
+}
+
 /// The waiters' tickets in `worker`'s queue.
 fn tickets(worker: &Path) -> Vec<String> {
     let mut t: Vec<String> = std::fs::read_dir(worker.join(".runtime"))
@@ -67,17 +76,7 @@ fn a_release_wakes_the_waiter_which_then_holds_the_worker() {
     let w = sb.worker("max");
     let (holder, me) = (sleeper(), sleeper());
     sb.claim(&w, holder.pid(), &[]).success();
-    let c = waiter(
-        &sb,
-        &[
-            "claim",
-            "--wait",
-            "--json",
-            "--pid",
-            &me.pid().to_string(),
-            w.to_str().unwrap(),
-        ],
-    );
+    let c = claim_waiting(&sb, &w, me.pid(), "--wait");
     queued(&w, 1);
     sb.cmd()
         .args(["release", "--pid", &holder.pid().to_string()])
@@ -102,17 +101,7 @@ fn the_holders_exit_wakes_the_waiter() {
     let me = sleeper();
     let mut holder = sleeper();
     sb.claim(&w, holder.pid(), &[]).success();
-    let c = waiter(
-        &sb,
-        &[
-            "claim",
-            "--wait=60s",
-            "--json",
-            "--pid",
-            &me.pid().to_string(),
-            w.to_str().unwrap(),
-        ],
-    );
+    let c = claim_waiting(&sb, &w, me.pid(), "--wait=60s");
     queued(&w, 1);
     holder.0.kill().unwrap();
     holder.0.wait().unwrap();
@@ -148,17 +137,7 @@ fn the_end_of_the_recorded_session_wakes_the_waiter() {
     sb.claim(&w, gone.pid(), &["--session", "agent"]).success();
     gone.0.kill().unwrap();
     gone.0.wait().unwrap();
-    let c = waiter(
-        &sb,
-        &[
-            "claim",
-            "--wait=60s",
-            "--json",
-            "--pid",
-            &me.pid().to_string(),
-            w.to_str().unwrap(),
-        ],
-    );
+    let c = claim_waiting(&sb, &w, me.pid(), "--wait=60s");
     queued(&w, 1);
     assert_eq!(state_of(&sb, &w, &[]), "held-by-session");
     tmux.kill_session("agent");
@@ -232,17 +211,7 @@ fn a_signal_while_waiting_ends_it_holding_nothing() {
         let holder = sleeper();
         sb.claim(&w, holder.pid(), &[]).success();
         let before = std::fs::read(lock_path(&w)).unwrap();
-        let c = waiter(
-            &sb,
-            &[
-                "claim",
-                "--wait",
-                "--json",
-                "--pid",
-                &std::process::id().to_string(),
-                w.to_str().unwrap(),
-            ],
-        );
+        let c = claim_waiting(&sb, &w, std::process::id(), "--wait");
         queued(&w, 1);
         kill(Pid::from_raw(c.id() as i32), sig).unwrap();
         let (got, out, err) = finish(c);
@@ -328,17 +297,7 @@ fn a_waiter_killed_in_the_queue_blocks_nobody() {
     ));
     queued(&w, 1);
     let me = sleeper();
-    let second = waiter(
-        &sb,
-        &[
-            "claim",
-            "--wait",
-            "--json",
-            "--pid",
-            &me.pid().to_string(),
-            w.to_str().unwrap(),
-        ],
-    );
+    let second = claim_waiting(&sb, &w, me.pid(), "--wait");
     queued(&w, 2);
     first.0.kill().unwrap();
     first.0.wait().unwrap();
