@@ -16,8 +16,8 @@ use crate::lock::{Asker, ClaimOptions, Claimant, Probes, Standing};
 use crate::verdict::State;
 use crate::wait::wake::Wake;
 use crate::wait::{
-    Look, WaitOptions, Waited, all_failed, claimant_still, guard_limit, one_of_many, transient,
-    wait_loop, watch_judged,
+    Look, WaitOptions, Waited, all_failed, claimant_still, guard_limit, one_of_many, wait_loop,
+    watch_judged,
 };
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -131,9 +131,7 @@ fn wait_for(
     }
     let mut tried = Vec::new();
     let about = targets.first().map_or_else(PathBuf::new, |t| t.dir.clone());
-    let deadline = wait
-        .timeout
-        .and_then(|t| std::time::Instant::now().checked_add(t));
+    let deadline = wait.deadline(std::time::Instant::now());
     let mut opts = opts.clone();
     let got = wait_loop(&about, wait, &mut wake, |wake, passed| {
         claimant_still(me, my_start, wake, probes)?;
@@ -146,13 +144,9 @@ fn wait_for(
                 Ok(Err(c)) => return Ok(Look::Done((i, c))),
                 Ok(Ok(j)) => Ok(j),
                 // Changed while judged (a holder's release, the keeper's
-                // sweep), or the store did not answer in time: look again.
-                Err(e) if transient(&e) => {
-                    wake.uncovered();
-                    Err(e)
-                }
-                // One worker of several failed for good: the others are
-                // still waited for.
+                // sweep), the store slow to answer, or one worker of several
+                // failed for good: looked at again, the others still waited
+                // for; all failed for good ends the wait (below).
                 Err(e) => Err(one_of_many(e, wake)?),
             };
             if let Ok(j) = &looked {

@@ -95,7 +95,7 @@ pub fn claim_wait(
     probes: &Probes,
 ) -> Result<Waited<ClaimOutcome>> {
     let start = Instant::now();
-    let deadline = wait.timeout.and_then(|t| start.checked_add(t));
+    let deadline = wait.deadline(start);
     let path = path.as_ref();
     let my_start = check_claimant(me, probes)?;
     if let Some(i) = &wait.interrupt {
@@ -144,7 +144,7 @@ pub fn claim_first_free_wait<P: AsRef<Path>>(
     probes: &Probes,
 ) -> Result<Waited<FirstFree>> {
     let start = Instant::now();
-    let deadline = wait.timeout.and_then(|t| start.checked_add(t));
+    let deadline = wait.deadline(start);
     let my_start = check_claimant(me, probes)?;
     let mut opts = ClaimOptions {
         only_free: true,

@@ -81,6 +81,11 @@ impl WaitOptions {
         }
     }
 
+    /// When a wait that starts at `start` ends (`None`: never).
+    pub fn deadline(&self, start: Instant) -> Option<Instant> {
+        self.timeout.and_then(|t| start.checked_add(t))
+    }
+
     /// Gives up when `interrupt` is set (a signal arrived).
     pub fn interrupted_by(mut self, interrupt: Interrupt) -> WaitOptions {
         self.interrupt = Some(interrupt);
@@ -116,7 +121,7 @@ pub(crate) fn wait_loop<T>(
     mut look: impl FnMut(&mut Wake, bool) -> Result<Look<T>>,
 ) -> Result<Option<T>> {
     let start = Instant::now();
-    let deadline = opts.timeout.and_then(|t| start.checked_add(t));
+    let deadline = opts.deadline(start);
     if let Some(i) = &opts.interrupt {
         wake.watch_pipe(i.fd());
     }
