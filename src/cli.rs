@@ -29,6 +29,9 @@ pub struct Cli {
         help_heading = "Global options"
     )]
     pub color: ColorWhen,
+    /// Show times in UTC instead of local time (JSON keeps them as recorded).
+    #[arg(long, global = true, help_heading = "Global options")]
+    pub utc: bool,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(subcommand)]
@@ -103,7 +106,10 @@ pub enum Command {
     #[command(after_help = r#"Examples:
   agentlock release workers/max                   # as the invoking process (or $TMUX_PANE)
   agentlock release workers/max --session agent-max
-  agentlock release workers/max --force           # whoever holds it; a corrupt file is moved aside"#)]
+  agentlock release workers/max --force           # whoever holds it; a corrupt file is moved aside
+  agentlock release --all --session agent-max ~/town   # every worker agent-max holds under ~/town
+  # in ~/.tmux.conf: when a session closes, release what it held
+  set-hook -g session-closed 'run "agentlock release --all --session #{hook_session_name} ~/town"'"#)]
     Release(ReleaseArgs),
     /// Exit 0 if the workers are free or held by the asker, 1 if held by another. Read-only.
     #[command(after_help = r#"Examples:
@@ -273,11 +279,15 @@ pub struct AskerArgs {
 
 #[derive(Debug, Args)]
 pub struct ReleaseArgs {
-    /// Worker directory.
+    /// Worker directory (with --all: the root to release under).
     #[arg(value_name = "WORKER")]
     pub worker: PathBuf,
     #[command(flatten)]
     pub asker: AskerArgs,
+    /// Release every worker under the given root that the asker holds (others' locks are never
+    /// touched).
+    #[arg(long, conflicts_with = "force")]
+    pub all: bool,
     /// Remove it whoever holds it (a corrupt file is moved aside, not deleted).
     #[arg(long)]
     pub force: bool,

@@ -118,6 +118,17 @@ pub fn same_session(a: &str, a_socket: Option<&Path>, b: &str, b_socket: Option<
     names && servers
 }
 
+/// An asker named by a session alone that no tmux server asked has now (a
+/// `session-closed` hook asking), and a lock whose recorded session is
+/// alive (`session_alive`): the same name on another server, or a new
+/// session of that name. It is not the asker's lock, whatever the names say.
+pub fn gone_session_asks_for_live(asker: &Asker, session_alive: Option<bool>) -> bool {
+    asker.pid.is_none()
+        && asker.session.is_some()
+        && asker.tmux_socket.is_none()
+        && session_alive == Some(true)
+}
+
 /// Whether the lock's process, the claimer (`claimer`: alive here and
 /// provably the one that claimed), is an ancestor of `pid`. A tmux server is
 /// never acted for this way: every pane's process descends from it.

@@ -17,11 +17,12 @@
 //! - [`wait`]: waiting for a worker, woken by what frees it, in arrival order.
 //! - [`scan`]: finding every lock under a root, in parallel.
 //! - [`doctor`]: findings of a scanned tree, and the guarded `--fix` repairs.
+//! - [`json`]: the `--json` documents, as types (one contract, `"schema": 1`).
 //! - [`paths`]: how paths are written in JSON (lossily, never a panic).
 //!
 //! The binary (`src/main.rs`) adds what only a command line needs: `cli`
 //! (the clap structs), `commands` (one handler per subcommand), `output`
-//! (human lines and `--json` documents), `out` (writing them without ever
+//! (human lines, and the [`json`] documents printed), `out` (writing them without ever
 //! panicking) and `exit_codes`.
 
 #![warn(missing_docs)]
@@ -34,6 +35,7 @@ pub mod forward;
 mod handle;
 mod held;
 pub mod holder;
+pub mod json;
 pub mod lock;
 pub mod paths;
 pub mod probe;

@@ -11,8 +11,8 @@ mod worker;
 use crate::cli::{AskerArgs, Cli, ColorWhen, Command};
 use crate::exit_codes::ExitCode;
 use crate::out::Out;
-use crate::output::{self, ErrorJson, Style};
-use agentlock::lock::{Asker, Claimant};
+use crate::output::{self, Printed, Style, WorkerEntry};
+use agentlock::lock::{Asker, Claimant, Judgement, Probes};
 use agentlock::probe::invoker::invoker;
 use agentlock::probe::tmux::env_socket;
 use agentlock::probe::{LiveProbes, TmuxQuery};
@@ -21,7 +21,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// What every handler needs: output style and the probes (tmux asked once).
-struct Ctx {
+pub(crate) struct Ctx {
     quiet: bool,
     style: Style,
     probes: LiveProbes,
@@ -31,7 +31,7 @@ struct Ctx {
 /// under `--json`, one document on stdout.
 #[derive(Debug)]
 pub struct Failure {
-    error: ErrorJson,
+    error: Printed,
     code: ExitCode,
     /// With `--wait`: how long it waited before failing.
     waited: Option<std::time::Duration>,
@@ -40,7 +40,7 @@ pub struct Failure {
 impl From<agentlock::Error> for Failure {
     fn from(e: agentlock::Error) -> Failure {
         Failure {
-            error: ErrorJson::of(&e),
+            error: Printed::of(&e),
             code: ExitCode::Error,
             waited: None,
         }
@@ -51,7 +51,7 @@ impl Failure {
     /// Bad usage the parser could not catch.
     fn usage(message: impl Into<String>) -> Failure {
         Failure {
-            error: ErrorJson::new("usage", message),
+            error: Printed::new("usage", message),
             code: ExitCode::Error,
             waited: None,
         }
@@ -119,6 +119,7 @@ pub fn execute(cli: Cli) -> ExitCode {
             std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
         }
     };
+    output::use_utc(cli.utc);
     let ctx = Ctx {
         quiet: cli.quiet,
         style: Style { color },
@@ -148,8 +149,10 @@ pub fn execute(cli: Cli) -> ExitCode {
             out.error_line(&e.human);
             match shape {
                 JsonShape::None => {}
-                JsonShape::Workers => out.line(output::workers_json(&[], Some(&e), waited)),
-                JsonShape::Tree(root) => out.line(output::error_json(Some(&root), &e)),
+                JsonShape::Workers => {
+                    out.line(output::workers_json(Vec::new(), Some(&e.json), waited))
+                }
+                JsonShape::Tree(root) => out.line(output::error_json(Some(&root), &e.json)),
             }
             code
         }
@@ -185,7 +188,7 @@ fn man(out: &mut Out) -> Result<ExitCode, Failure> {
     clap_mangen::Man::new(Cli::command())
         .render(&mut buf)
         .map_err(|e| Failure {
-            error: ErrorJson::new("io", format!("cannot render the man page: {e}")),
+            error: Printed::new("io", format!("cannot render the man page: {e}")),
             code: ExitCode::Error,
             waited: None,
         })?;
@@ -317,6 +320,33 @@ impl Waiting {
         }
         .after(self.waited())
     }
+}
+
+/// The JSON entry of a judged worker, with where `asker` stands with it.
+fn entry(j: &Judgement, asker: &Asker, probes: &Probes) -> WorkerEntry {
+    WorkerEntry::judged(j, j.standing(asker, probes), probes.procs)
+}
+
+/// Who asks when nobody is named (`status`, `list`, `doctor`): the invoking
+/// process in `$TMUX_PANE`; if the invoker cannot be told, an asker that
+/// holds nothing.
+pub(crate) fn default_asker(ctx: &Ctx) -> Asker {
+    asker_of(
+        ctx,
+        AskerArgs {
+            pid: None,
+            session: None,
+        },
+        &mut Vec::new(),
+    )
+    .unwrap_or_else(|_| Asker::new(None, None, None))
+}
+
+/// The JSON entries of a tree's locks, standing for the default asker.
+fn tree_entries(ctx: &Ctx, locks: &[Judgement]) -> Vec<WorkerEntry> {
+    let asker = default_asker(ctx);
+    let probes = ctx.probes.probes();
+    locks.iter().map(|j| entry(j, &asker, &probes)).collect()
 }
 
 fn warn_all(out: &mut Out, warnings: &[String]) {

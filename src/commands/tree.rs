@@ -70,9 +70,11 @@ pub(super) fn list(ctx: &Ctx, a: TreeArgs, out: &mut Out) -> Result<ExitCode, Fa
         .filter(|f| f.kind == FindingKind::ScanError)
         .collect();
     if a.json {
+        let locks = super::tree_entries(ctx, &report.locks);
         out.line(output::report_json(
             &report,
             &ctx.probes.tmux.snapshot(),
+            locks,
             None,
         ));
     } else {
@@ -91,14 +93,15 @@ pub(super) fn list(ctx: &Ctx, a: TreeArgs, out: &mut Out) -> Result<ExitCode, Fa
 }
 
 pub(super) fn doctor(ctx: &Ctx, a: DoctorArgs, out: &mut Out) -> Result<ExitCode, Failure> {
-    doctor_with(ctx, a, out, |_, _| Ok(Vec::new()))
+    doctor_with(ctx, a, None, out, |_, _| Ok(Vec::new()))
 }
 
 /// `doctor`, with `more` adding its findings to the report (and, given
-/// `--fix`, its repairs): the fleet store's.
+/// `--fix`, its repairs): the fleet store's, at `store`.
 pub(super) fn doctor_with(
     ctx: &Ctx,
     a: DoctorArgs,
+    store: Option<&str>,
     out: &mut Out,
     more: impl FnOnce(&mut Report, bool) -> Result<Vec<agentlock::Error>, Failure>,
 ) -> Result<ExitCode, Failure> {
@@ -116,12 +119,14 @@ pub(super) fn doctor_with(
         out.done = Some(output::fixes_done(&report));
     }
     if a.tree.json {
-        let error = output::fix_errors_json(&errors);
-        out.line(output::report_json(
+        let mut doc = output::TreeDoc::of(
             &report,
             &ctx.probes.tmux.snapshot(),
-            error.as_ref(),
-        ));
+            super::tree_entries(ctx, &report.locks),
+        );
+        doc.store = store.map(str::to_string);
+        doc.error = output::fix_errors_json(&errors);
+        out.line(output::to_string(&doc));
     } else if !ctx.quiet || !report.findings.is_empty() {
         out.line(output::doctor_text(&report, a.fix));
     }

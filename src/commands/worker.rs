@@ -1,13 +1,13 @@
 //! The commands on named workers: `claim` (and `--first-free`), `release`,
 //! `status`, `check`.
 
-use super::{Ctx, Failure, Waiting, asker_of, claimant_of, warn_all};
+use super::{Ctx, Failure, Waiting, asker_of, claimant_of, default_asker, entry, warn_all};
 use crate::cli::{CheckArgs, ClaimArgs, ReleaseArgs, StatusArgs};
 use crate::exit_codes::ExitCode;
 use crate::out::Out;
-use crate::output::{self, LockEntry, WorkerJson};
+use crate::output::{self, WorkerEntry};
 use agentlock::lock::{
-    self, ClaimOptions, ClaimOutcome, Claimant, Judgement, ReleaseOutcome, Standing,
+    self, Asker, ClaimOptions, ClaimOutcome, Claimant, Judgement, ReleaseOutcome, Standing,
 };
 use agentlock::wait;
 use std::path::PathBuf;
@@ -17,13 +17,24 @@ pub(super) fn claim(ctx: &Ctx, a: ClaimArgs, out: &mut Out) -> Result<ExitCode, 
     let w = Waiting::new(a.wait);
     if a.first_free {
         let ctx_json = (&warnings[..], holder_warning.as_deref());
+        let probes = ctx.probes.probes();
         let code = match &w.wait {
-            None => first_free(ctx, &a.workers, &me, a.json, ctx_json, None, out)?,
+            None => {
+                let ff = lock::claim_first_free(&a.workers, &me, &probes)?;
+                print_ff(out, a.json, ff, &me, &probes, ctx_json, None)
+            }
             Some(wait) => {
-                let probes = ctx.probes.probes();
                 let got = wait::claim_first_free_wait(&a.workers, &me, wait, &probes)
                     .map_err(|e| w.failure(e))?;
-                print_ff(out, a.json, got.outcome, ctx_json, Some(got.waited))
+                print_ff(
+                    out,
+                    a.json,
+                    got.outcome,
+                    &me,
+                    &probes,
+                    ctx_json,
+                    Some(got.waited),
+                )
             }
         };
         return Ok(code.on_conflict(a.conflict_exit_code));
@@ -53,15 +64,8 @@ pub(super) fn claim(ctx: &Ctx, a: ClaimArgs, out: &mut Out) -> Result<ExitCode, 
     };
     match claimed {
         ClaimOutcome::Refused(ins) => {
-            let code = refused_with(
-                out,
-                a.json,
-                &ins,
-                LockEntry::of(&ins),
-                "claim",
-                true,
-                waited,
-            );
+            let e = entry(&ins, &Asker::from(&me), &probes);
+            let code = refused_with(out, a.json, &ins, e, "claim", true, waited);
             Ok(code.on_conflict(a.conflict_exit_code))
         }
         ClaimOutcome::Done(c) => {
@@ -72,12 +76,8 @@ pub(super) fn claim(ctx: &Ctx, a: ClaimArgs, out: &mut Out) -> Result<ExitCode, 
                 out.error_line(output::esc(s));
             }
             if a.json {
-                let mut e = LockEntry::of(&c.after).with_action(c.action.as_str());
-                e.moved_aside = c.moved_aside.as_deref();
-                e.signal = c.signal.as_deref();
-                e.warnings = &warnings;
-                e.holder_warning = holder_warning.as_deref();
-                out.line(output::workers_json(&[WorkerJson::Entry(e)], None, waited));
+                let e = claimed_entry(&c, &probes, &warnings, holder_warning.as_deref());
+                out.line(output::workers_json(vec![e], None, waited));
             } else if !ctx.quiet {
                 out.raw(output::claimed_lines(&c));
             }
@@ -86,9 +86,23 @@ pub(super) fn claim(ctx: &Ctx, a: ClaimArgs, out: &mut Out) -> Result<ExitCode, 
     }
 }
 
-/// A refusal: the JSON entry (with `--json`), the refusal block on stderr, exit 1.
-fn refused(out: &mut Out, json: bool, ins: &Judgement, command: &str) -> ExitCode {
-    refused_with(out, json, ins, LockEntry::of(ins), command, true, None)
+/// The JSON entry of a worker just claimed: the asker's.
+fn claimed_entry(
+    c: &lock::Claimed,
+    probes: &lock::Probes,
+    warnings: &[String],
+    holder_warning: Option<&str>,
+) -> WorkerEntry {
+    let mut e =
+        WorkerEntry::judged(&c.after, Standing::Yours, probes.procs).with_action(c.action.as_str());
+    e.moved_aside = c
+        .moved_aside
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned());
+    e.signal = c.signal.clone();
+    e.warnings = warnings.to_vec();
+    e.holder_warning = holder_warning.map(str::to_string);
+    e
 }
 
 /// A refusal on the fleet store: its JSON entry is `entry` (with the
@@ -98,7 +112,7 @@ pub(super) fn refused_on_store(
     out: &mut Out,
     json: bool,
     ins: &Judgement,
-    entry: LockEntry,
+    entry: WorkerEntry,
     command: &str,
     waited: Option<std::time::Duration>,
 ) -> ExitCode {
@@ -109,14 +123,14 @@ fn refused_with(
     out: &mut Out,
     json: bool,
     ins: &Judgement,
-    entry: LockEntry,
+    entry: WorkerEntry,
     command: &str,
     signal_other: bool,
     waited: Option<std::time::Duration>,
 ) -> ExitCode {
     if json {
         let e = entry.with_action("refused");
-        out.line(output::workers_json(&[WorkerJson::Entry(e)], None, waited));
+        out.line(output::workers_json(vec![e], None, waited));
     }
     out.err(output::refusal_with(ins, command, signal_other));
     if let Some(w) = waited {
@@ -128,36 +142,27 @@ fn refused_with(
     ExitCode::No
 }
 
-fn first_free(
-    ctx: &Ctx,
-    workers: &[PathBuf],
-    me: &Claimant,
-    json: bool,
-    warned: (&[String], Option<&str>),
-    waited: Option<std::time::Duration>,
-    out: &mut Out,
-) -> Result<ExitCode, Failure> {
-    let ff = lock::claim_first_free(workers, me, &ctx.probes.probes())?;
-    Ok(print_ff(out, json, ff, warned, waited))
-}
-
 /// Prints a `--first-free` outcome on lock files.
 fn print_ff(
     out: &mut Out,
     json: bool,
     ff: lock::FirstFree,
+    me: &Claimant,
+    probes: &lock::Probes,
     (warnings, holder_warning): (&[String], Option<&str>),
     waited: Option<std::time::Duration>,
 ) -> ExitCode {
+    let asker = Asker::from(me);
     let tried = ff
         .tried
         .iter()
-        .map(|(path, r)| (path.as_path(), r.as_ref().map(|j| (j, LockEntry::of(j)))))
+        .map(|(path, r)| {
+            let r = r.as_ref().map(|j| (j, entry(j, &asker, probes)));
+            (path.as_path(), r)
+        })
         .collect();
     let claimed = ff.claimed.as_ref().map(|(_, c)| {
-        let mut e = LockEntry::of(&c.after).with_action(c.action.as_str());
-        e.warnings = warnings;
-        e.holder_warning = holder_warning;
+        let e = claimed_entry(c, probes, warnings, holder_warning);
         (c.after.worker_dir.as_path(), output::first_free_done(c), e)
     });
     print_first_free(out, json, tried, claimed, ff.all_failed(), waited)
@@ -167,7 +172,7 @@ fn print_ff(
 /// entry), or the error.
 pub(super) type Tried<'a> = (
     &'a std::path::Path,
-    Result<(&'a Judgement, LockEntry<'a>), &'a agentlock::Error>,
+    Result<(&'a Judgement, WorkerEntry), &'a agentlock::Error>,
 );
 
 /// Prints what `--first-free` tried and claimed (the worker claimed,
@@ -176,31 +181,31 @@ pub(super) fn print_first_free(
     out: &mut Out,
     json: bool,
     tried: Vec<Tried>,
-    claimed: Option<(&std::path::Path, String, LockEntry)>,
+    claimed: Option<(&std::path::Path, String, WorkerEntry)>,
     all_failed: bool,
     waited: Option<std::time::Duration>,
 ) -> ExitCode {
-    let mut entries: Vec<WorkerJson> = Vec::new();
+    let mut entries: Vec<WorkerEntry> = Vec::new();
     let mut judged = Vec::new();
     for (path, r) in tried {
         match r {
             Ok((j, e)) => {
                 judged.push(j);
-                entries.push(WorkerJson::Entry(e.with_action("refused")));
+                entries.push(e.with_action("refused"));
             }
             Err(e) => {
                 out.error_line(output::skipped(path, e));
-                entries.push(WorkerJson::failed(path, e));
+                entries.push(WorkerEntry::failed(path, e));
             }
         }
     }
     let dir = claimed.map(|(dir, done, e)| {
         out.done = Some(done);
-        entries.push(WorkerJson::Entry(e));
+        entries.push(e);
         dir
     });
     if json {
-        out.line(output::workers_json(&entries, None, waited));
+        out.line(output::workers_json(entries, None, waited));
     }
     if let Some(dir) = dir {
         if !json {
@@ -230,8 +235,41 @@ pub(super) fn release(ctx: &Ctx, a: ReleaseArgs, out: &mut Out) -> Result<ExitCo
     let mut warnings = Vec::new();
     let who = asker_of(ctx, a.asker, &mut warnings)?;
     warn_all(out, &warnings);
-    match lock::release(&a.worker, &who, a.force, &ctx.probes.probes())? {
-        ReleaseOutcome::Refused(ins) => Ok(refused(out, a.json, &ins, "release")),
+    if a.all {
+        let opts = agentlock::scan::ScanOptions::default();
+        let all = lock::release_all(&a.worker, &who, &opts, &ctx.probes)?;
+        for f in &all.unreadable {
+            out.error_line(output::esc(&f.message));
+        }
+        let probes = ctx.probes.probes();
+        let code = print_released_all(ctx, out, a.json, &a.worker, all.workers, |r| match r {
+            ReleaseOutcome::Done {
+                action,
+                before,
+                moved_to,
+            } => {
+                let mut e = entry(&before, &who, &probes).with_action(action.as_str());
+                e.moved_aside = moved_to.map(|p| p.to_string_lossy().into_owned());
+                (Ok(output::released(action, &before, None)), e)
+            }
+            ReleaseOutcome::Refused(j) => (
+                Err(output::refusal(&j, "release")),
+                entry(&j, &who, &probes).with_action("refused"),
+            ),
+        });
+        let scan = if all.unreadable.is_empty() {
+            ExitCode::Success
+        } else {
+            ExitCode::Error
+        };
+        return Ok(code.merge(scan));
+    }
+    let probes = ctx.probes.probes();
+    match lock::release(&a.worker, &who, a.force, &probes)? {
+        ReleaseOutcome::Refused(ins) => {
+            let e = entry(&ins, &who, &probes);
+            Ok(refused_with(out, a.json, &ins, e, "release", true, None))
+        }
         ReleaseOutcome::Done {
             action,
             before,
@@ -239,9 +277,9 @@ pub(super) fn release(ctx: &Ctx, a: ReleaseArgs, out: &mut Out) -> Result<ExitCo
         } => {
             out.done = Some(output::release_done(action, &before));
             if a.json {
-                let mut e = LockEntry::of(&before).with_action(action.as_str());
-                e.moved_aside = moved_to.as_deref();
-                out.line(output::workers_json(&[WorkerJson::Entry(e)], None, None));
+                let mut e = entry(&before, &who, &probes).with_action(action.as_str());
+                e.moved_aside = moved_to.map(|p| p.to_string_lossy().into_owned());
+                out.line(output::workers_json(vec![e], None, None));
             } else if !ctx.quiet {
                 out.line(output::released(action, &before, moved_to.as_deref()));
             }
@@ -255,13 +293,18 @@ fn judge_all(ctx: &Ctx, workers: &[PathBuf]) -> Vec<(PathBuf, agentlock::Result<
     lock::judge_many(workers, &ctx.probes.tmux, &ctx.probes.probes())
 }
 
-/// The JSON entries of judged workers, failures included.
-fn entries(found: &[(PathBuf, agentlock::Result<Judgement>)]) -> Vec<WorkerJson<'_>> {
+/// The JSON entries of judged workers, failures included, with where
+/// `asker` stands with each.
+fn entries(
+    found: &[(PathBuf, agentlock::Result<Judgement>)],
+    asker: &Asker,
+    probes: &lock::Probes,
+) -> Vec<WorkerEntry> {
     found
         .iter()
         .map(|(path, r)| match r {
-            Ok(ins) => WorkerJson::Entry(LockEntry::of(ins)),
-            Err(e) => WorkerJson::failed(path, e),
+            Ok(ins) => entry(ins, asker, probes),
+            Err(e) => WorkerEntry::failed(path, e),
         })
         .collect()
 }
@@ -271,7 +314,10 @@ pub(super) fn status(ctx: &Ctx, a: StatusArgs, out: &mut Out) -> Result<ExitCode
     let mut code = ExitCode::Success;
     for (_, r) in &found {
         match r {
-            Ok(ins) if !a.json && !ctx.quiet => out.line(output::status_lines(ins, ctx.style)),
+            Ok(ins) if !a.json && !ctx.quiet => {
+                let command = ins.holder_command(ctx.probes.probes().procs);
+                out.line(output::status_lines(ins, command.as_deref(), ctx.style))
+            }
             Ok(_) => {}
             Err(e) => {
                 code = code.merge(ExitCode::Error);
@@ -280,7 +326,9 @@ pub(super) fn status(ctx: &Ctx, a: StatusArgs, out: &mut Out) -> Result<ExitCode
         }
     }
     if a.json {
-        out.line(output::workers_json(&entries(&found), None, None));
+        let asker = default_asker(ctx);
+        let e = entries(&found, &asker, &ctx.probes.probes());
+        out.line(output::workers_json(e, None, None));
     }
     Ok(code)
 }
@@ -310,7 +358,64 @@ pub(super) fn check(ctx: &Ctx, a: CheckArgs, out: &mut Out) -> Result<ExitCode, 
         }
     }
     if a.json {
-        out.line(output::workers_json(&entries(&found), None, None));
+        out.line(output::workers_json(
+            entries(&found, &asker, &probes),
+            None,
+            None,
+        ));
     }
     Ok(code)
+}
+
+/// Prints what `release --all` did: a line per worker released (a refusal
+/// on stderr for one that changed hands since the scan), or one JSON
+/// document. `shown` turns an outcome into its line (or refusal) and entry.
+pub(super) fn print_released_all<R>(
+    ctx: &Ctx,
+    out: &mut Out,
+    json: bool,
+    root: &std::path::Path,
+    workers: Vec<(PathBuf, agentlock::Result<R>)>,
+    mut shown: impl FnMut(R) -> (Result<String, String>, WorkerEntry),
+) -> ExitCode {
+    let mut code = ExitCode::Success;
+    let mut entries = Vec::new();
+    let mut released = 0;
+    for (worker, r) in workers {
+        match r {
+            Ok(r) => {
+                let (line, e) = shown(r);
+                match line {
+                    Ok(line) => {
+                        released += 1;
+                        if !json && !ctx.quiet {
+                            out.line(line);
+                        }
+                    }
+                    Err(refusal) => {
+                        code = code.merge(ExitCode::No);
+                        out.err(refusal);
+                    }
+                }
+                entries.push(e);
+            }
+            Err(e) => {
+                code = code.merge(ExitCode::Error);
+                out.error_line(output::error_text(&e));
+                entries.push(WorkerEntry::failed(&worker, &e));
+            }
+        }
+    }
+    if json {
+        out.line(output::workers_json(entries, None, None));
+    } else if released == 0 && code == ExitCode::Success && !ctx.quiet {
+        out.error_line(format_args!("nothing held under {}", output::path(root)));
+    }
+    if released > 0 {
+        out.done = Some(format!(
+            "released {released} worker(s) under {}",
+            output::path(root)
+        ));
+    }
+    code
 }

@@ -13,7 +13,7 @@ use crate::verdict::{self, State};
 use std::path::{Path, PathBuf};
 
 pub use super::claim::{FleetClaimOutcome, FleetClaimed, FleetFirstFree, claim, claim_first_free};
-pub use super::release::{FleetReleaseOutcome, release, release_stored};
+pub use super::release::{FleetReleaseOutcome, release, release_all, release_stored};
 
 /// A worker judged on the fleet store.
 #[derive(Debug, Clone)]

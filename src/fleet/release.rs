@@ -8,7 +8,7 @@
 use super::etcd::{Fleet, Stored};
 use super::ops::{FleetJudgement, judge};
 use crate::error::{Error, Result};
-use crate::holder::{Asker, Scope, holds};
+use crate::holder::{Asker, Scope, gone_session_asks_for_live, holds};
 use crate::lock::{self, Probes};
 use crate::record::LockRecord;
 use crate::verdict::State;
@@ -47,7 +47,9 @@ pub fn release(
                 // removing it is what the keeper's sweep would do (an exit
                 // hook releasing its just-exited agent's worker).
                 let stale = before.judgement.state == State::Stale;
-                if !force && !stale && !holds(rec, rec.uid, who, Scope::ActFor, probes) {
+                let mine = holds(rec, rec.uid, who, Scope::ActFor, probes)
+                    && !gone_session_asks_for_live(who, before.judgement.session_alive);
+                if !force && !stale && !mine {
                     return Ok(FleetReleaseOutcome::Refused(Box::new(before)));
                 }
                 delete(fleet, key, before.revision)?
@@ -123,7 +125,9 @@ fn release_mirror(worker: &Path, key: &str, who: &Asker, force: bool, probes: &P
     if rec.fleet_key.as_deref() != Some(key) {
         return;
     }
-    if force || j.state == State::Stale || holds(rec, j.owner, who, Scope::ActFor, probes) {
+    let mine = holds(rec, j.owner, who, Scope::ActFor, probes)
+        && !gone_session_asks_for_live(who, j.session_alive);
+    if force || j.state == State::Stale || mine {
         let _ = lock::release_written(worker, rec, probes);
     }
 }
@@ -152,4 +156,28 @@ pub fn release_stored(fleet: &Fleet, key: &str, written: &LockRecord) -> Result<
         }
     }
     Err(Error::RecordChanged { key: key.into() })
+}
+
+/// `release --all` on the store: every worker under `root` (inside the
+/// fleet root) whose record `who` holds, released as [`release`] does.
+/// Records of others are never touched.
+pub fn release_all(
+    fleet: &Fleet,
+    fleet_root: &Path,
+    root: &Path,
+    who: &Asker,
+    probes: &Probes,
+) -> Result<Vec<(std::path::PathBuf, Result<FleetReleaseOutcome>)>> {
+    let judged = super::ops::judge_all(fleet, fleet_root, probes)?;
+    Ok(judged
+        .into_iter()
+        .filter(|j| j.judgement.worker_dir.starts_with(root))
+        .filter(|j| j.judgement.standing(who, probes) == crate::lock::Standing::Yours)
+        .map(|j| {
+            let worker = j.judgement.worker_dir.clone();
+            let key = j.judgement.lock_path.to_string_lossy().into_owned();
+            let done = release(fleet, &worker, &key, who, false, probes);
+            (worker, done)
+        })
+        .collect())
 }

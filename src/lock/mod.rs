@@ -49,7 +49,10 @@ pub use claim::{
 pub use fs::{Found, Snapshot, Worker, not_a_worker};
 pub use guard::Guard;
 pub(crate) use guard::Guarded;
-pub use release::{ReleaseAction, ReleaseOutcome, release, release_claim, release_written};
+pub use release::{
+    ReleaseAction, ReleaseOutcome, ReleasedAll, release, release_all, release_claim,
+    release_written,
+};
 
 use crate::error::Result;
 pub use crate::holder::{Asker, Claimant};
@@ -97,7 +100,8 @@ pub struct Judgement {
 }
 
 /// Where an asker stands with a judged worker: what `check` answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Standing {
     /// The asker holds it (or acts for its holder).
     Yours,
@@ -113,7 +117,7 @@ impl Judgement {
     pub fn standing(&self, asker: &Asker, probes: &Probes) -> Standing {
         let yours = self.record.as_ref().is_some_and(|r| {
             crate::holder::holds(r, self.owner, asker, crate::holder::Scope::ActFor, probes)
-        });
+        }) && !crate::holder::gone_session_asks_for_live(asker, self.session_alive);
         if yours {
             Standing::Yours
         } else if self.state.claimable() {
@@ -121,6 +125,16 @@ impl Judgement {
         } else {
             Standing::Taken
         }
+    }
+
+    /// The holder's command name (`/proc/PID/comm`), only when the verdict
+    /// found the recorded process alive here and judged it the holder
+    /// (`held` or `orphaned`). Written by the holder: escape it to print.
+    pub fn holder_command(&self, procs: &dyn crate::probe::ProcessProbe) -> Option<String> {
+        if !matches!(self.state, State::Held | State::Orphaned) || self.pid_alive != Some(true) {
+            return None;
+        }
+        procs.comm(self.record.as_ref()?.pid)
     }
 
     fn new(worker: &Worker, state: State, reason: String) -> Judgement {

@@ -56,8 +56,9 @@ pub fn release(
     force: bool,
     probes: &Probes,
 ) -> Result<ReleaseOutcome> {
-    release_where(path.as_ref(), force, probes, &|rec, owner| {
+    release_where(path.as_ref(), force, probes, &|rec, owner, before| {
         holds(rec, owner, who, Scope::ActFor, probes)
+            && !crate::holder::gone_session_asks_for_live(who, before.session_alive)
     })
 }
 
@@ -69,7 +70,7 @@ pub fn release_written(
     written: &LockRecord,
     probes: &Probes,
 ) -> Result<ReleaseOutcome> {
-    release_where(path.as_ref(), false, probes, &|rec, _| rec == written)
+    release_where(path.as_ref(), false, probes, &|rec, _, _| rec == written)
 }
 
 /// Removes the lock at `path` if it still is the claim of `written`
@@ -80,7 +81,7 @@ pub fn release_claim(
     written: &LockRecord,
     probes: &Probes,
 ) -> Result<ReleaseOutcome> {
-    release_where(path.as_ref(), false, probes, &|rec, _| {
+    release_where(path.as_ref(), false, probes, &|rec, _, _| {
         rec.same_claim(written)
     })
 }
@@ -89,7 +90,7 @@ fn release_where(
     path: &Path,
     force: bool,
     probes: &Probes,
-    is_mine: &dyn Fn(&LockRecord, Option<u32>) -> bool,
+    is_mine: &dyn Fn(&LockRecord, Option<u32>, &Judgement) -> bool,
 ) -> Result<ReleaseOutcome> {
     let worker = Worker::open(path)?;
     // A worker without .runtime is free: nothing to create, nothing to guard.
@@ -134,7 +135,7 @@ fn release_where(
                 }
             }
             Found::Record(rec, snap) => {
-                if !force && !is_mine(rec, Some(snap.uid)) {
+                if !force && !is_mine(rec, Some(snap.uid), &before) {
                     return Ok(ReleaseOutcome::Refused(before));
                 }
                 if g.remove_if_unchanged(snap)? {
@@ -149,5 +150,51 @@ fn release_where(
     }
     Err(Error::LockChanging {
         path: worker.lock_path(),
+    })
+}
+
+/// What `release --all` did under a root.
+#[derive(Debug)]
+pub struct ReleasedAll {
+    /// Each worker found held by the asker, and how releasing it went (a
+    /// lock that changed hands since the scan is refused, unchanged).
+    pub workers: Vec<(PathBuf, Result<ReleaseOutcome>)>,
+    /// Directories the scan could not read: locks there were not seen.
+    pub unreadable: Vec<crate::doctor::Finding>,
+}
+
+/// Releases every worker under `root` that `who` holds, for a tmux
+/// `session-closed` hook or an exiting spawner: the tree is scanned and
+/// judged as `list` does, and each lock the asker holds (by the one holder
+/// predicate) is released as [`release`] does, re-checked under its guard.
+/// Locks of others are never touched.
+pub fn release_all(
+    root: impl AsRef<Path>,
+    who: &Asker,
+    opts: &crate::scan::ScanOptions,
+    live: &crate::lock::LiveProbes,
+) -> Result<ReleasedAll> {
+    let progress = crate::scan::Progress::default();
+    let report = crate::doctor::judge_tree(root, opts, &progress, live)?;
+    let probes = live.probes();
+    let workers = report
+        .locks
+        .iter()
+        .filter(|j| j.standing(who, &probes) == crate::lock::Standing::Yours)
+        .map(|j| {
+            (
+                j.worker_dir.clone(),
+                release(&j.worker_dir, who, false, &probes),
+            )
+        })
+        .collect();
+    let unreadable = report
+        .findings
+        .into_iter()
+        .filter(|f| f.kind == crate::doctor::FindingKind::ScanError)
+        .collect();
+    Ok(ReleasedAll {
+        workers,
+        unreadable,
     })
 }

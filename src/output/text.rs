@@ -11,9 +11,33 @@ use agentlock::lock::{Claimed, Judgement, ReleaseAction, Standing};
 use agentlock::scan::Progress;
 use agentlock::trust::{escape, shell_quote};
 use agentlock::verdict::{State, describe_session};
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, FixedOffset, Local, Utc};
 use std::fmt::Display;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use unicode_width::UnicodeWidthStr;
+
+/// `--utc`: times in human output in UTC rather than local time.
+static UTC: AtomicBool = AtomicBool::new(false);
+
+/// Shows times in UTC (`--utc`) instead of this machine's local time.
+pub fn use_utc(on: bool) {
+    UTC.store(on, Ordering::Relaxed);
+}
+
+/// A recorded time as humans read it: local time (or UTC with `--utc`),
+/// to the second, with its offset. JSON keeps the time as recorded.
+pub fn when(t: &DateTime<FixedOffset>) -> String {
+    if UTC.load(Ordering::Relaxed) {
+        t.with_timezone(&Utc)
+            .format("%Y-%m-%d %H:%M:%S UTC")
+            .to_string()
+    } else {
+        t.with_timezone(&Local)
+            .format("%Y-%m-%d %H:%M:%S %:z")
+            .to_string()
+    }
+}
 
 /// An outside string (or a message quoting one), escaped for a terminal.
 pub fn esc(s: impl Display) -> String {
@@ -82,16 +106,18 @@ pub fn list_table(report: &Report, style: Style) -> String {
         })
         .collect();
     let header = ["WORKER", "STATE", "PID", "SESSION", "HOST", "AGE"].map(String::from);
-    let mut width = header.clone().map(|h| h.chars().count());
+    // Columns by display width: a CJK name takes two columns a character.
+    // Every cell is escaped first, so no control character has a width.
+    let mut width = header.clone().map(|h| h.width());
     for r in &rows {
         for (w, c) in width.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
+            *w = (*w).max(c.width());
         }
     }
     let mut out = String::new();
     let line = |out: &mut String, r: &[String; 6], state: Option<State>| {
         for (i, (c, w)) in r.iter().zip(width).enumerate() {
-            let pad = w - c.chars().count();
+            let pad = w - c.width();
             let cell = match (i, state) {
                 (1, Some(s)) => style.state(s),
                 _ => c.clone(),
@@ -197,10 +223,7 @@ pub fn holder(ins: &Judgement) -> Option<String> {
         } else {
             format!("{age} ago")
         };
-        parts.push(format!(
-            "since {} ({ago})",
-            t.format("%Y-%m-%d %H:%M:%S %:z")
-        ));
+        parts.push(format!("since {} ({ago})", when(t)));
     }
     Some(parts.join(", "))
 }
@@ -250,8 +273,9 @@ impl Style {
     }
 }
 
-/// The `status` line(s) of one worker.
-pub fn status_lines(ins: &Judgement, style: Style) -> String {
+/// The `status` line(s) of one worker; `command` is the holder's command
+/// name, when it is a live process visible here.
+pub fn status_lines(ins: &Judgement, command: Option<&str>, style: Style) -> String {
     let mut out = format!(
         "{}: {} ({})",
         path(&ins.worker_dir),
@@ -260,6 +284,9 @@ pub fn status_lines(ins: &Judgement, style: Style) -> String {
     );
     if let Some(h) = holder(ins) {
         out.push_str(&format!("\n  holder: {h}"));
+    }
+    if let Some(c) = command {
+        out.push_str(&format!("\n  command: {}", esc(c)));
     }
     out
 }

@@ -131,8 +131,17 @@ fn bash_like(pid: i32) -> bool {
 /// lone last command; Python's `shell=True`, `system(3)` and make recipes
 /// run one.
 fn shell_waiting_for_agentlock(pid: i32, comm: &str) -> bool {
-    let mine: Vec<String> = std::env::args().skip(1).collect();
+    let mine = own_args();
     shell_string(pid, comm).is_some_and(|s| last_command_is_agentlock(&s, &mine, bash_like(pid)))
+}
+
+/// This agentlock's arguments, lossily (a worker path need not be UTF-8;
+/// the shell string they are compared with is read lossily too).
+fn own_args() -> Vec<String> {
+    std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
 }
 
 /// The `-c` string of a shell process, if it runs one.
@@ -161,7 +170,7 @@ fn shell_uncertain(pid: i32, comm: &str) -> bool {
     let Some(script) = shell_string(pid, comm) else {
         return false;
     };
-    let mine: Vec<String> = std::env::args().skip(1).collect();
+    let mine = own_args();
     !execs_after(&script, &mine, bash_like(pid))
 }
 

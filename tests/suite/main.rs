@@ -8,6 +8,7 @@ mod common;
 mod bad_corpus;
 mod bad_input;
 mod claim;
+mod conventions;
 mod doctor;
 mod doctor_race;
 #[cfg(feature = "etcd")]
@@ -28,6 +29,7 @@ mod go_interop;
 mod hostile;
 mod identity;
 mod interop;
+mod json_contract;
 mod properties;
 mod race;
 mod run;

@@ -6,9 +6,10 @@ use crate::cli::{DoctorArgs, TreeArgs};
 use crate::commands::{Ctx, Failure};
 use crate::exit_codes::ExitCode;
 use crate::out::Out;
-use crate::output::{self, LockEntry};
+use crate::output;
 use agentlock::fleet::etcd::Fleet;
 use agentlock::fleet::ops;
+use agentlock::json::{Scanned, TmuxJson, TreeDoc};
 
 /// Every worker of the fleet, all hosts; with ROOT, those under it.
 pub(super) fn list(
@@ -46,17 +47,26 @@ pub(super) fn list(
     let mut judged = ops::judge_all(fleet, &fleet_root, &ctx.probes.probes())?;
     judged.retain(|j| j.judgement.worker_dir.starts_with(&root));
     if json {
-        #[derive(serde::Serialize)]
-        struct Fleet<'a> {
-            #[serde(serialize_with = "agentlock::paths::ser_path")]
-            root: &'a std::path::Path,
-            store: &'a str,
-            locks: Vec<LockEntry<'a>>,
-        }
-        out.line(output::to_json(&Fleet {
-            root: &root,
-            store: &store.raw,
-            locks: judged.iter().map(|j| entry(store, j)).collect(),
+        let asker = crate::commands::default_asker(ctx);
+        let probes = ctx.probes.probes();
+        let locks: Vec<_> = judged
+            .iter()
+            .map(|j| entry(store, j, &asker, &probes))
+            .collect();
+        out.line(output::to_string(&TreeDoc {
+            schema: agentlock::json::SCHEMA,
+            paths_lossy: agentlock::paths::is_lossy(&root) || locks.iter().any(|l| l.paths_lossy),
+            root,
+            store: Some(store.raw.clone()),
+            scanned: Scanned {
+                dirs: None,
+                locks: locks.len(),
+            },
+            tmux: TmuxJson::of(&ctx.probes.tmux.snapshot()),
+            locks,
+            findings: Vec::new(),
+            fixed: Vec::new(),
+            error: None,
         }));
     } else if !ctx.quiet {
         let report = agentlock::doctor::Report {
@@ -82,7 +92,7 @@ pub(super) fn doctor(
 ) -> Result<ExitCode, Failure> {
     use agentlock::fleet::doctor;
     let root = store.canonical_root()?;
-    crate::commands::tree::doctor_with(ctx, a, out, |report, fix| {
+    crate::commands::tree::doctor_with(ctx, a, Some(&store.raw), out, |report, fix| {
         let probes = ctx.probes.probes();
         let mut check = doctor::check(fleet, &root, report, &probes)?;
         let (fixed, errors) = if fix {

@@ -5,18 +5,33 @@ use super::Store;
 use crate::commands::{Ctx, Failure, Waiting, asker_of, claimant_of, warn_all, worker};
 use crate::exit_codes::ExitCode;
 use crate::out::Out;
-use crate::output::{self, LockEntry, WorkerJson};
+use crate::output::{self, WorkerEntry};
 use agentlock::fleet::etcd::Fleet;
 use agentlock::fleet::ops::{self, FleetClaimOutcome, FleetJudgement, FleetReleaseOutcome};
 use agentlock::fleet::{locate, waiting};
-use agentlock::lock::{ClaimOptions, Standing};
+use agentlock::lock::{Asker, ClaimOptions, Probes, Standing};
 use std::path::PathBuf;
 
-pub(super) fn entry<'a>(store: &'a Store, j: &'a FleetJudgement) -> LockEntry<'a> {
-    let mut e = LockEntry::of(&j.judgement);
-    e.fence = j.fence;
-    e.store = Some(&store.raw);
-    e
+/// The JSON entry of a worker on the store, where `standing` is where the
+/// asker stands with it.
+pub(super) fn entry_as(
+    store: &Store,
+    j: &FleetJudgement,
+    standing: Standing,
+    probes: &Probes,
+) -> WorkerEntry {
+    let key = j.judgement.lock_path.to_string_lossy();
+    WorkerEntry::judged(&j.judgement, standing, probes.procs).on_store(&store.raw, &key, j.fence)
+}
+
+/// [`entry_as`], with where `asker` stands.
+pub(super) fn entry(
+    store: &Store,
+    j: &FleetJudgement,
+    asker: &Asker,
+    probes: &Probes,
+) -> WorkerEntry {
+    entry_as(store, j, j.judgement.standing(asker, probes), probes)
 }
 
 /// A refusal: the JSON entry (with `--json`), the refusal block, exit 1.
@@ -24,11 +39,12 @@ fn refused(
     store: &Store,
     out: &mut Out,
     json: bool,
-    j: &FleetJudgement,
+    (j, asker, probes): (&FleetJudgement, &Asker, &Probes),
     command: &str,
     waited: Option<std::time::Duration>,
 ) -> ExitCode {
-    worker::refused_on_store(out, json, &j.judgement, entry(store, j), command, waited)
+    let e = entry(store, j, asker, probes);
+    worker::refused_on_store(out, json, &j.judgement, e, command, waited)
 }
 
 /// The worker as a claim left it: held by the claimant, with its fence.
@@ -90,7 +106,11 @@ pub(super) fn claim(
     };
     match outcome {
         FleetClaimOutcome::Refused(j) => {
-            Ok(refused(store, out, a.json, &j, "claim", waited).on_conflict(a.conflict_exit_code))
+            let asker = Asker::from(&me);
+            Ok(
+                refused(store, out, a.json, (&j, &asker, &probes), "claim", waited)
+                    .on_conflict(a.conflict_exit_code),
+            )
         }
         FleetClaimOutcome::Done(c) => {
             let after = held(&c);
@@ -100,8 +120,9 @@ pub(super) fn claim(
                 output::esc(&key)
             ));
             if a.json {
-                let e = entry(store, &after).with_action(c.action.as_str());
-                out.line(output::workers_json(&[WorkerJson::Entry(e)], None, waited));
+                let e = entry_as(store, &after, Standing::Yours, &probes)
+                    .with_action(c.action.as_str());
+                out.line(output::workers_json(vec![e], None, waited));
             } else if !ctx.quiet {
                 out.line(format_args!(
                     "{} {} (pid {}, fence {}, {})",
@@ -149,11 +170,14 @@ pub(super) fn first_free(
             (got.outcome, Some(got.waited))
         }
     };
+    let asker = Asker::from(&me);
     let tried = ff
         .tried
         .iter()
         .map(|(path, r)| {
-            let r = r.as_ref().map(|j| (&j.judgement, entry(store, j)));
+            let r = r
+                .as_ref()
+                .map(|j| (&j.judgement, entry(store, j, &asker, &probes)));
             (path.as_path(), r)
         })
         .collect();
@@ -163,8 +187,9 @@ pub(super) fn first_free(
         .as_ref()
         .zip(after.as_ref())
         .map(|((_, c), after)| {
-            let mut e = entry(store, after).with_action(c.action.as_str());
-            e.warnings = &warnings;
+            let mut e =
+                entry_as(store, after, Standing::Yours, &probes).with_action(c.action.as_str());
+            e.warnings = warnings.clone();
             let dir = after.judgement.worker_dir.as_path();
             (
                 dir,
@@ -194,9 +219,35 @@ pub(super) fn release(
     let mut warnings = Vec::new();
     let who = asker_of(ctx, a.asker, &mut warnings)?;
     warn_all(out, &warnings);
+    let probes = ctx.probes.probes();
+    if a.all {
+        let (root, _) = locate(&store.spec, store.root()?, &a.worker)?;
+        let done = ops::release_all(fleet, &store.canonical_root()?, &root, &who, &probes)?;
+        let code = worker::print_released_all(ctx, out, a.json, &root, done, |r| match r {
+            FleetReleaseOutcome::Done(j) => {
+                let line = format!("released {}", output::path(&j.judgement.worker_dir));
+                (
+                    Ok(line),
+                    entry(store, &j, &who, &probes).with_action("released"),
+                )
+            }
+            FleetReleaseOutcome::Refused(j) => (
+                Err(output::refusal(&j.judgement, "release")),
+                entry(store, &j, &who, &probes).with_action("refused"),
+            ),
+        });
+        return Ok(code);
+    }
     let (worker, key) = locate(&store.spec, store.root()?, &a.worker)?;
-    match ops::release(fleet, &worker, &key, &who, a.force, &ctx.probes.probes())? {
-        FleetReleaseOutcome::Refused(j) => Ok(refused(store, out, a.json, &j, "release", None)),
+    match ops::release(fleet, &worker, &key, &who, a.force, &probes)? {
+        FleetReleaseOutcome::Refused(j) => Ok(refused(
+            store,
+            out,
+            a.json,
+            (&j, &who, &probes),
+            "release",
+            None,
+        )),
         FleetReleaseOutcome::Done(j) => {
             let action = if j.revision == 0 {
                 "already-free"
@@ -205,8 +256,8 @@ pub(super) fn release(
             };
             out.done = Some(format!("{action} {}", output::esc(&key)));
             if a.json {
-                let e = entry(store, &j).with_action(action);
-                out.line(output::workers_json(&[WorkerJson::Entry(e)], None, None));
+                let e = entry(store, &j, &who, &probes).with_action(action);
+                out.line(output::workers_json(vec![e], None, None));
             } else if !ctx.quiet {
                 out.line(format_args!("{action} {}", output::path(&worker)));
             }
@@ -222,48 +273,50 @@ pub(super) fn status(
     fleet: &Fleet,
     workers: &[PathBuf],
     json: bool,
-    asker: Option<&agentlock::lock::Asker>,
+    asker: Option<&Asker>,
     out: &mut Out,
 ) -> Result<ExitCode, Failure> {
     let probes = ctx.probes.probes();
     let mut code = ExitCode::Success;
-    let mut judged = Vec::new();
-    let mut failed = Vec::new();
+    let default = asker.is_none().then(|| crate::commands::default_asker(ctx));
+    let asked = asker.or(default.as_ref()).expect("an asker");
+    let mut entries = Vec::new();
     for (w, one) in ops::judge_many(fleet, store.root()?, workers, &probes) {
-        match one {
-            Ok(j) => judged.push(j),
+        let j = match one {
+            Ok(j) => j,
             Err(e) => {
                 out.error_line(output::error_text(&e));
                 code = code.merge(ExitCode::Error);
-                failed.push((w, e));
+                entries.push(WorkerEntry::failed(&w, &e));
+                continue;
             }
-        }
-    }
-    for j in &judged {
-        let standing = asker.map(|a| j.judgement.standing(a, &probes));
-        if standing == Some(Standing::Taken) {
+        };
+        let standing = j.judgement.standing(asked, &probes);
+        if asker.is_some() && standing == Standing::Taken {
             code = code.merge(ExitCode::No);
         }
         if !json && !ctx.quiet {
-            match standing {
-                Some(s) => out.line(output::check_line(&j.judgement, s, ctx.style)),
+            match asker {
+                Some(_) => out.line(output::check_line(&j.judgement, standing, ctx.style)),
                 None => out.line(format_args!(
                     "{}{}",
-                    output::status_lines(&j.judgement, ctx.style),
+                    output::status_lines(
+                        &j.judgement,
+                        j.judgement.holder_command(probes.procs).as_deref(),
+                        ctx.style
+                    ),
                     j.fence
                         .map(|f| format!("\n  fence: {f}"))
                         .unwrap_or_default()
                 )),
             }
         }
+        if json {
+            entries.push(entry_as(store, &j, standing, &probes));
+        }
     }
     if json {
-        let mut entries: Vec<WorkerJson> = judged
-            .iter()
-            .map(|j| WorkerJson::Entry(entry(store, j)))
-            .collect();
-        entries.extend(failed.iter().map(|(w, e)| WorkerJson::failed(w, e)));
-        out.line(output::workers_json(&entries, None, None));
+        out.line(output::workers_json(entries, None, None));
     }
     Ok(code)
 }

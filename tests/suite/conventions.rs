@@ -1,0 +1,326 @@
+//! The conventions users already know: `release --all` for tmux
+//! `session-closed` hooks, local times (`--utc` to keep UTC), tables laid
+//! out by display width, and `status` naming what the holder runs.
+
+use crate::common::*;
+use std::time::Duration;
+
+fn s(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn release_all_releases_what_the_asker_holds_and_nothing_else() {
+    let sb = Sandbox::new();
+    let (mine, theirs) = (sleeper(), sleeper());
+    let root = sb.path().join("town");
+    let a = sb.worker("town/rig/a");
+    let b = sb.worker("town/rig/deep/b");
+    let c = sb.worker("town/rig/c");
+    let outside = sb.worker("elsewhere/d");
+    for w in [&a, &b, &outside] {
+        sb.claim(w, mine.pid(), &[]).success();
+    }
+    sb.claim(&c, theirs.pid(), &[]).success();
+    let pid = mine.pid().to_string();
+
+    let out = sb
+        .cmd()
+        .args(["release", "--all", "--json", "--pid", &pid, s(&root)])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out.stdout);
+    let mut released: Vec<_> = v["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let dir = e["worker_dir"].as_str().unwrap().to_string();
+            (dir, e["action"].as_str().unwrap().to_string())
+        })
+        .collect();
+    released.sort();
+    let canon = |p: &std::path::Path| {
+        std::fs::canonicalize(p)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        released,
+        [
+            (canon(&a), "released".to_string()),
+            (canon(&b), "released".to_string())
+        ]
+    );
+    assert!(!lock_path(&a).exists() && !lock_path(&b).exists());
+    assert_eq!(
+        state_of(&sb, &c, &[]),
+        "held",
+        "another holder's lock is untouched"
+    );
+    assert_eq!(
+        state_of(&sb, &outside, &[]),
+        "held",
+        "a lock outside ROOT is untouched"
+    );
+
+    // Nothing left to release: success, said on stderr.
+    sb.cmd()
+        .args(["release", "--all", "--pid", &pid, s(&root)])
+        .assert()
+        .success()
+        .stdout("")
+        .stderr(format!("agentlock: nothing held under {}\n", s(&root)));
+    // --all and --force do not mix: --force would release others' locks.
+    sb.cmd()
+        .args(["release", "--all", "--force", s(&root)])
+        .assert()
+        .code(2);
+}
+
+/// The recipe: a tmux `session-closed` hook releases every worker the
+/// session held once it is gone, and leaves other sessions' workers alone.
+#[test]
+fn a_session_closed_hook_releases_the_sessions_workers() {
+    let sb = Sandbox::new();
+    let root = sb.path().join("town");
+    let max = sb.worker("town/max");
+    let kim = sb.worker("town/kim");
+    let t = sb.tmux("hooks", "keep");
+    t.new_session("agent-max", &max);
+    t.new_session("agent-kim", &kim);
+    let pane_pid = |s: &str| t.query(s, "#{pane_pid}");
+    let (max_pid, kim_pid) = (pane_pid("agent-max"), pane_pid("agent-kim"));
+    let socket = t.socket.to_str().unwrap().to_string();
+    for (w, session, pid) in [(&max, "agent-max", &max_pid), (&kim, "agent-kim", &kim_pid)] {
+        sb.cmd()
+            .args([
+                "--tmux-socket",
+                &socket,
+                "claim",
+                "--session",
+                session,
+                "--pid",
+                pid,
+                s(w),
+            ])
+            .assert()
+            .success();
+    }
+    let hook = format!(
+        "run-shell \"{BIN} --tmux-socket {socket} release --all --session #{{hook_session_name}} {} >>{}/hook.log 2>&1\"",
+        s(&root),
+        s(sb.path())
+    );
+    t.run(&["set-hook", "-g", "session-closed", &hook]);
+    // The agent exits; its session closes with it; the hook runs.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(max_pid.parse().unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let log = || std::fs::read_to_string(sb.path().join("hook.log")).unwrap_or_default();
+    wait_for(
+        "the hook to say it released",
+        Duration::from_secs(20),
+        || log().contains(&format!("released {}", s(&max))),
+    );
+    assert!(!lock_path(&max).exists(), "hook said: {}", log());
+    let log = log();
+    assert_eq!(
+        state_of(&sb, &kim, &["--tmux-socket", &socket]),
+        "held",
+        "agent-kim's worker stays held; hook said: {log}"
+    );
+    t.kill_server();
+}
+
+#[test]
+fn times_are_local_unless_utc_is_asked() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    write_lock(
+        &w,
+        &format!(
+            "{{\"pid\": {}, \"acquired_at\": \"2026-01-05T10:00:00-08:00\", \"hostname\": \"{}\"}}",
+            dead_pid(),
+            hostname()
+        ),
+    );
+    let holder = |tz: &str, extra: &[&str]| {
+        let out = sb
+            .cmd()
+            .env("TZ", tz)
+            .args(extra)
+            .args(["status", s(&w)])
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains("holder:"))
+            .unwrap_or_default()
+            .to_string();
+        line.split("since ")
+            .nth(1)
+            .unwrap_or_default()
+            .split(" (")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(holder("Asia/Tokyo", &[]), "2026-01-06 03:00:00 +09:00");
+    assert_eq!(holder("UTC", &[]), "2026-01-05 18:00:00 +00:00");
+    assert_eq!(holder("Asia/Tokyo", &["--utc"]), "2026-01-05 18:00:00 UTC");
+    // JSON keeps the time as recorded.
+    let out = sb
+        .cmd()
+        .env("TZ", "Asia/Tokyo")
+        .args(["status", "--json", s(&w)])
+        .output()
+        .unwrap();
+    assert_eq!(
+        entry(&out.stdout)["acquired_at"],
+        "2026-01-05T10:00:00-08:00"
+    );
+}
+
+/// Wide characters take two columns; names with newlines are escaped: the
+/// columns after the name still line up.
+#[test]
+fn the_list_table_lines_up_by_display_width() {
+    let sb = Sandbox::new();
+    for name in ["名前だ", "ab", "new\nline"] {
+        write_lock(&sb.worker(name), &go_lock(dead_pid(), None));
+    }
+    let out = sb.cmd().args(["list", s(sb.path())]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    let state_col = |l: &str| {
+        let at = l.find("STATE").or_else(|| l.find("stale")).unwrap();
+        unicode_width::UnicodeWidthStr::width(&l[..at])
+    };
+    let cols: Vec<usize> = lines.iter().map(|l| state_col(l)).collect();
+    assert!(cols.iter().all(|c| *c == cols[0]), "{cols:?}\n{text}");
+    assert!(text.contains("new\\nline"), "{text}");
+}
+
+#[test]
+fn status_names_what_the_holder_runs() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let holder = sleeper();
+    sb.claim(&w, holder.pid(), &[]).success();
+    let out = sb.cmd().args(["status", s(&w)]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("\n  command: sleep\n") || text.ends_with("\n  command: sleep\n"),
+        "{text}"
+    );
+    // Once it is gone, no command is named (a reused PID is not the holder).
+    drop(holder);
+    let out = sb.cmd().args(["status", "--json", s(&w)]).output().unwrap();
+    let e = entry(&out.stdout);
+    assert_eq!(
+        (e["state"].as_str(), e["command"].is_null()),
+        (Some("stale"), true),
+        "{e}"
+    );
+}
+
+/// A closed session's hook names it by name only: a live session of the
+/// same name on another server (its agent's process gone, the agent living
+/// on in its pane) is not the closed one, and its lock stays.
+#[test]
+fn a_closed_sessions_name_never_releases_a_live_namesake() {
+    let sb = Sandbox::new();
+    let root = sb.path().join("town");
+    let w = sb.worker("town/max");
+    let other = sb.tmux("other", "agent-max");
+    let socket = other.socket.to_str().unwrap().to_string();
+    let agent = sleeper();
+    sb.cmd()
+        .args(["--tmux-socket", &socket, "claim", "--session", "agent-max"])
+        .args(["--pid", &agent.pid().to_string(), s(&w)])
+        .assert()
+        .success();
+    drop(agent);
+    assert_eq!(state_of(&sb, &w, &[]), "held-by-session");
+    // Asked on a server where agent-max does not exist (it just closed).
+    let closed = sb.tmux("closed", "keep");
+    let out = sb
+        .cmd()
+        .args(["--tmux-socket", closed.socket.to_str().unwrap()])
+        .args(["release", "--all", "--session", "agent-max", s(&root)])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        lock_path(&w).exists(),
+        "the live namesake's lock was released"
+    );
+    closed.kill_server();
+    other.kill_server();
+}
+
+/// The same rule for a plain `release --session` and `check --session`: a
+/// session gone from the servers asked is not a live namesake elsewhere.
+#[test]
+fn a_gone_sessions_name_is_not_a_live_namesakes_holder() {
+    let sb = Sandbox::new();
+    let w = sb.worker("max");
+    let other = sb.tmux("other", "agent-max");
+    let socket = other.socket.to_str().unwrap().to_string();
+    let agent = sleeper();
+    sb.cmd()
+        .args(["--tmux-socket", &socket, "claim", "--session", "agent-max"])
+        .args(["--pid", &agent.pid().to_string(), s(&w)])
+        .assert()
+        .success();
+    drop(agent);
+    let closed = sb.tmux("closed", "keep");
+    let asked = ["--tmux-socket", closed.socket.to_str().unwrap()];
+    sb.cmd()
+        .args(asked)
+        .args(["check", "--session", "agent-max", s(&w)])
+        .assert()
+        .code(1);
+    sb.cmd()
+        .args(asked)
+        .args(["release", "--session", "agent-max", s(&w)])
+        .assert()
+        .code(1);
+    assert!(
+        lock_path(&w).exists(),
+        "a live namesake's lock was released"
+    );
+    // Asked on the server where it lives, the session is its holder.
+    sb.cmd()
+        .args([
+            "--tmux-socket",
+            &socket,
+            "release",
+            "--session",
+            "agent-max",
+            s(&w),
+        ])
+        .assert()
+        .success();
+    assert!(!lock_path(&w).exists());
+    closed.kill_server();
+    other.kill_server();
+}
