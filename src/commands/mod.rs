@@ -345,7 +345,12 @@ pub(crate) fn default_asker(ctx: &Ctx) -> Asker {
 /// The JSON entries of a tree's locks, standing for the default asker.
 fn tree_entries(ctx: &Ctx, locks: &[Judgement]) -> Vec<WorkerEntry> {
     let asker = default_asker(ctx);
-    let probes = ctx.probes.probes();
+    // Many locks, few holders: each process asked about once.
+    let procs = agentlock::probe::process::Remembered::new(agentlock::probe::LiveProcesses);
+    let probes = Probes {
+        procs: &procs,
+        ..ctx.probes.probes()
+    };
     locks.iter().map(|j| entry(j, &asker, &probes)).collect()
 }
 

@@ -281,3 +281,62 @@ mod tests {
         assert_eq!(LiveProcesses.existence(pid), Existence::Gone);
     }
 }
+
+/// A process table asked once per question: every answer remembered. For
+/// one report over many locks of the same few holders (`list --json`
+/// judging where the asker stands with each), where a moment's answer is
+/// good enough; never for a decision that deletes or signals.
+#[derive(Default)]
+pub struct Remembered<P> {
+    inner: P,
+    existence: Memo<Existence>,
+    start_time: Memo<Option<u64>>,
+    owner_uid: Memo<Option<u32>>,
+    parent: Memo<Option<i32>>,
+    comm: Memo<Option<String>>,
+}
+
+/// Answers by PID.
+type Memo<T> = std::sync::Mutex<std::collections::HashMap<i32, T>>;
+
+/// The remembered answer for `pid`, asked of `ask` the first time.
+fn memo<T: Clone>(m: &Memo<T>, pid: i32, ask: impl FnOnce() -> T) -> T {
+    let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
+    m.entry(pid).or_insert_with(ask).clone()
+}
+
+impl<P: ProcessProbe> Remembered<P> {
+    /// Remembers what `inner` answers.
+    pub fn new(inner: P) -> Remembered<P> {
+        Remembered {
+            inner,
+            existence: Default::default(),
+            start_time: Default::default(),
+            owner_uid: Default::default(),
+            parent: Default::default(),
+            comm: Default::default(),
+        }
+    }
+}
+
+impl<P: ProcessProbe> ProcessProbe for Remembered<P> {
+    fn existence(&self, pid: i32) -> Existence {
+        memo(&self.existence, pid, || self.inner.existence(pid))
+    }
+
+    fn start_time(&self, pid: i32) -> Option<u64> {
+        memo(&self.start_time, pid, || self.inner.start_time(pid))
+    }
+
+    fn owner_uid(&self, pid: i32) -> Option<u32> {
+        memo(&self.owner_uid, pid, || self.inner.owner_uid(pid))
+    }
+
+    fn parent(&self, pid: i32) -> Option<i32> {
+        memo(&self.parent, pid, || self.inner.parent(pid))
+    }
+
+    fn comm(&self, pid: i32) -> Option<String> {
+        memo(&self.comm, pid, || self.inner.comm(pid))
+    }
+}
