@@ -1,13 +1,25 @@
-//! Command-line arguments: the clap structs only. What they mean is decided
-//! in `commands.rs` (and, below it, the library).
+//! Command-line arguments: the clap structs only. How they are shown is
+//! set in `parse.rs`; what they mean is decided in `commands` (and, below
+//! it, the library).
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum, ValueHint};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// Stops two coding agents from claiming the same worker identity.
 #[derive(Debug, Parser)]
-#[command(name = "agentlock", version, about, max_term_width = 100)]
+#[command(
+    name = "agentlock",
+    version,
+    about,
+    max_term_width = 100,
+    after_help = r#"Examples:
+  agentlock claim workers/max                     # hold it for the invoking shell
+  agentlock run workers/max -- claude             # hold it while claude runs
+  agentlock list ~/town                           # every lock under ~/town
+
+Each command has its own help (agentlock COMMAND --help) and man page (agentlock man --dir DIR)."#
+)]
 pub struct Cli {
     /// Ask only this tmux server (a socket name under $TMUX_TMPDIR/tmux-UID, or a path). Repeatable.
     #[arg(
@@ -48,6 +60,7 @@ pub struct StoreArgs {
         env = "AGENTLOCK_STORE",
         value_name = "ADDR",
         global = true,
+        hide = !cfg!(feature = "etcd"),
         help_heading = "Fleet store"
     )]
     pub store: Option<String>,
@@ -56,7 +69,9 @@ pub struct StoreArgs {
         long,
         env = "AGENTLOCK_FLEET_ROOT",
         value_name = "DIR",
+        value_hint = ValueHint::DirPath,
         global = true,
+        hide = !cfg!(feature = "etcd"),
         help_heading = "Fleet store"
     )]
     pub fleet_root: Option<PathBuf>,
@@ -68,6 +83,7 @@ pub struct StoreArgs {
         value_name = "DURATION",
         value_parser = agentlock::duration::parse,
         global = true,
+        hide = !cfg!(feature = "etcd"),
         help_heading = "Fleet store"
     )]
     pub store_timeout: Option<std::time::Duration>,
@@ -79,6 +95,7 @@ pub struct StoreArgs {
         value_name = "DURATION",
         value_parser = agentlock::duration::parse,
         global = true,
+        hide = !cfg!(feature = "etcd"),
         help_heading = "Fleet store"
     )]
     pub lease_ttl: Option<std::time::Duration>,
@@ -146,18 +163,23 @@ Examples:
     Doctor(DoctorArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(after_help = r#"Examples:
+  mkdir -p ~/.local/share/bash-completion/completions
   agentlock completions bash > ~/.local/share/bash-completion/completions/agentlock
-  agentlock completions zsh > ~/.zfunc/_agentlock"#)]
+  mkdir -p ~/.zfunc               # then add fpath+=(~/.zfunc) to ~/.zshrc, before compinit
+  agentlock completions zsh > ~/.zfunc/_agentlock
+  mkdir -p ~/.config/fish/completions
+  agentlock completions fish > ~/.config/fish/completions/agentlock.fish"#)]
     Completions(CompletionsArgs),
     /// Keep this host's lease on the fleet store alive and sweep its stale records.
     #[command(after_help = r#"Examples:
   agentlock keeper --store etcd://10.0.0.1:2379 --foreground   # under systemd
   agentlock keeper --store etcd://10.0.0.1:2379                # start one in the background"#)]
     Keeper(KeeperArgs),
-    /// Print the man page (roff).
+    /// Print the man page (roff); with --dir, write every page to DIR.
     #[command(after_help = r#"Examples:
-  agentlock man > ~/.local/share/man/man1/agentlock.1"#)]
-    Man,
+  agentlock man | man -l -                        # read agentlock(1) now
+  agentlock man --dir ~/.local/share/man/man1     # install every page, then: man agentlock-claim"#)]
+    Man(ManArgs),
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +200,14 @@ pub struct KeeperArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write agentlock.1 and one page per command (agentlock-claim.1, ...) to DIR, creating it;
+    /// print one line per file written.
+    #[arg(long, value_name = "DIR", value_hint = ValueHint::DirPath)]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_enum)]
@@ -187,7 +217,7 @@ pub struct CompletionsArgs {
 #[derive(Debug, Args)]
 pub struct TreeArgs {
     /// Root of the tree to scan [default: the current directory].
-    #[arg(value_name = "ROOT")]
+    #[arg(value_name = "ROOT", value_hint = ValueHint::DirPath)]
     pub root: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
@@ -226,7 +256,7 @@ pub struct Holder {
 #[derive(Debug, Args)]
 pub struct ClaimArgs {
     /// Worker directory (several with --first-free).
-    #[arg(required = true, value_name = "WORKER")]
+    #[arg(required = true, value_name = "WORKER", value_hint = ValueHint::DirPath)]
     pub workers: Vec<PathBuf>,
     /// Claim the first worker that is free, stale or corrupt, in the order given.
     #[arg(long, conflicts_with = "force")]
@@ -280,7 +310,7 @@ pub struct AskerArgs {
 #[derive(Debug, Args)]
 pub struct ReleaseArgs {
     /// Worker directory (with --all: the root to release under).
-    #[arg(value_name = "WORKER")]
+    #[arg(value_name = "WORKER", value_hint = ValueHint::DirPath)]
     pub worker: PathBuf,
     #[command(flatten)]
     pub asker: AskerArgs,
@@ -299,7 +329,7 @@ pub struct ReleaseArgs {
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Worker directories.
-    #[arg(required = true, value_name = "WORKER")]
+    #[arg(required = true, value_name = "WORKER", value_hint = ValueHint::DirPath)]
     pub workers: Vec<PathBuf>,
     #[command(flatten)]
     pub asker: AskerArgs,
@@ -311,7 +341,7 @@ pub struct CheckArgs {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Worker directories.
-    #[arg(required = true, value_name = "WORKER")]
+    #[arg(required = true, value_name = "WORKER", value_hint = ValueHint::DirPath)]
     pub workers: Vec<PathBuf>,
     /// Print JSON.
     #[arg(long)]
@@ -321,7 +351,7 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Worker directory.
-    #[arg(value_name = "WORKER")]
+    #[arg(value_name = "WORKER", value_hint = ValueHint::DirPath)]
     pub worker: PathBuf,
     /// Session/pane to record [default: $TMUX_PANE].
     #[arg(long, value_name = "ID")]
@@ -348,7 +378,12 @@ pub struct RunArgs {
     pub conflict_exit_code: Option<u8>,
 
     /// The command and its arguments.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    #[arg(
+        last = true,
+        required = true,
+        value_name = "COMMAND",
+        value_hint = ValueHint::CommandWithArguments
+    )]
     pub command: Vec<OsString>,
 }
 

@@ -1,32 +1,38 @@
 //! The `agentlock` binary: parse arguments, run the command, exit.
 
 mod cli;
+mod color;
 mod commands;
 mod exit_codes;
+mod man;
 mod out;
 mod output;
+mod parse;
 
-use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     // First of all: a parent that dies while agentlock works would leave it
     // to init, and the default holder must be the process that invoked it.
     agentlock::probe::invoker::remember_parent();
-    let cli = match cli::Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // `--color` before the parse: clap's help and usage errors follow it.
+    let color = color::set(color::prescan(&args));
+    let cli = match parse::parse(&args, color) {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    color::set(Some(cli.color));
     commands::execute(cli).into()
 }
 
 /// clap's own message (help and version included). Help and version go to
-/// stdout through [`out::Out`], so a full disk is an error (exit 2), not a
-/// silent success; with `--json` on the command line, a usage error is also
-/// one JSON document on stdout, with clap's whole message.
+/// stdout through [`out::Out`] (coloured as [`color`] decides), so a full
+/// disk is an error (exit 2), not a silent success; with `--json` on the
+/// command line, a usage error is also one JSON document on stdout, with
+/// clap's whole message.
 fn usage_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
-    use std::io::IsTerminal;
     let mut out = out::Out::default();
     let is_usage = !matches!(
         e.kind(),
@@ -35,13 +41,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     );
     if !is_usage && e.exit_code() == 0 {
-        let styled = e.render();
-        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        out.raw(if color {
-            styled.ansi().to_string()
-        } else {
-            styled.to_string()
-        });
+        out.raw(e.render().ansi());
         return out.finish(exit_codes::ExitCode::Success).into();
     }
     if is_usage && std::env::args_os().any(|a| a == "--json") {

@@ -5,6 +5,9 @@
 //! error is remembered, later output is dropped, and the command ends with
 //! one line on stderr saying what was already done, and exit 2. stderr
 //! errors are ignored: there is nowhere left to say them.
+//!
+//! stdout goes through anstream, which strips colour when
+//! [`crate::color`] says stdout gets none.
 
 use crate::exit_codes::ExitCode;
 use std::fmt::Display;
@@ -30,7 +33,8 @@ impl Out {
         if self.closed || self.failed.is_some() {
             return;
         }
-        let mut stdout = std::io::stdout().lock();
+        let mut stdout =
+            anstream::AutoStream::new(std::io::stdout().lock(), crate::color::stdout());
         let r = write!(stdout, "{s}").and_then(|()| stdout.flush());
         match r {
             Ok(()) => {}

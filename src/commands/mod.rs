@@ -8,7 +8,7 @@ mod run;
 mod tree;
 mod worker;
 
-use crate::cli::{AskerArgs, Cli, ColorWhen, Command};
+use crate::cli::{AskerArgs, Cli, Command};
 use crate::exit_codes::ExitCode;
 use crate::out::Out;
 use crate::output::{self, Printed, Style, WorkerEntry};
@@ -16,8 +16,6 @@ use agentlock::lock::{Asker, Claimant, Judgement, Probes};
 use agentlock::probe::invoker::invoker;
 use agentlock::probe::tmux::env_socket;
 use agentlock::probe::{LiveProbes, TmuxQuery};
-use clap::CommandFactory;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// What every handler needs: output style and the probes (tmux asked once).
@@ -104,7 +102,7 @@ fn json_shape(command: &Command) -> JsonShape {
         Command::Status(a) => workers(a.json),
         Command::List(a) => tree(a),
         Command::Doctor(a) => tree(&a.tree),
-        Command::Run(_) | Command::Completions(_) | Command::Man | Command::Keeper(_) => {
+        Command::Run(_) | Command::Completions(_) | Command::Man(_) | Command::Keeper(_) => {
             JsonShape::None
         }
     }
@@ -112,17 +110,12 @@ fn json_shape(command: &Command) -> JsonShape {
 
 /// Runs a parsed command line; returns the exit code.
 pub fn execute(cli: Cli) -> ExitCode {
-    let color = match cli.color {
-        ColorWhen::Always => true,
-        ColorWhen::Never => false,
-        ColorWhen::Auto => {
-            std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-        }
-    };
     output::use_utc(cli.utc);
     let ctx = Ctx {
         quiet: cli.quiet,
-        style: Style { color },
+        style: Style {
+            color: crate::color::on_stdout(),
+        },
         probes: LiveProbes::new(TmuxQuery {
             sockets: cli.tmux_socket,
             ..TmuxQuery::default()
@@ -134,7 +127,7 @@ pub fn execute(cli: Cli) -> ExitCode {
         Err(f) => Err(f),
         // Completions and the man page never need the store (AGENTLOCK_STORE
         // may well be exported).
-        Ok(Some(store)) if !matches!(cli.command, Command::Completions(_) | Command::Man) => {
+        Ok(Some(store)) if !matches!(cli.command, Command::Completions(_) | Command::Man(_)) => {
             fleet::execute(&ctx, &store, cli.command, &mut out)
         }
         Ok(_) => local(&ctx, cli.command, &mut out),
@@ -172,27 +165,33 @@ fn local(ctx: &Ctx, command: Command, out: &mut Out) -> Result<ExitCode, Failure
         Command::Doctor(a) => tree::doctor(ctx, a, out),
         Command::Completions(a) => {
             let mut buf = Vec::new();
-            clap_complete::generate(a.shell, &mut Cli::command(), "agentlock", &mut buf);
+            clap_complete::generate(
+                a.shell,
+                &mut crate::parse::for_completions(),
+                "agentlock",
+                &mut buf,
+            );
             out.raw(String::from_utf8_lossy(&buf));
             Ok(ExitCode::Success)
         }
-        Command::Man => man(out),
+        Command::Man(a) => man(ctx, a, out),
         Command::Keeper(_) => Err(Failure::usage(
             "keeper keeps a lease on a fleet store: give --store (or AGENTLOCK_STORE)",
         )),
     }
 }
 
-fn man(out: &mut Out) -> Result<ExitCode, Failure> {
-    let mut buf = Vec::new();
-    clap_mangen::Man::new(Cli::command())
-        .render(&mut buf)
-        .map_err(|e| Failure {
-            error: Printed::new("io", format!("cannot render the man page: {e}")),
-            code: ExitCode::Error,
-            waited: None,
-        })?;
-    out.raw(String::from_utf8_lossy(&buf));
+/// `man`: agentlock.1 on stdout, or with `--dir` every page written there
+/// and one line per file.
+fn man(ctx: &Ctx, a: crate::cli::ManArgs, out: &mut Out) -> Result<ExitCode, Failure> {
+    match a.dir {
+        None => out.raw(crate::man::top_page()),
+        Some(dir) => crate::man::write_all(&dir, |file| {
+            if !ctx.quiet {
+                out.line(output::path(file));
+            }
+        })?,
+    }
     Ok(ExitCode::Success)
 }
 

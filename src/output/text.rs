@@ -251,7 +251,7 @@ pub fn claimed_lines(c: &Claimed) -> String {
     out
 }
 
-/// Whether to colour human output.
+/// Whether to colour human output (as `crate::color` decided it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Style {
     pub color: bool,
@@ -263,13 +263,14 @@ impl Style {
         if !self.color {
             return s.to_string();
         }
-        let code = match s {
-            State::Free => "32",
-            State::Held | State::HeldBySession => "33",
-            State::Orphaned | State::Unverified => "35",
-            State::Stale | State::Corrupt => "31",
+        let color = match s {
+            State::Free => anstyle::AnsiColor::Green,
+            State::Held | State::HeldBySession => anstyle::AnsiColor::Yellow,
+            State::Orphaned | State::Unverified => anstyle::AnsiColor::Magenta,
+            State::Stale | State::Corrupt => anstyle::AnsiColor::Red,
         };
-        format!("\x1b[{code}m{s}\x1b[0m")
+        let style = color.on_default();
+        format!("{style}{s}{style:#}")
     }
 }
 

@@ -176,7 +176,7 @@ mod imp {
             Command::Keeper(a) => running::keep(store, &fleet, a, out),
             Command::List(a) => tree::list(ctx, store, &fleet, &a, out),
             Command::Doctor(a) => tree::doctor(ctx, store, &fleet, a, out),
-            Command::Completions(_) | Command::Man => Err(Failure::usage(
+            Command::Completions(_) | Command::Man(_) => Err(Failure::usage(
                 "completions and man do not use the fleet store",
             )),
         }
