@@ -22,7 +22,8 @@
 //! The binary (`src/main.rs`) adds what only a command line needs: `cli`
 //! (the clap structs), `commands` (one handler per subcommand), `output`
 //! (human lines and `--json` documents), `out` (writing them without ever
-//! panicking) and `exit_codes`.
+//! panicking), `exit_codes` and `logging` (the `tracing` subscriber the
+//! library's diagnostics go to, filtered by `AGENTLOCK_LOG`).
 
 #![warn(missing_docs)]
 

@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod exit_codes;
+mod logging;
 mod out;
 mod output;
 
@@ -17,6 +18,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    logging::init(&cli.command);
     commands::execute(cli).into()
 }
 

@@ -4,8 +4,13 @@
 //! see, and sweep this host's records on a thread of its own
 //! ([`crate::fleet::sweep`]). If the lease expired anyway (the keeper was
 //! stopped, the store was away longer than the TTL), a new one is granted
-//! and the sweeper claims again what it remembers. Every event is one line
-//! on stderr.
+//! and the sweeper claims again what it remembers.
+//!
+//! Every event is a `tracing` event: `info` for the lease kept, lost and
+//! kept again, `warn` and `error` for failures, `debug` for each routine
+//! renewal; the binary writes them to stderr (the journal under systemd,
+//! the log file in the state dir when a claim started the keeper). Anything
+//! quoted from the store is escaped first.
 use super::StoreSpec;
 use super::etcd::Fleet;
 use super::journal::Journal;
@@ -14,15 +19,15 @@ use super::sweep::{Remembered, reclaim, sweep};
 use crate::error::{Error, Result};
 use crate::probe::{LiveProbes, TmuxQuery};
 use crate::record::LockRecord;
+use crate::trust::escape;
 use nix::fcntl::{Flock, FlockArg};
 use std::sync::mpsc;
 use std::time::Duration;
+use tracing::{debug, error, info, warn};
 
-/// One line of the keeper's log, on stderr (the journal under systemd, the
-/// log file in the state dir when a claim started it).
-pub fn log(line: impl std::fmt::Display) {
-    let at = chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%.3f%:z");
-    eprintln!("{at} agentlock keeper[{}]: {line}", std::process::id());
+/// An error from the store, escaped (it may quote a key or a value).
+pub(crate) fn esc(e: &Error) -> String {
+    escape(&e.to_string()).into_owned()
 }
 
 /// Runs the keeper in the foreground until killed: one per host and store.
@@ -96,14 +101,15 @@ pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Resul
     };
     let mut lease = grant()?;
     publish(&lease)?;
-    log(format_args!(
-        "keeping lease {:x} on {}{} (ttl {} s, renewed every {:.1} s)",
+    info!(
+        "keeping lease {:x} on {}{} (ttl {} s, renewed every {:.1} s; state in {})",
         lease.id,
-        spec.endpoints.join(","),
-        spec.prefix,
+        escape(&spec.endpoints.join(",")),
+        escape(&spec.prefix),
         lease.ttl,
-        lease.period().as_secs_f64()
-    ));
+        lease.period().as_secs_f64(),
+        escape(&files.lock.to_string_lossy())
+    );
     // Sweeping asks tmux, which may hang for its own time limit: on its own
     // thread and connection, so renewal never waits for it.
     let (tx, rx) = mpsc::channel::<i64>();
@@ -117,7 +123,7 @@ pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Resul
             match Fleet::connect(&sweeper, timeout) {
                 Ok(f) => break f,
                 Err(e) => {
-                    log(format_args!("the sweeper cannot connect yet: {e}"));
+                    warn!("the sweeper cannot connect yet: {}", esc(&e));
                     std::thread::sleep(period.max(Duration::from_secs(1)));
                 }
             }
@@ -140,7 +146,7 @@ pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Resul
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
             if let Err(e) = sweep(&fleet, current, &mut remembered) {
-                log(format_args!("sweep failed: {e}"));
+                warn!("sweep failed: {}", esc(&e));
             }
             journal.compact(&mut remembered);
         }
@@ -167,14 +173,18 @@ pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Resul
                 lease.renewed = sent;
                 publish(&lease)?;
                 if std::mem::take(&mut failing) {
-                    log(format_args!("lease {:x} renewed again", lease.id));
+                    info!("lease {:x} renewed again", lease.id);
+                } else {
+                    debug!("lease {:x} renewed ({left} s left)", lease.id);
                 }
                 false
             }
             Ok(_) => true,
             Err(e) => {
                 if !std::mem::replace(&mut failing, true) {
-                    log(format_args!("renewing lease {:x} failed: {e}", lease.id));
+                    warn!("renewing lease {:x} failed: {}", lease.id, esc(&e));
+                } else {
+                    debug!("renewing lease {:x} failed again: {}", lease.id, esc(&e));
                 }
                 now() >= lease.sure_until()
             }
@@ -186,25 +196,27 @@ pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Resul
                 .within(lease.period(), |f| f.get(&sentinel(lease.id)))
                 .is_ok_and(|s| s.is_none());
         if expired {
-            log(format_args!(
+            error!(
                 "lease {:x} EXPIRED (this keeper stalled, or the store was away longer than the TTL): this host's records on it are gone",
                 lease.id
-            ));
+            );
+            let mut tries = 0u32;
             loop {
                 match grant() {
                     Ok(l) => {
                         lease = l;
                         break;
                     }
-                    Err(e) => {
-                        log(format_args!("granting a new lease failed: {e}"));
-                        std::thread::sleep(Duration::from_millis(200));
-                    }
+                    // Tried every 200 ms: the first failure is worth a line.
+                    Err(e) if tries == 0 => warn!("granting a new lease failed: {}", esc(&e)),
+                    Err(e) => debug!("granting a new lease failed again: {}", esc(&e)),
                 }
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(200));
             }
             publish(&lease)?;
             failing = false;
-            log(format_args!("keeping the new lease {:x}", lease.id));
+            info!("keeping the new lease {:x}", lease.id);
             let _ = tx.send(lease.id);
             continue;
         }

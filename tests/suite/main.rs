@@ -28,6 +28,7 @@ mod go_interop;
 mod hostile;
 mod identity;
 mod interop;
+mod logging;
 mod properties;
 mod race;
 mod run;
