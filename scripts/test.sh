@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need on a fresh Debian
 # machine (tmux, perl, util-linux's setpriv/unshare/flock, a C compiler, Go,
-# etcd and etcdctl for the fleet store, protoc to build its client) when
-# missing, then runs the whole suite with the `etcd` feature on. `.ci/run`
-# calls this.
+# etcd and etcdctl for the fleet store, protoc to build its client,
+# systemd-analyze to verify the units in contrib/systemd) when missing, then
+# runs the whole suite with the `etcd` feature on. `.ci/run` calls this.
 #
 #   scripts/test.sh [cargo test arguments...]
 set -euo pipefail
@@ -20,6 +20,7 @@ command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler libprotobuf-dev)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=()
   [ "$(id -u)" = 0 ] || sudo=(sudo)

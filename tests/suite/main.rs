@@ -34,6 +34,7 @@ mod race;
 mod run;
 mod snapshots;
 mod spawners;
+mod systemd;
 mod tmux;
 mod visibility;
 mod wait;
