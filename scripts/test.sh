@@ -2,8 +2,9 @@
 # The README's test command: installs what the tests need on a fresh Debian
 # machine (tmux, perl, util-linux's setpriv/unshare/flock, a C compiler, Go,
 # etcd and etcdctl for the fleet store, protoc to build its client, man-db
-# and groff to check the man pages) when missing, then runs the whole suite
-# with the `etcd` feature on. `.ci/run` calls this.
+# and groff to check the man pages, systemd-analyze to verify the units in
+# contrib/systemd) when missing, then runs the whole suite with the `etcd`
+# feature on. `.ci/run` calls this.
 #
 #   scripts/test.sh [cargo test arguments...]
 set -euo pipefail
@@ -21,6 +22,7 @@ command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler libprotobuf-dev)
 command -v man >/dev/null 2>&1 || need+=(man-db groff-base)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=()
   [ "$(id -u)" = 0 ] || sudo=(sudo)

@@ -173,7 +173,10 @@ Examples:
     /// Keep this host's lease on the fleet store alive and sweep its stale records.
     #[command(after_help = r#"Examples:
   agentlock keeper --store etcd://10.0.0.1:2379 --foreground   # under systemd
-  agentlock keeper --store etcd://10.0.0.1:2379                # start one in the background"#)]
+  agentlock keeper --store etcd://10.0.0.1:2379                # start one in the background
+  AGENTLOCK_LOG=debug agentlock keeper --foreground            # log every renewal and sweep too
+
+It logs on stderr at the level AGENTLOCK_LOG sets (default: info; every other command: warn)."#)]
     Keeper(KeeperArgs),
     /// Print the man page (roff); with --dir, write every page to DIR.
     #[command(after_help = r#"Examples:

@@ -22,8 +22,9 @@
 //!
 //! The binary (`src/main.rs`) adds what only a command line needs: `cli`
 //! (the clap structs), `commands` (one handler per subcommand), `output`
-//! (human lines, and the [`json`] documents printed), `out` (writing them without ever
-//! panicking) and `exit_codes`.
+//! (human lines, and the [`json`] documents printed), `out` (writing them
+//! without ever panicking), `exit_codes` and `logging` (the `tracing`
+//! subscriber the library's diagnostics go to, filtered by `AGENTLOCK_LOG`).
 
 #![warn(missing_docs)]
 

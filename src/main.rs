@@ -4,6 +4,7 @@ mod cli;
 mod color;
 mod commands;
 mod exit_codes;
+mod logging;
 mod man;
 mod out;
 mod output;
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(e),
     };
     color::set(Some(cli.color));
+    logging::init(&cli.command);
     commands::execute(cli).into()
 }
 

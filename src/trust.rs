@@ -67,6 +67,12 @@ fn unsafe_char(c: char) -> bool {
             '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
+/// Whether `s` holds a character that must not reach a terminal raw (a
+/// backslash may: it only needs escaping to keep [`escape`] one-to-one).
+pub fn needs_escape(s: &str) -> bool {
+    s.chars().any(unsafe_char)
+}
+
 /// A string from outside (a lock field, a path, a tmux answer) made safe for
 /// a terminal: control and invisible characters are written as escapes
 /// (`\n`, `\x1b`, `\u{202e}`) and a backslash as `\\`, so that no two
@@ -188,6 +194,7 @@ mod tests {
         );
         assert_eq!(escape("a\u{202e}b\u{200b}"), "a\\u{202e}b\\u{200b}");
         assert_eq!(escape("back\\slash"), "back\\\\slash");
+        assert!(needs_escape("a\x1b]0;x") && !needs_escape("back\\slash ünï"));
         for c in (0u32..0x110000).filter_map(char::from_u32) {
             let e = escape(&c.to_string()).into_owned();
             assert!(

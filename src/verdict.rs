@@ -251,6 +251,19 @@ pub fn judge(
     procs: &dyn ProcessProbe,
     sessions: &dyn SessionProbe,
 ) -> Verdict {
+    explain::record(rec, file_uid, host);
+    let v = judge_record(rec, file_uid, host, procs, sessions);
+    explain::verdict(rec, &v);
+    v
+}
+
+fn judge_record(
+    rec: &LockRecord,
+    file_uid: Option<u32>,
+    host: &HostInfo,
+    procs: &dyn ProcessProbe,
+    sessions: &dyn SessionProbe,
+) -> Verdict {
     if let Some(reason) = foreign(rec, host) {
         return Verdict {
             state: State::Unverified,
@@ -260,7 +273,10 @@ pub fn judge(
         };
     }
     let pid = pid_status(rec, host, procs);
-    let speaker = match crate::trust::speaker(rec, file_uid, pid == PidStatus::Alive, procs) {
+    explain::pid(rec, procs, &pid);
+    let speaker = crate::trust::speaker(rec, file_uid, pid == PidStatus::Alive, procs);
+    explain::speaker(&speaker);
+    let speaker = match speaker {
         Ok(speaker) => speaker,
         Err(reason) => {
             return Verdict {
@@ -276,10 +292,12 @@ pub fn judge(
         }
     };
     let session = rec.session_id.as_deref().map(|id| {
-        (
+        let (described, status) = (
             describe_session(id),
             session_status(rec, id, speaker, host, sessions),
-        )
+        );
+        explain::session(&described, rec, host, &status);
+        (described, status)
     });
     judge_statuses(rec.pid, pid, session)
 }
@@ -335,5 +353,6 @@ pub fn judge_statuses(
     }
 }
 
+mod explain;
 #[cfg(test)]
 mod tests;

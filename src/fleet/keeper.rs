@@ -382,6 +382,9 @@ fn start(spec: &StoreSpec, store: &str, ttl: i64, fleet: &Fleet) -> Result<std::
         .arg("--store-timeout")
         .arg(format!("{}ms", fleet.timeout().as_millis()))
         .current_dir("/")
+        // It logs at the claim's AGENTLOCK_LOG (inherited), else at its
+        // default, `info`; to its file, never to a journal stream it inherited.
+        .env_remove("JOURNAL_STREAM")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log);

@@ -4,8 +4,16 @@
 //! see, and sweep this host's records on a thread of its own
 //! ([`crate::fleet::sweep`]). If the lease expired anyway (the keeper was
 //! stopped, the store was away longer than the TTL), a new one is granted
-//! and the sweeper claims again what it remembers. Every event is one line
-//! on stderr.
+//! and the sweeper claims again what it remembers. A keeper started before
+//! its store answers (at boot) waits for it rather than exit: exit status 2
+//! is for what a restart would not mend (another keeper holds the lock, a
+//! setting is wrong).
+//!
+//! Every event is a `tracing` event: `info` for the lease kept, lost and
+//! kept again, `warn` and `error` for failures, `debug` for each routine
+//! renewal; the binary writes them to stderr (the journal under systemd,
+//! the log file in the state dir when a claim started the keeper). Anything
+//! quoted from the store is escaped first.
 use super::StoreSpec;
 use super::etcd::Fleet;
 use super::journal::Journal;
@@ -14,57 +22,116 @@ use super::sweep::{Remembered, reclaim, sweep};
 use crate::error::{Error, Result};
 use crate::probe::{LiveProbes, TmuxQuery};
 use crate::record::LockRecord;
+use crate::trust::escape;
 use nix::fcntl::{Flock, FlockArg};
 use std::sync::mpsc;
 use std::time::Duration;
+use tracing::{debug, error, info, warn};
 
-/// One line of the keeper's log, on stderr (the journal under systemd, the
-/// log file in the state dir when a claim started it).
-pub fn log(line: impl std::fmt::Display) {
-    let at = chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%.3f%:z");
-    eprintln!("{at} agentlock keeper[{}]: {line}", std::process::id());
+/// An error from the store, escaped (it may quote a key or a value).
+pub(crate) fn esc(e: &Error) -> String {
+    escape(&e.to_string()).into_owned()
 }
 
-/// Runs the keeper in the foreground until killed: one per host and store.
-/// Another keeper running for the store is an error naming it.
-pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Result<()> {
-    let files = keeper::files(spec)?;
-    let file = std::fs::OpenOptions::new()
+/// Takes the keeper's lock for `spec` and writes this process's PID in it,
+/// or names the keeper that holds it. A claim from a sandbox may hold the
+/// lock shared for a moment (it probes whether a keeper runs): it is tried
+/// for 200 ms before giving up.
+fn take_lock(spec: &StoreSpec, path: &std::path::Path) -> Result<Flock<std::fs::File>> {
+    use std::io::{Read, Seek, Write};
+    let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
-        .open(&files.lock)
-        .map_err(|e| Error::io(&files.lock, e))?;
-    // A claim from a sandbox may hold the lock shared for a moment (it
-    // probes whether a keeper runs): tried for 200 ms before giving up.
-    let mut file = file;
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
     let mut tries = 0;
-    let _held = loop {
+    loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(held) => break held,
+            Ok(held) => {
+                let mut f: &std::fs::File = &held;
+                let _ = f.set_len(0);
+                let _ = f.seek(std::io::SeekFrom::Start(0));
+                let _ = writeln!(f, "{}", std::process::id());
+                return Ok(held);
+            }
             Err((f, _)) if tries < 10 => {
                 file = f;
                 tries += 1;
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(_) => {
-                let why = match keeper::keeper_pid(spec) {
-                    Some(_) => "it already keeps this host's lease",
-                    None => "another process holds the keeper's lock",
+            Err((mut f, _)) => {
+                // Its PID as it wrote it in the lock, else as it published it.
+                let mut text = String::new();
+                let _ = f.read_to_string(&mut text);
+                let written = text.trim().parse::<i32>().ok().filter(|&p| p > 0);
+                let published = keeper::keeper_pid(spec);
+                let why = match (published, written) {
+                    (Some(_), _) => "it already keeps this host's lease",
+                    (None, Some(_)) => "it already runs for this store (no lease yet)",
+                    (None, None) => "another process holds the keeper's lock",
                 };
+                let pid = published.or(written);
                 return Err(Error::Keeper {
-                    pid: keeper::keeper_pid(spec).unwrap_or(0),
+                    pid: pid.unwrap_or(0),
                     why: format!(
                         "{why} on {} (lock {}); this one exits",
                         spec.endpoints.join(","),
-                        files.lock.display()
+                        path.display()
                     ),
                 });
             }
         }
-    };
+    }
+}
+
+/// Connects to the store, trying again every second until it answers: a
+/// keeper started before the store is reachable (at boot) waits for it.
+fn connect(spec: &StoreSpec, timeout: Duration) -> Fleet {
+    let mut tries = 0u32;
+    loop {
+        match Fleet::connect(spec, timeout) {
+            Ok(f) => return f,
+            Err(e) if tries == 0 => warn!(
+                "cannot reach the store yet, trying again every second: {}",
+                esc(&e)
+            ),
+            Err(e) => debug!("cannot reach the store yet: {}", esc(&e)),
+        }
+        tries += 1;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// A lease from `grant`, tried again every `every` until the store grants
+/// one; the first failure is worth a line, the others are debug events.
+fn until_granted(grant: &dyn Fn() -> Result<KeeperLease>, every: Duration) -> KeeperLease {
+    let mut tries = 0u32;
+    loop {
+        match grant() {
+            Ok(l) => return l,
+            Err(e) if tries == 0 => warn!(
+                "granting a lease failed, trying again every {:.1} s: {}",
+                every.as_secs_f64(),
+                esc(&e)
+            ),
+            Err(e) => debug!("granting a lease failed again: {}", esc(&e)),
+        }
+        tries += 1;
+        std::thread::sleep(every);
+    }
+}
+
+/// Runs the keeper in the foreground until killed: one per host and store.
+/// Another keeper running for the store is an error naming it; a store that
+/// does not answer yet is waited for.
+pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, timeout: Duration) -> Result<()> {
+    let files = keeper::files(spec)?;
+    let _held = take_lock(spec, &files.lock)?;
     // A dead predecessor's lease must not be handed out while this one starts.
     let _ = std::fs::remove_file(&files.lease);
+    let fleet = &connect(spec, timeout);
     let publish = |l: &KeeperLease| -> Result<()> {
         let tmp = files.lease.with_extension("lease.tmp");
         std::fs::write(&tmp, l.line()).map_err(|e| Error::io(&tmp, e))?;
@@ -94,16 +161,17 @@ pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Resul
             pid_ns: keeper::own_pid_ns(),
         })
     };
-    let mut lease = grant()?;
+    let mut lease = until_granted(&grant, Duration::from_secs(1));
     publish(&lease)?;
-    log(format_args!(
-        "keeping lease {:x} on {}{} (ttl {} s, renewed every {:.1} s)",
+    info!(
+        "keeping lease {:x} on {}{} (ttl {} s, renewed every {:.1} s; state in {})",
         lease.id,
-        spec.endpoints.join(","),
-        spec.prefix,
+        escape(&spec.endpoints.join(",")),
+        escape(&spec.prefix),
         lease.ttl,
-        lease.period().as_secs_f64()
-    ));
+        lease.period().as_secs_f64(),
+        escape(&files.lock.to_string_lossy())
+    );
     // Sweeping asks tmux, which may hang for its own time limit: on its own
     // thread and connection, so renewal never waits for it.
     let (tx, rx) = mpsc::channel::<i64>();
@@ -113,15 +181,7 @@ pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Resul
         offset: 0,
     };
     std::thread::spawn(move || {
-        let fleet = loop {
-            match Fleet::connect(&sweeper, timeout) {
-                Ok(f) => break f,
-                Err(e) => {
-                    log(format_args!("the sweeper cannot connect yet: {e}"));
-                    std::thread::sleep(period.max(Duration::from_secs(1)));
-                }
-            }
-        };
+        let fleet = connect(&sweeper, timeout);
         let (mut current, mut remembered) = (first, Remembered::new());
         // Claims made on a predecessor's lease (this keeper restarted):
         // moved onto this one before that lease can expire.
@@ -140,7 +200,7 @@ pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Resul
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
             if let Err(e) = sweep(&fleet, current, &mut remembered) {
-                log(format_args!("sweep failed: {e}"));
+                warn!("sweep failed: {}", esc(&e));
             }
             journal.compact(&mut remembered);
         }
@@ -167,14 +227,18 @@ pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Resul
                 lease.renewed = sent;
                 publish(&lease)?;
                 if std::mem::take(&mut failing) {
-                    log(format_args!("lease {:x} renewed again", lease.id));
+                    info!("lease {:x} renewed again", lease.id);
+                } else {
+                    debug!("lease {:x} renewed ({left} s left)", lease.id);
                 }
                 false
             }
             Ok(_) => true,
             Err(e) => {
                 if !std::mem::replace(&mut failing, true) {
-                    log(format_args!("renewing lease {:x} failed: {e}", lease.id));
+                    warn!("renewing lease {:x} failed: {}", lease.id, esc(&e));
+                } else {
+                    debug!("renewing lease {:x} failed again: {}", lease.id, esc(&e));
                 }
                 now() >= lease.sure_until()
             }
@@ -186,25 +250,14 @@ pub fn run(spec: &StoreSpec, ttl: i64, period: Duration, fleet: &Fleet) -> Resul
                 .within(lease.period(), |f| f.get(&sentinel(lease.id)))
                 .is_ok_and(|s| s.is_none());
         if expired {
-            log(format_args!(
+            error!(
                 "lease {:x} EXPIRED (this keeper stalled, or the store was away longer than the TTL): this host's records on it are gone",
                 lease.id
-            ));
-            loop {
-                match grant() {
-                    Ok(l) => {
-                        lease = l;
-                        break;
-                    }
-                    Err(e) => {
-                        log(format_args!("granting a new lease failed: {e}"));
-                        std::thread::sleep(Duration::from_millis(200));
-                    }
-                }
-            }
+            );
+            lease = until_granted(&grant, Duration::from_millis(200));
             publish(&lease)?;
             failing = false;
-            log(format_args!("keeping the new lease {:x}", lease.id));
+            info!("keeping the new lease {:x}", lease.id);
             let _ = tx.send(lease.id);
             continue;
         }

@@ -9,6 +9,7 @@ use super::etcd::{Fleet, Stored};
 use crate::error::{Error, Result};
 use crate::lock::{Judgement, Probes};
 use crate::record::LockRecord;
+use crate::trust::escape;
 use crate::verdict::{self, State};
 use std::path::{Path, PathBuf};
 
@@ -53,7 +54,24 @@ pub fn judge_stored(
         }
     };
     let rec = &fr.record;
-    let judgement = if this_host(rec, probes) {
+    let here = this_host(rec, probes);
+    tracing::debug!(
+        "fleet key {} (revision {}, lease {:x}, fence {}): written on host {} boot {}, this is {} boot {}: {}",
+        escape(key),
+        stored.revision,
+        stored.lease,
+        fr.fence,
+        escape(rec.hostname.as_deref().unwrap_or("none")),
+        escape(rec.boot_id.as_deref().unwrap_or("none")),
+        escape(&probes.host.hostname),
+        escape(probes.host.boot_id.as_deref().unwrap_or("none")),
+        if here {
+            "this host's, judged by its PID and tmux"
+        } else {
+            "another host's, held while its key exists"
+        }
+    );
+    let judgement = if here {
         let v = verdict::judge(rec, rec.uid, &probes.host, probes.procs, probes.sessions);
         Judgement {
             record: Some(rec.clone()),
@@ -75,6 +93,12 @@ pub fn judge_stored(
             )
         }
     };
+    tracing::debug!(
+        "fleet key {}: {}: {}",
+        escape(key),
+        judgement.state,
+        escape(&judgement.reason)
+    );
     FleetJudgement {
         judgement,
         fence: Some(fr.fence),

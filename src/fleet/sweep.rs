@@ -12,14 +12,16 @@
 
 use super::FleetRecord;
 use super::etcd::{Created, Fleet, Stored};
-use super::keeping::log;
+use super::keeping::esc;
 use super::ops::{judge_stored, this_host};
 use crate::error::Result;
 use crate::probe::{LiveProbes, Probes, TmuxQuery};
 use crate::record::LockRecord;
+use crate::trust::escape;
 use crate::verdict::State;
 use std::collections::BTreeMap;
 use std::path::Path;
+use tracing::{debug, info, warn};
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -165,10 +167,12 @@ pub fn sweep(fleet: &Fleet, lease: i64, remembered: &mut Remembered) -> Result<S
         }
         if fleet.delete(&key, stored.revision)? {
             swept.deleted += 1;
-            log(format_args!(
-                "swept {key}: {} (fence {})",
-                judged.judgement.reason, fr.fence
-            ));
+            info!(
+                "swept {}: {} (fence {})",
+                escape(&key),
+                escape(&judged.judgement.reason),
+                fr.fence
+            );
             if let Some(dir) = &fr.record.fleet_dir {
                 let _ = crate::lock::release_written(dir, &fr.record, &probes);
             }
@@ -186,6 +190,12 @@ pub fn sweep(fleet: &Fleet, lease: i64, remembered: &mut Remembered) -> Result<S
     // Waiters of this host that died in the queue (a lost answer to their
     // leaving, a SIGKILL): gone from the queue within a period.
     let _ = super::queue::sweep_waiters(fleet, &probes);
+    debug!(
+        "sweep: {} records of this host looked at, {} stale deleted, {} live claims remembered",
+        swept.records,
+        swept.deleted,
+        remembered.len()
+    );
     Ok(swept)
 }
 
@@ -199,14 +209,21 @@ fn move_to(fleet: &Fleet, key: &str, stored: &Stored, fr: &FleetRecord, lease: i
         Some(fr.fence),
         Some(lease),
     ) {
-        Ok(Some(_)) => log(format_args!(
-            "moved {key} (pid {}, fence {}) to lease {lease:x}",
-            fr.record.pid, fr.fence
-        )),
-        Ok(None) => log(format_args!(
-            "{key} changed while being moved to lease {lease:x}; the next sweep judges it"
-        )),
-        Err(e) => log(format_args!("could not move {key} to lease {lease:x}: {e}")),
+        Ok(Some(_)) => info!(
+            "moved {} (pid {}, fence {}) to lease {lease:x}",
+            escape(key),
+            fr.record.pid,
+            fr.fence
+        ),
+        Ok(None) => info!(
+            "{} changed while being moved to lease {lease:x}; the next sweep judges it",
+            escape(key)
+        ),
+        Err(e) => warn!(
+            "could not move {} to lease {lease:x}: {}",
+            escape(key),
+            esc(&e)
+        ),
     }
 }
 
@@ -229,10 +246,11 @@ pub(crate) fn reclaim(fleet: &Fleet, lease: i64, remembered: &mut Remembered) {
         };
         match created {
             Ok(Created::Fence(0)) => {}
-            Ok(Created::Fence(f)) => log(format_args!(
-                "re-claimed {key} for pid {} on the new lease {lease:x} (fence {f}): the worker was free while the lease was lost",
+            Ok(Created::Fence(f)) => warn!(
+                "re-claimed {} for pid {} on the new lease {lease:x} (fence {f}): the worker was free while the lease was lost",
+                escape(key),
                 rec.pid
-            )),
+            ),
             Ok(Created::Exists(s)) => match &s.record {
                 // Still there on the old lease (it was not quite gone):
                 // hung on the new one, same holder, same fence.
@@ -240,19 +258,22 @@ pub(crate) fn reclaim(fleet: &Fleet, lease: i64, remembered: &mut Remembered) {
                     move_to(fleet, key, &s, fr, lease)
                 }
                 Ok(fr) if fr.record.same_claim(rec) => {}
-                Ok(fr) => log(format_args!(
-                    "COLLISION {key}: pid {} on this host still holds it, but while this host's lease was lost pid {} on host {} claimed it (fence {})",
+                Ok(fr) => warn!(
+                    "COLLISION {}: pid {} on this host still holds it, but while this host's lease was lost pid {} on host {} claimed it (fence {})",
+                    escape(key),
                     rec.pid,
                     fr.record.pid,
-                    fr.record.hostname.as_deref().unwrap_or("?"),
+                    escape(fr.record.hostname.as_deref().unwrap_or("?")),
                     fr.fence
-                )),
-                Err(why) => log(format_args!(
-                    "COLLISION {key}: pid {} on this host still holds it, but the store holds a value that is not a record ({why})",
-                    rec.pid
-                )),
+                ),
+                Err(why) => warn!(
+                    "COLLISION {}: pid {} on this host still holds it, but the store holds a value that is not a record ({})",
+                    escape(key),
+                    rec.pid,
+                    escape(&why.to_string())
+                ),
             },
-            Err(e) => log(format_args!("could not re-claim {key}: {e}")),
+            Err(e) => warn!("could not re-claim {}: {}", escape(key), esc(&e)),
         }
     }
 }

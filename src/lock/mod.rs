@@ -118,6 +118,13 @@ impl Judgement {
         let yours = self.record.as_ref().is_some_and(|r| {
             crate::holder::holds(r, self.owner, asker, crate::holder::Scope::ActFor, probes)
         }) && !crate::holder::gone_session_asks_for_live(asker, self.session_alive);
+        tracing::debug!(
+            "{}: the asker (pid {}, session {}) {} the lock",
+            crate::trust::escape(&self.worker_dir.to_string_lossy()),
+            asker.pid.map_or_else(|| "none".into(), |p| p.to_string()),
+            crate::trust::escape(asker.session.as_deref().unwrap_or("none")),
+            if yours { "holds" } else { "does not hold" }
+        );
         if yours {
             Standing::Yours
         } else if self.state.claimable() {
@@ -164,6 +171,27 @@ pub fn judge_found(
     probes: &Probes,
 ) -> Judgement {
     let at = |state, reason| Judgement::at(worker_dir, lock_path, state, reason);
+    let judged = judge_what(found, probes, at);
+    explain(&judged);
+    judged
+}
+
+/// Says, as a debug event, what a worker was judged and why.
+fn explain(j: &Judgement) {
+    tracing::debug!(
+        "{}: {}: {} (lock file {})",
+        crate::trust::escape(&j.worker_dir.to_string_lossy()),
+        j.state,
+        crate::trust::escape(&j.reason),
+        crate::trust::escape(&j.lock_path.to_string_lossy())
+    );
+}
+
+fn judge_what(
+    found: &Found,
+    probes: &Probes,
+    at: impl Fn(State, String) -> Judgement,
+) -> Judgement {
     match found {
         Found::Absent => at(State::Free, "no lock file".into()),
         Found::Corrupt(reason, _) => at(State::Corrupt, reason.to_string()),
@@ -196,7 +224,11 @@ enum ReadWorker {
 
 fn read_worker(path: &Path) -> Result<ReadWorker> {
     let worker = Worker::open(path)?;
-    let decided = |state, why| Ok(ReadWorker::Decided(Judgement::new(&worker, state, why)));
+    let decided = |state, why| {
+        let judged = Judgement::new(&worker, state, why);
+        explain(&judged);
+        Ok(ReadWorker::Decided(judged))
+    };
     match open_runtime(&worker, false)? {
         Runtime::Missing => decided(State::Free, "no .runtime directory".into()),
         Runtime::Unsafe(why) => decided(State::Corrupt, why),

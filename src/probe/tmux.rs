@@ -106,6 +106,25 @@ pub struct ServerReport {
     pub owner: Option<u32>,
 }
 
+impl ServerReport {
+    /// Says how asking this server went, as a debug event (its socket and
+    /// its answer escaped: both come from outside).
+    pub(crate) fn explain(&self) {
+        let state = match self.state {
+            ServerState::Ok => "ok",
+            ServerState::NoServer => "no-server",
+            ServerState::Error => "error",
+        };
+        tracing::debug!(
+            "tmux server {} asked: {state} ({}; listener uid {})",
+            crate::trust::escape(&self.socket.to_string_lossy()),
+            crate::trust::escape(&self.detail),
+            self.owner
+                .map_or_else(|| "unknown".into(), |u| u.to_string())
+        );
+    }
+}
+
 /// Everything one run learned from tmux.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TmuxSnapshot {

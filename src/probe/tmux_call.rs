@@ -23,6 +23,21 @@ pub(super) enum Answer {
     Failed(String),
 }
 
+/// A failed tmux call: "no server running" (or a refused connection) proves
+/// there are no sessions; anything else is an error.
+pub fn classify_failure(stderr: &str) -> (ServerState, String) {
+    let first = stderr.lines().next().unwrap_or("").to_string();
+    let no_server = stderr.contains("no server running")
+        || (stderr.contains("error connecting to") && stderr.contains("Connection refused"));
+    if no_server {
+        (ServerState::NoServer, first)
+    } else if first.is_empty() {
+        (ServerState::Error, "tmux failed without a message".into())
+    } else {
+        (ServerState::Error, first)
+    }
+}
+
 /// A started client: killed through its pidfd, never by a PID that may
 /// have been reaped and reused.
 pub(super) struct Running {

@@ -7,6 +7,7 @@
 
 use super::SessionStatus;
 use super::tmux::{FORMAT, ServerReport, ServerState, SessionKind, SessionProbe, TmuxSnapshot};
+pub use super::tmux_call::classify_failure;
 use super::tmux_call::{Answer, call_all};
 pub use super::tmux_sockets::{
     DEFAULT_TIMEOUT, TmuxQuery, env_socket, normalize_socket, socket_dir,
@@ -16,21 +17,6 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
-
-/// A failed tmux call: "no server running" (or a refused connection) proves
-/// there are no sessions; anything else is an error.
-pub fn classify_failure(stderr: &str) -> (ServerState, String) {
-    let first = stderr.lines().next().unwrap_or("").to_string();
-    let no_server = stderr.contains("no server running")
-        || (stderr.contains("error connecting to") && stderr.contains("Connection refused"));
-    if no_server {
-        (ServerState::NoServer, first)
-    } else if first.is_empty() {
-        (ServerState::Error, "tmux failed without a message".into())
-    } else {
-        (ServerState::Error, first)
-    }
-}
 
 /// Asks each server once, in parallel; returns their reports and panes.
 fn ask(targets: Vec<(PathBuf, Origin)>, timeout: Duration) -> TmuxSnapshot {
@@ -153,8 +139,8 @@ impl Tmux {
         let budget = self.query.timeout * BUDGET;
         let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
         let left = budget.saturating_sub(*spent);
-        if left.is_zero() {
-            return TmuxSnapshot {
+        let got = if left.is_zero() {
+            TmuxSnapshot {
                 servers: targets
                     .into_iter()
                     .map(|(socket, _)| ServerReport {
@@ -168,11 +154,14 @@ impl Tmux {
                     })
                     .collect(),
                 panes: Vec::new(),
-            };
-        }
-        let started = std::time::Instant::now();
-        let got = ask(targets, self.query.timeout.min(left));
-        *spent += started.elapsed();
+            }
+        } else {
+            let started = std::time::Instant::now();
+            let got = ask(targets, self.query.timeout.min(left));
+            *spent += started.elapsed();
+            got
+        };
+        got.servers.iter().for_each(ServerReport::explain);
         got
     }
 
@@ -191,7 +180,10 @@ impl Tmux {
                     targets.push((s, o))
                 }
                 Ok(_) => {}
-                Err(report) => st.1.servers.push(report),
+                Err(report) => {
+                    report.explain();
+                    st.1.servers.push(report)
+                }
             }
         }
         let got = self.ask_within(targets);

@@ -218,12 +218,15 @@ fn isolated(program: impl AsRef<std::ffi::OsStr>, tmux_tmpdir: &Path) -> std::pr
         // nobody's is nologin, which exits at once and ends the server
         // (CI runs without $SHELL).
         .env("SHELL", "/bin/sh");
-    // The fleet store is asked for explicitly, never inherited.
+    // The fleet store is asked for explicitly, never inherited; so are
+    // diagnostics (the journal's stream, too).
     for v in [
         "AGENTLOCK_STORE",
         "AGENTLOCK_FLEET_ROOT",
         "AGENTLOCK_LEASE_TTL",
         "AGENTLOCK_KEEPER_PERIOD",
+        "AGENTLOCK_LOG",
+        "JOURNAL_STREAM",
     ] {
         c.env_remove(v);
     }

@@ -217,7 +217,9 @@ impl Host {
         .env_remove("TMUX")
         .env_remove("TMUX_PANE")
         .env_remove("AGENTLOCK_STORE")
-        .env_remove("AGENTLOCK_FLEET_ROOT");
+        .env_remove("AGENTLOCK_FLEET_ROOT")
+        .env_remove("AGENTLOCK_LOG")
+        .env_remove("JOURNAL_STREAM");
         c
     }
 
@@ -784,12 +786,18 @@ fn a_fleet_value_full_of_escape_sequences_is_shown_escaped() {
         "tmux_socket": format!("/tmp/{nasty}"),
     });
     etcdctl(&etcd.endpoint, &["put", &key, &value.to_string()]).expect("etcdctl put");
-    for args in [
+    let runs = [
         vec!["status", w.to_str().unwrap()],
         vec!["list"],
         vec!["doctor"],
-    ] {
-        let out = b.run(&args);
+    ];
+    // And the debug log of each (the etcd client's own events included).
+    for (args, log) in runs.iter().flat_map(|a| [(a, ""), (a, "debug")]) {
+        let out = b.cmd(args).env("AGENTLOCK_LOG", log).output().unwrap();
+        if !log.is_empty() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("DEBUG fleet key "), "{args:?}: {err}");
+        }
         for stream in [&out.stdout, &out.stderr] {
             let text = String::from_utf8_lossy(stream);
             assert!(

@@ -158,6 +158,12 @@ mod imp {
         command: Command,
         out: &mut Out,
     ) -> Result<ExitCode, Failure> {
+        // The keeper in the foreground waits for a store that does not
+        // answer yet (at boot) rather than exit.
+        let command = match command {
+            Command::Keeper(a) if a.foreground => return running::foreground(store, a),
+            command => command,
+        };
         let fleet = Fleet::connect(&store.spec, store.timeout)?;
         match command {
             Command::Claim(a) if a.first_free => workers::first_free(ctx, store, &fleet, a, out),

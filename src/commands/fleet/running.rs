@@ -29,6 +29,16 @@ pub(super) fn run(
     crate::commands::run::run_on(ctx, &mut hold, a, out)
 }
 
+/// `keeper --foreground`: runs until killed (it logs through `tracing`).
+pub(super) fn foreground(store: &Store, a: KeeperArgs) -> Result<ExitCode, Failure> {
+    if a.period.is_zero() {
+        return Err(Failure::usage("--period 0: must be more than 0"));
+    }
+    agentlock::fleet::keeping::run(&store.spec, store.ttl, a.period, store.timeout)?;
+    Ok(ExitCode::Success)
+}
+
+/// `keeper`: starts one in the background unless one runs; prints its lease.
 pub(super) fn keep(
     store: &Store,
     fleet: &Fleet,
@@ -37,10 +47,6 @@ pub(super) fn keep(
 ) -> Result<ExitCode, Failure> {
     if a.period.is_zero() {
         return Err(Failure::usage("--period 0: must be more than 0"));
-    }
-    if a.foreground {
-        agentlock::fleet::keeping::run(&store.spec, store.ttl, a.period, fleet)?;
-        return Ok(ExitCode::Success);
     }
     let lease = super::keeper_lease(store, fleet, out)?;
     out.line(format_args!(
