@@ -30,6 +30,7 @@ mod identity;
 mod interop;
 mod properties;
 mod race;
+mod readme;
 mod run;
 mod snapshots;
 mod spawners;
