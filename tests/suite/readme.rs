@@ -9,8 +9,11 @@
 //! agents first, then the built `agentlock`; `TMUX_TMPDIR` is private and
 //! `TMUX` unset, so the recipes' `tmux` commands start a server of the town's
 //! own, which is ended by its socket at the end. The stand-in agents
-//! (`claude`) note their PID and directory, then run until signalled (or,
-//! with `AGENT_MODE=exit`, exit 0 at once).
+//! (`claude`) note their PID and directory, then run until signalled and
+//! exit 0 (or, with `AGENT_MODE=exit`, exit 0 at once).
+//!
+//! The fleet recipe runs only with the `etcd` feature, against a private
+//! etcd member on loopback that replaces the recipe's example addresses.
 
 use crate::common::*;
 use std::os::unix::fs::PermissionsExt;
@@ -31,6 +34,9 @@ const RUN: &[&str] = &[
     "pool",
     "doctor-audit",
     "doctor-fix",
+    // Run with the `etcd` feature only, against a private etcd member put in
+    // place of the recipe's addresses (never contacted).
+    "fleet",
 ];
 
 #[derive(Debug, PartialEq)]
@@ -176,10 +182,11 @@ impl Town {
         std::fs::write(
             &agent,
             "#!/bin/bash\n\
-             # a stand-in agent: notes its PID and directory, then runs until signalled\n\
+             # a stand-in agent: notes its PID and directory, then runs until\n\
+             # signalled (and then exits 0, as an agent told to stop would)\n\
              echo \"$$ $PWD\" >> \"$AGENT_LOG\"\n\
              [ \"${AGENT_MODE:-}\" = exit ] && exit 0\n\
-             exec -a claude sleep infinity\n",
+             exec -a claude perl -e '$SIG{$_} = sub { exit 0 } for qw(TERM INT HUP); sleep'\n",
         )
         .unwrap();
         std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -638,4 +645,129 @@ fn readme_doctor_fix_removes_only_what_is_provably_dead() {
     assert_eq!(aside, 1, "the corrupt lock is kept aside");
     assert_eq!(record_at(&t.worker("workers/max")).pid, holder.pid());
     assert_eq!(t.state("workers/max"), "held");
+}
+
+/// The example store of the README's fleet recipe.
+#[cfg(feature = "etcd")]
+const README_STORE: &str = "etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379/town";
+
+/// The keeper a recipe started, found by the lease it published in its
+/// state dir; SIGKILLed on drop.
+#[cfg(feature = "etcd")]
+struct KeeperIn(PathBuf);
+
+#[cfg(feature = "etcd")]
+impl KeeperIn {
+    fn pid(&self) -> Option<i32> {
+        std::fs::read_dir(self.0.join("agentlock"))
+            .ok()?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".lease"))
+            .find_map(|e| {
+                let s = std::fs::read_to_string(e.path()).ok()?;
+                s.split_whitespace().nth(1)?.parse().ok()
+            })
+    }
+}
+
+#[cfg(feature = "etcd")]
+impl Drop for KeeperIn {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid().filter(|&p| p > 1) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn readme_fleet_holds_the_worker_on_the_store_while_the_agent_runs() {
+    let etcd = Etcd::start();
+    let t = Town::new();
+    let store = etcd.store("town");
+    let block = recipe("fleet");
+    assert!(
+        block.contains(README_STORE),
+        "the fleet recipe's store is no longer {README_STORE}: update this test"
+    );
+    let block = block.replace(README_STORE, &store);
+    assert!(
+        !block.contains("10.0.0."),
+        "only the private member is asked"
+    );
+    let xdg = t.sb.path().join("xdg");
+    std::fs::create_dir(&xdg).unwrap();
+    std::fs::set_permissions(&xdg, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let keeper = KeeperIn(xdg.clone());
+    let mut c = t.shell(&block);
+    c.env("XDG_RUNTIME_DIR", &xdg)
+        .env("AGENTLOCK_KEEPER_PERIOD", "0.2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut recipe = Group::spawn(c);
+
+    let (agent, dir) = t.started(1)[0].clone();
+    let w = t.worker("workers/max");
+    assert_eq!(dir, w);
+    let env = std::fs::read(format!("/proc/{agent}/environ")).unwrap();
+    let fence = env
+        .split(|&b| b == 0)
+        .find_map(|v| v.strip_prefix(b"AGENTLOCK_FENCE="))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .expect("claude gets AGENTLOCK_FENCE");
+    assert!(fence.parse::<u64>().is_ok_and(|f| f > 0), "{fence}");
+    assert!(
+        keeper.pid().is_some(),
+        "the recipe started this host's keeper"
+    );
+    let key = "/town/workers/workers/max";
+    let record = etcdctl(&etcd.endpoint, &["get", "--print-value-only", key])
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .unwrap_or_default();
+    assert!(
+        record.contains(&format!("\"pid\":{agent}"))
+            || record.contains(&format!("\"pid\": {agent}")),
+        "the store names claude: {record:?}"
+    );
+    // Another claim of the worker, from the store, is refused.
+    let other =
+        t.sb.cmd()
+            .args(["--store", &store, "--fleet-root"])
+            .arg(&t.root)
+            .env("XDG_RUNTIME_DIR", &xdg)
+            .args(["claim", "workers/max"])
+            .current_dir(&t.root)
+            .output()
+            .unwrap();
+    assert_eq!(other.status.code(), Some(1), "{other:?}");
+
+    // claude exits: run releases the record, then the recipe lists the fleet.
+    t.stop(agent);
+    let deadline = Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(s) = recipe.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the fleet recipe did not finish");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = recipe.0.stdout.take().map(|mut o| {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut o, &mut s).unwrap();
+        s
+    });
+    assert_eq!(status.code(), Some(0), "{status:?}: {out:?}");
+    let left = etcdctl(
+        &etcd.endpoint,
+        &["get", "--prefix", "--keys-only", "/town/workers/"],
+    )
+    .unwrap();
+    assert!(
+        String::from_utf8_lossy(&left).trim().is_empty(),
+        "released on the store"
+    );
+    assert!(!lock_path(&w).exists(), "and its local lock file");
 }
