@@ -265,8 +265,10 @@ impl Town {
         self.agents()
     }
 
-    /// Ends a stand-in agent as its user would (SIGTERM).
+    /// Ends a stand-in agent as its user would (SIGTERM), once it is ready
+    /// to exit 0 on it (its handler installed).
     fn stop(&self, pid: i32) {
+        wait_catches(pid, nix::sys::signal::Signal::SIGTERM as i32);
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGTERM,
@@ -439,7 +441,13 @@ fn readme_run_from_a_script_tells_taken_from_the_agents_own_exit() {
         !String::from_utf8_lossy(&out.stderr).contains("taken"),
         "{out:?}"
     );
-    assert_eq!(t.agents().len(), 1, "claude ran once");
+    let agents = t.agents();
+    assert_eq!(agents.len(), 1, "claude ran once");
+    assert_eq!(
+        agents[0].1,
+        t.worker("workers/max"),
+        "claude runs in its worker"
+    );
     assert!(
         !lock_path(&t.worker("workers/max")).exists(),
         "released after claude"
@@ -712,6 +720,8 @@ fn readme_fleet_holds_the_worker_on_the_store_while_the_agent_runs() {
     let (agent, dir) = t.started(1)[0].clone();
     let w = t.worker("workers/max");
     assert_eq!(dir, w);
+    // Read its environment once the stand-in has become the agent (exec'd).
+    wait_exec(agent, "perl");
     let env = std::fs::read(format!("/proc/{agent}/environ")).unwrap();
     let fence = env
         .split(|&b| b == 0)
