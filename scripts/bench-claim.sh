@@ -10,7 +10,8 @@ runs=200
 [ "${1:-}" = "--runs" ] && runs=$2
 command -v hyperfine >/dev/null || { [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hyperfine >/dev/null; }
 cargo build --release --quiet --bin agentlock
-bin=$PWD/target/release/agentlock
+. scripts/lib/target.sh; target=$(target_dir)
+bin=$target/release/agentlock
 dir=$(mktemp -d /tmp/agentlock-bench-claim.XXXXXX)
 sleep 10000 & holder=$!
 trap 'kill $holder; rm -rf "$dir"' EXIT

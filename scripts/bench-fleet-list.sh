@@ -13,8 +13,9 @@ cd "$(dirname "$0")/.."
 runs=5
 [ "${1:-}" = "--runs" ] && runs=$2
 cargo build --release --quiet --features etcd --bin agentlock --example fleet_fill
-bin=$PWD/target/release/agentlock
-fill=$PWD/target/release/examples/fleet_fill
+. scripts/lib/target.sh; target=$(target_dir)
+bin=$target/release/agentlock
+fill=$target/release/examples/fleet_fill
 dir=$(mktemp -d /tmp/agentlock-bench-list.XXXXXX)
 . scripts/lib/etcd.sh
 start_etcd "$dir"

@@ -21,7 +21,8 @@ cd "$(dirname "$0")/.."
 runs=100
 [ "${1:-}" = "--runs" ] && runs=$2
 cargo build --release --quiet --features etcd --bin agentlock
-bin=$PWD/target/release/agentlock
+. scripts/lib/target.sh; target=$(target_dir)
+bin=$target/release/agentlock
 dir=$(mktemp -d /tmp/agentlock-bench-fleet.XXXXXX)
 . scripts/lib/etcd.sh
 start_etcd "$dir"
@@ -50,7 +51,7 @@ rm -f "$json"
 echo
 mkdir -p "$dir/rate"
 cargo build --release --quiet --features etcd --example fleet_rate
-target/release/examples/fleet_rate "etcd://$ep/rate" "$dir/rate" 300
+"$target"/release/examples/fleet_rate "etcd://$ep/rate" "$dir/rate" 300
 
 echo
 ttl=5

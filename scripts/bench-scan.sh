@@ -30,12 +30,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cargo build --release --quiet --bin agentlock --example mktown
-bin=$PWD/target/release/agentlock
+. scripts/lib/target.sh; target=$(target_dir)
+bin=$target/release/agentlock
 town=${AGENTLOCK_BENCH_DIR:-/tmp/agentlock-bench-$dirs}
 if [ ! -f "$town/.built" ]; then
   rm -rf "$town"
   echo "building a town of ~$dirs directories in $town ..."
-  ./target/release/examples/mktown "$town/town" --dirs "$dirs" > "$town.counts"
+  "$target"/release/examples/mktown "$town/town" --dirs "$dirs" > "$town.counts"
   touch "$town/.built"
 fi
 [ "$keep" = 1 ] || trap 'rm -rf "$town" "$town.counts"' EXIT

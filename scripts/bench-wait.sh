@@ -13,7 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "${1:-}" = "--trials" ] && export TRIALS=$2
 cargo build --release --quiet --features etcd --bin agentlock
-export AGENTLOCK_BIN=$PWD/target/release/agentlock
+. scripts/lib/target.sh; target=$(target_dir)
+export AGENTLOCK_BIN=$target/release/agentlock
 dir=$(mktemp -d /tmp/agentlock-bench-wait.XXXXXX)
 . scripts/lib/etcd.sh
 start_etcd "$dir"

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Builds agentlock, makes a small demo town of workers in a temp dir, and shows
-# what the tool says and does there. Uses a private tmux server (its own
-# TMUX_TMPDIR) when tmux is installed, and ends only that server.
+# what the tool says and does there: status, claim (refused, stale replaced,
+# --first-free), run, check, release, list, doctor and doctor --fix. Uses a
+# private tmux server (its own TMUX_TMPDIR) when tmux is installed, and ends
+# only that server. Works wherever cargo puts its target directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
-bin="$PWD/target/release/agentlock"
+cargo build --release --quiet --bin agentlock
+. scripts/lib/target.sh
+target=$(target_dir)
+bin="$target/release/agentlock"
+export PATH="$target/release:$PATH"   # for the commands `run` starts
 al() { echo "\$ agentlock $*"; "$bin" "$@" || echo "(exit $?)"; echo; }
 
 town=$(mktemp -d /tmp/agentlock-demo.XXXXXX)
@@ -49,6 +54,21 @@ al claim crew/joe                   # stale: replaced
 al claim polecats/alpha             # refused while its tmux pane lives
 al claim --first-free polecats/alpha polecats/beta polecats/gamma
 al status --json polecats/beta
+# run: held while the command runs (a stand-in for an agent), released when it exits
+mkdir -p "$town/bin"
+cat > "$town/bin/claude" <<'EOF'
+#!/bin/sh
+echo "claude (a stand-in) runs; its worker $AGENTLOCK_WORKER is now:"
+agentlock status "$AGENTLOCK_WORKER"
+EOF
+chmod +x "$town/bin/claude"
+PATH="$town/bin:$PATH" al run polecats/gamma -- claude
+al status polecats/gamma
+al check crew/max                   # exit 1: held by the live agent
+al check crew/joe                   # exit 0: this script claimed it above
+al release crew/max                 # refused: this script is not its holder
+al release crew/joe                 # released by its holder
+al release --pid "$agent" crew/max  # released for the agent (as its exit hook would)
 mkdir -p crew/old/.runtime && printf '{"pid": %s}' "$(dead_pid)" > crew/old/.runtime/agent.lock   # another stale one
 al list
 al doctor

@@ -22,9 +22,10 @@ while [ $# -gt 0 ]; do
 done
 
 cargo build --release --quiet --bin agentlock --example reliability
+. scripts/lib/target.sh; target=$(target_dir)
 start=$(date +%s)
 status=0
-./target/release/examples/reliability --bin "$PWD/target/release/agentlock" \
+"$target"/release/examples/reliability --bin "$target/release/agentlock" \
   --rounds "$rounds" --kills "$kills" --minutes "$minutes" "${extra[@]}" > /tmp/agentlock-reliability.$$ || status=1
 corpus=$(cargo test --release --quiet --test suite bad_corpus -- --nocapture 2>&1 | grep 'bad inputs tried' || true)
 [ -n "$corpus" ] || { corpus="bad inputs tried: FAILED"; status=1; }

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need on a fresh Debian
-# machine (tmux, perl, util-linux's setpriv/unshare/flock, a C compiler, Go,
-# etcd and etcdctl for the fleet store, protoc to build its client, man-db
-# and groff to check the man pages, systemd-analyze to verify the units in
-# contrib/systemd) when missing, then runs the whole suite with the `etcd`
-# feature on. `.ci/run` calls this.
+# machine (tmux, perl, jq, util-linux's setpriv/unshare/flock, a C compiler,
+# Go, etcd and etcdctl for the fleet store, protoc to build its client,
+# man-db and groff to check the man pages, systemd-analyze to verify the
+# units in contrib/systemd) when missing, then runs the whole suite with the
+# `etcd` feature on. `.ci/run` calls this.
 #
 #   scripts/test.sh [cargo test arguments...]
 set -euo pipefail
@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 command -v perl >/dev/null 2>&1 || need+=(perl)
+command -v jq >/dev/null 2>&1 || need+=(jq)
 command -v go >/dev/null 2>&1 || need+=(golang-go)
 for t in setpriv unshare flock; do
   command -v "$t" >/dev/null 2>&1 || { need+=(util-linux); break; }

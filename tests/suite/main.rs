@@ -34,6 +34,7 @@ mod logging;
 mod man;
 mod properties;
 mod race;
+mod readme;
 mod run;
 mod snapshots;
 mod spawners;
