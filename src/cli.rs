@@ -124,9 +124,7 @@ pub enum Command {
   agentlock release workers/max                   # as the invoking process (or $TMUX_PANE)
   agentlock release workers/max --session agent-max
   agentlock release workers/max --force           # whoever holds it; a corrupt file is moved aside
-  agentlock release --all --session agent-max ~/town   # every worker agent-max holds under ~/town
-  # in ~/.tmux.conf: when a session closes, release what it held
-  set-hook -g session-closed 'run "agentlock release --all --session #{hook_session_name} ~/town"'"#)]
+  agentlock release --all --session agent-max ~/town   # all it holds (a session-closed hook)"#)]
     Release(ReleaseArgs),
     /// Exit 0 if the workers are free or held by the asker, 1 if held by another. Read-only.
     #[command(after_help = r#"Examples:

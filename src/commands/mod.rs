@@ -4,6 +4,7 @@
 //! result returns a [`Failure`], printed in one place ([`execute`]).
 
 mod fleet;
+mod released;
 mod run;
 mod tree;
 mod worker;

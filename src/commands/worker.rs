@@ -236,33 +236,7 @@ pub(super) fn release(ctx: &Ctx, a: ReleaseArgs, out: &mut Out) -> Result<ExitCo
     let who = asker_of(ctx, a.asker, &mut warnings)?;
     warn_all(out, &warnings);
     if a.all {
-        let opts = agentlock::scan::ScanOptions::default();
-        let all = lock::release_all(&a.worker, &who, &opts, &ctx.probes)?;
-        for f in &all.unreadable {
-            out.error_line(output::esc(&f.message));
-        }
-        let probes = ctx.probes.probes();
-        let code = print_released_all(ctx, out, a.json, &a.worker, all.workers, |r| match r {
-            ReleaseOutcome::Done {
-                action,
-                before,
-                moved_to,
-            } => {
-                let mut e = entry(&before, &who, &probes).with_action(action.as_str());
-                e.moved_aside = moved_to.map(|p| p.to_string_lossy().into_owned());
-                (Ok(output::released(action, &before, None)), e)
-            }
-            ReleaseOutcome::Refused(j) => (
-                Err(output::refusal(&j, "release")),
-                entry(&j, &who, &probes).with_action("refused"),
-            ),
-        });
-        let scan = if all.unreadable.is_empty() {
-            ExitCode::Success
-        } else {
-            ExitCode::Error
-        };
-        return Ok(code.merge(scan));
+        return super::released::release_all(ctx, &a.worker, a.json, &who, out);
     }
     let probes = ctx.probes.probes();
     match lock::release(&a.worker, &who, a.force, &probes)? {
@@ -365,57 +339,4 @@ pub(super) fn check(ctx: &Ctx, a: CheckArgs, out: &mut Out) -> Result<ExitCode, 
         ));
     }
     Ok(code)
-}
-
-/// Prints what `release --all` did: a line per worker released (a refusal
-/// on stderr for one that changed hands since the scan), or one JSON
-/// document. `shown` turns an outcome into its line (or refusal) and entry.
-pub(super) fn print_released_all<R>(
-    ctx: &Ctx,
-    out: &mut Out,
-    json: bool,
-    root: &std::path::Path,
-    workers: Vec<(PathBuf, agentlock::Result<R>)>,
-    mut shown: impl FnMut(R) -> (Result<String, String>, WorkerEntry),
-) -> ExitCode {
-    let mut code = ExitCode::Success;
-    let mut entries = Vec::new();
-    let mut released = 0;
-    for (worker, r) in workers {
-        match r {
-            Ok(r) => {
-                let (line, e) = shown(r);
-                match line {
-                    Ok(line) => {
-                        released += 1;
-                        if !json && !ctx.quiet {
-                            out.line(line);
-                        }
-                    }
-                    Err(refusal) => {
-                        code = code.merge(ExitCode::No);
-                        out.err(refusal);
-                    }
-                }
-                entries.push(e);
-            }
-            Err(e) => {
-                code = code.merge(ExitCode::Error);
-                out.error_line(output::error_text(&e));
-                entries.push(WorkerEntry::failed(&worker, &e));
-            }
-        }
-    }
-    if json {
-        out.line(output::workers_json(entries, None, None));
-    } else if released == 0 && code == ExitCode::Success && !ctx.quiet {
-        out.error_line(format_args!("nothing held under {}", output::path(root)));
-    }
-    if released > 0 {
-        out.done = Some(format!(
-            "released {released} worker(s) under {}",
-            output::path(root)
-        ));
-    }
-    code
 }

@@ -241,7 +241,10 @@ mod tests {
             let (_, ex) = split_after_help(sub);
             assert!(!ex.is_empty(), "{}", sub.get_name());
             assert!(
-                ex.iter().all(|(c, _)| c.starts_with("agentlock ")
+                ex.iter().all(|(c, _)| c
+                    .split_whitespace()
+                    .find(|w| !w.contains('=')) // VAR=value agentlock ...
+                    == Some("agentlock")
                     || c.starts_with("mkdir ")
                     || c.starts_with("slot=")),
                 "{ex:?}"

@@ -4,6 +4,8 @@
 
 pub mod json;
 pub mod text;
+pub mod time;
 
 pub use json::*;
 pub use text::*;
+pub use time::*;

@@ -6,38 +6,16 @@
 //! placed in a line, so no control character from a lock file reaches the
 //! terminal; suggested commands quote their words with [`shell_quote`].
 
+use super::time::{age, when};
 use agentlock::doctor::{self, Report};
 use agentlock::lock::{Claimed, Judgement, ReleaseAction, Standing};
 use agentlock::scan::Progress;
 use agentlock::trust::{escape, shell_quote};
 use agentlock::verdict::{State, describe_session};
-use chrono::{DateTime, FixedOffset, Local, Utc};
+use chrono::Utc;
 use std::fmt::Display;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use unicode_width::UnicodeWidthStr;
-
-/// `--utc`: times in human output in UTC rather than local time.
-static UTC: AtomicBool = AtomicBool::new(false);
-
-/// Shows times in UTC (`--utc`) instead of this machine's local time.
-pub fn use_utc(on: bool) {
-    UTC.store(on, Ordering::Relaxed);
-}
-
-/// A recorded time as humans read it: local time (or UTC with `--utc`),
-/// to the second, with its offset. JSON keeps the time as recorded.
-pub fn when(t: &DateTime<FixedOffset>) -> String {
-    if UTC.load(Ordering::Relaxed) {
-        t.with_timezone(&Utc)
-            .format("%Y-%m-%d %H:%M:%S UTC")
-            .to_string()
-    } else {
-        t.with_timezone(&Local)
-            .format("%Y-%m-%d %H:%M:%S %:z")
-            .to_string()
-    }
-}
 
 /// An outside string (or a message quoting one), escaped for a terminal.
 pub fn esc(s: impl Display) -> String {
@@ -186,24 +164,6 @@ pub fn doctor_text(report: &Report, fixing: bool) -> String {
         out.push_str(&format!("; {fixable} fixable with --fix"));
     }
     out
-}
-
-/// "3h 12m", "42s", "2d 4h": the age of a lock.
-pub fn age(since: &DateTime<FixedOffset>, now: DateTime<Utc>) -> String {
-    let secs = (now - since.with_timezone(&Utc)).num_seconds();
-    if secs < 0 {
-        return "in the future".into();
-    }
-    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    if d > 0 {
-        format!("{d}d {h}h")
-    } else if h > 0 {
-        format!("{h}h {m}m")
-    } else if m > 0 {
-        format!("{m}m {s}s")
-    } else {
-        format!("{s}s")
-    }
 }
 
 /// "pid 4242, pane %3, host build-1, since 2026-01-05 10:00:00 -08:00 (3h 12m ago)".
@@ -442,20 +402,4 @@ pub fn progress(p: &Progress) -> String {
 /// What `doctor --fix` did, said if its output then fails.
 pub fn fixes_done(report: &Report) -> String {
     format!("doctor --fix applied {} fixes", report.fixed.len())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ages() {
-        let now = Utc::now();
-        let t = |secs: i64| (now - chrono::Duration::seconds(secs)).fixed_offset();
-        assert_eq!(age(&t(5), now), "5s");
-        assert_eq!(age(&t(125), now), "2m 5s");
-        assert_eq!(age(&t(3 * 3600 + 12 * 60), now), "3h 12m");
-        assert_eq!(age(&t(2 * 86_400 + 4 * 3600), now), "2d 4h");
-        assert_eq!(age(&t(-60), now), "in the future");
-    }
 }

@@ -223,19 +223,26 @@ pub(super) fn release(
     if a.all {
         let (root, _) = locate(&store.spec, store.root()?, &a.worker)?;
         let done = ops::release_all(fleet, &store.canonical_root()?, &root, &who, &probes)?;
-        let code = worker::print_released_all(ctx, out, a.json, &root, done, |r| match r {
-            FleetReleaseOutcome::Done(j) => {
-                let line = format!("released {}", output::path(&j.judgement.worker_dir));
-                (
-                    Ok(line),
-                    entry(store, &j, &who, &probes).with_action("released"),
-                )
-            }
-            FleetReleaseOutcome::Refused(j) => (
-                Err(output::refusal(&j.judgement, "release")),
-                entry(store, &j, &who, &probes).with_action("refused"),
-            ),
-        });
+        let code = crate::commands::released::print_released_all(
+            ctx,
+            out,
+            a.json,
+            &root,
+            done,
+            |r| match r {
+                FleetReleaseOutcome::Done(j) => {
+                    let line = format!("released {}", output::path(&j.judgement.worker_dir));
+                    (
+                        Ok(line),
+                        entry(store, &j, &who, &probes).with_action("released"),
+                    )
+                }
+                FleetReleaseOutcome::Refused(j) => (
+                    Err(output::refusal(&j.judgement, "release")),
+                    entry(store, &j, &who, &probes).with_action("refused"),
+                ),
+            },
+        );
         return Ok(code);
     }
     let (worker, key) = locate(&store.spec, store.root()?, &a.worker)?;
