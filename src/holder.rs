@@ -119,14 +119,16 @@ pub fn same_session(a: &str, a_socket: Option<&Path>, b: &str, b_socket: Option<
 }
 
 /// An asker named by a session alone that no tmux server asked has now (a
-/// `session-closed` hook asking), and a lock whose recorded session is
-/// alive (`session_alive`): the same name on another server, or a new
-/// session of that name. It is not the asker's lock, whatever the names say.
+/// `session-closed` hook asking), and a lock whose recorded session is not
+/// proven gone (`session_alive`: alive, or unknown, e.g. a name recorded
+/// without a server while not every server was asked): the same name on
+/// another server, or a new session of that name. It is not the asker's
+/// lock, whatever the names say.
 pub fn gone_session_asks_for_live(asker: &Asker, session_alive: Option<bool>) -> bool {
     asker.pid.is_none()
         && asker.session.is_some()
         && asker.tmux_socket.is_none()
-        && session_alive == Some(true)
+        && session_alive != Some(false)
 }
 
 /// Whether the lock's process, the claimer (`claimer`: alive here and

@@ -324,3 +324,112 @@ fn a_gone_sessions_name_is_not_a_live_namesakes_holder() {
     closed.kill_server();
     other.kill_server();
 }
+
+/// The `session-closed` recipe exactly as `release --help` prints it: the
+/// closed session's name lives on in a namesake on another server of the
+/// same user (tmux's default names `0`, `1`, ... repeat on every server).
+/// The namesake's agent lives on in its pane (its spawner exited), so its
+/// lock is held-by-session, and the hook for the closed one must not
+/// release it.
+#[test]
+fn the_documented_hook_spares_a_namesake_on_another_server() {
+    let sb = Sandbox::new();
+    let root = sb.path().join("town");
+    let w = sb.worker("town/kim");
+    let other = sb.tmux("other", "agent-max");
+    let closing = sb.tmux("closing", "keep");
+    closing.new_session("agent-max", sb.path());
+    let agent = sleeper();
+    sb.cmd()
+        .args(["--tmux-socket", other.socket.to_str().unwrap()])
+        .args(["claim", "--session", "agent-max"])
+        .args(["--pid", &agent.pid().to_string(), s(&w)])
+        .assert()
+        .success();
+    drop(agent);
+    assert_eq!(state_of(&sb, &w, &[]), "held-by-session");
+    // The closing session's own worker, which the hook is for.
+    let mine = sb.worker("town/max");
+    let agent = sleeper();
+    sb.cmd()
+        .args(["--tmux-socket", closing.socket.to_str().unwrap()])
+        .args(["claim", "--session", "agent-max"])
+        .args(["--pid", &agent.pid().to_string(), s(&mine)])
+        .assert()
+        .success();
+    drop(agent);
+
+    let help = sb.cmd().args(["release", "--help"]).output().unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    // The recipe: from `set-hook` to the closing brace, as tmux.conf lines.
+    let start = help
+        .find("set-hook -g session-closed")
+        .expect("release --help documents the hook");
+    let end = start + help[start..].find("\n  }").expect("the hook block ends") + 4;
+    let log = sb.path().join("hook.log");
+    let recipe = help[start..end]
+        .replacen("'agentlock ", &format!("'{BIN} "), 1)
+        .replace(
+            "~/town'",
+            &format!(
+                "{} >>{log} 2>&1; echo hook-done >>{log}'",
+                s(&root),
+                log = s(&log)
+            ),
+        );
+    let conf = sb.path().join("hook.conf");
+    std::fs::write(&conf, recipe).unwrap();
+    closing.run(&["source-file", s(&conf)]);
+    closing.kill_session("agent-max");
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("the hook to run", Duration::from_secs(20), || {
+        said().contains("hook-done")
+    });
+    assert!(
+        lock_path(&w).exists(),
+        "the namesake's live lock was released; hook said: {}",
+        said()
+    );
+    assert_eq!(state_of(&sb, &w, &[]), "held-by-session");
+    assert!(
+        !lock_path(&mine).exists(),
+        "the closed session's worker stays locked; hook said: {}",
+        said()
+    );
+    closing.kill_server();
+    other.kill_server();
+}
+
+/// A lock that records a session by name and no server (the Go tool's) can
+/// only be judged `unverified` when the servers asked are not all of them;
+/// its session may be a live namesake on a server not asked. A session gone
+/// from the servers asked never acts for it.
+#[test]
+fn a_gone_session_never_releases_an_unverified_namesakes_lock() {
+    let sb = Sandbox::new();
+    let root = sb.path().join("town");
+    let w = sb.worker("town/max");
+    let other = sb.tmux("other", "agent-max");
+    let closed = sb.tmux("closed", "keep");
+    write_lock(&w, &go_lock(dead_pid(), Some("agent-max")));
+    let asked = ["--tmux-socket", closed.socket.to_str().unwrap()];
+    assert_eq!(state_of(&sb, &w, &asked), "unverified");
+    sb.cmd()
+        .args(asked)
+        .args(["check", "--session", "agent-max", s(&w)])
+        .assert()
+        .code(1);
+    sb.cmd()
+        .args(asked)
+        .args(["release", "--session", "agent-max", s(&w)])
+        .assert()
+        .code(1);
+    sb.cmd()
+        .args(asked)
+        .args(["release", "--all", "--session", "agent-max", s(&root)])
+        .assert()
+        .success();
+    assert!(lock_path(&w).exists(), "an unverified lock was released");
+    closed.kill_server();
+    other.kill_server();
+}
