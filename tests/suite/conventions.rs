@@ -433,3 +433,35 @@ fn a_gone_session_never_releases_an_unverified_namesakes_lock() {
     closed.kill_server();
     other.kill_server();
 }
+
+/// A `TZ` naming a file that never ends (`/dev/zero`, directly or through
+/// the zoneinfo directory) is read as UTC: `status` (and a refusal, which
+/// prints the same time) answers instead of reading forever.
+#[test]
+fn a_tz_that_names_an_endless_file_is_read_as_utc() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    write_lock(
+        &w,
+        &format!(
+            "{{\"pid\": {}, \"acquired_at\": \"2026-01-05T10:00:00-08:00\", \"hostname\": \"{}\"}}",
+            dead_pid(),
+            hostname()
+        ),
+    );
+    for tz in ["/dev/zero", ":/dev/zero", "../../../dev/zero"] {
+        let out = sb
+            .cmd()
+            .timeout(Duration::from_secs(20))
+            .env("TZ", tz)
+            .args(["status", s(&w)])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("since 2026-01-05 18:00:00 +00:00"),
+            "TZ={tz}: {:?} {text}",
+            out.status
+        );
+    }
+}
