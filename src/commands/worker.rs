@@ -241,22 +241,42 @@ pub(super) fn release(ctx: &Ctx, a: ReleaseArgs, out: &mut Out) -> Result<ExitCo
         for f in &all.unreadable {
             out.error_line(output::esc(&f.message));
         }
-        let probes = ctx.probes.probes();
-        let code = print_released_all(ctx, out, a.json, &a.worker, all.workers, |r| match r {
-            ReleaseOutcome::Done {
-                action,
-                before,
-                moved_to,
-            } => {
-                let mut e = entry(&before, &who, &probes).with_action(action.as_str());
-                e.moved_aside = moved_to.map(|p| p.to_string_lossy().into_owned());
-                (Ok(output::released(action, &before, None)), e)
+        // A directory not read may hold the asker's locks: an error, in the
+        // JSON document too.
+        let scan_error = all.unreadable.first().map(|f| {
+            let mut e = output::ErrorJson::new("io", f.message.clone());
+            e.path = Some(f.worker_dir.to_string_lossy().into_owned());
+            if all.unreadable.len() > 1 {
+                let more = all.unreadable.len() - 1;
+                e.message = format!("{} (and {more} more directories not read)", e.message);
             }
-            ReleaseOutcome::Refused(j) => (
-                Err(output::refusal(&j, "release")),
-                entry(&j, &who, &probes).with_action("refused"),
-            ),
+            e
         });
+        let probes = ctx.probes.probes();
+        let released = all.workers;
+        let code = print_released_all(
+            ctx,
+            out,
+            a.json,
+            &a.worker,
+            released,
+            scan_error,
+            |r| match r {
+                ReleaseOutcome::Done {
+                    action,
+                    before,
+                    moved_to,
+                } => {
+                    let mut e = entry(&before, &who, &probes).with_action(action.as_str());
+                    e.moved_aside = moved_to.map(|p| p.to_string_lossy().into_owned());
+                    (Ok(output::released(action, &before, None)), e)
+                }
+                ReleaseOutcome::Refused(j) => (
+                    Err(output::refusal(&j, "release")),
+                    entry(&j, &who, &probes).with_action("refused"),
+                ),
+            },
+        );
         let scan = if all.unreadable.is_empty() {
             ExitCode::Success
         } else {
@@ -376,6 +396,7 @@ pub(super) fn print_released_all<R>(
     json: bool,
     root: &std::path::Path,
     workers: Vec<(PathBuf, agentlock::Result<R>)>,
+    error: Option<output::ErrorJson>,
     mut shown: impl FnMut(R) -> (Result<String, String>, WorkerEntry),
 ) -> ExitCode {
     let mut code = ExitCode::Success;
@@ -407,8 +428,8 @@ pub(super) fn print_released_all<R>(
         }
     }
     if json {
-        out.line(output::workers_json(entries, None, None));
-    } else if released == 0 && code == ExitCode::Success && !ctx.quiet {
+        out.line(output::workers_json(entries, error.as_ref(), None));
+    } else if released == 0 && code == ExitCode::Success && error.is_none() && !ctx.quiet {
         out.error_line(format_args!("nothing held under {}", output::path(root)));
     }
     if released > 0 {

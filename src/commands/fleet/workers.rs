@@ -223,7 +223,7 @@ pub(super) fn release(
     if a.all {
         let (root, _) = locate(&store.spec, store.root()?, &a.worker)?;
         let done = ops::release_all(fleet, &store.canonical_root()?, &root, &who, &probes)?;
-        let code = worker::print_released_all(ctx, out, a.json, &root, done, |r| match r {
+        let code = worker::print_released_all(ctx, out, a.json, &root, done, None, |r| match r {
             FleetReleaseOutcome::Done(j) => {
                 let line = format!("released {}", output::path(&j.judgement.worker_dir));
                 (
