@@ -465,3 +465,73 @@ fn a_tz_that_names_an_endless_file_is_read_as_utc() {
         );
     }
 }
+
+/// The hook's release races a new session of the closed one's name: the
+/// respawned agent claims the worker (its spawner exits, its session lives)
+/// between the scan and the release taking the worker's guard. The session
+/// was gone when tmux was first asked; the lock under the guard is a new
+/// one, alive through its new session, and stays.
+#[test]
+fn release_all_asks_tmux_again_before_releasing_a_lock_it_reread() {
+    let sb = Sandbox::new();
+    let root = sb.path().join("town");
+    let w = sb.worker("town/max");
+    let t = sb.tmux("srv", "keep");
+    let socket = t.socket.to_str().unwrap().to_string();
+    t.new_session("agent-max", sb.path());
+    let agent = sleeper();
+    sb.cmd()
+        .args(["--tmux-socket", &socket, "claim", "--session", "agent-max"])
+        .args(["--pid", &agent.pid().to_string(), s(&w)])
+        .assert()
+        .success();
+    drop(agent);
+    t.kill_session("agent-max");
+    assert_eq!(state_of(&sb, &w, &["--tmux-socket", &socket]), "stale");
+
+    let held = hold_guard(&w);
+    let hook = sb
+        .std_cmd()
+        .args(["--tmux-socket", &socket, "release", "--all"])
+        .args(["--session", "agent-max", s(&root)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let guard = std::fs::canonicalize(w.join(".runtime/agent.lock.flock")).unwrap();
+    wait_for(
+        "the release to wait for the guard",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_dir(format!("/proc/{}/fd", hook.id()))
+                .map(|d| {
+                    d.flatten()
+                        .any(|e| std::fs::read_link(e.path()).is_ok_and(|p| p == guard))
+                })
+                .unwrap_or(false)
+        },
+    );
+    // The respawned agent: a new agent-max, and its claim (spawner gone).
+    t.new_session("agent-max", sb.path());
+    write_lock(
+        &w,
+        &format!(
+            "{{\"pid\": {}, \"acquired_at\": \"{}\", \"session_id\": \"agent-max\", \"tmux_socket\": \"{socket}\", \"hostname\": \"{}\"}}",
+            dead_pid(),
+            go_time(),
+            hostname()
+        ),
+    );
+    drop(held);
+    let out = hook.wait_with_output().unwrap();
+    assert!(
+        lock_path(&w).exists(),
+        "the new session's lock was released: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        state_of(&sb, &w, &["--tmux-socket", &socket]),
+        "held-by-session"
+    );
+    t.kill_server();
+}
