@@ -191,10 +191,17 @@ pub fn holds(
     // is for the user the lock speaks for (or anyone's lock, as root).
     let my_lock =
         speaker.is_none_or(|u| u == probes.host.uid) || probes.host.uid == 0 && file_uid == Some(0);
+    // A session recorded without its server (the Go tool's `%N`) that lives
+    // on another server too may be that server's: not the asker's to act for.
+    let namesake_elsewhere = |r: &str| {
+        rec_socket.is_none()
+            && asker_socket.is_some_and(|s| probes.sessions.alive_on_another_server(r, s))
+    };
     if scope == Scope::ActFor
         && my_lock
         && let (Some(r), Some(a)) = (recorded, asker.session.as_deref())
         && same_session(r, rec_socket, a, asker_socket)
+        && !namesake_elsewhere(r)
     {
         return match status {
             PidStatus::Dead(_) => true,

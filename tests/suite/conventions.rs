@@ -535,3 +535,45 @@ fn release_all_asks_tmux_again_before_releasing_a_lock_it_reread() {
     );
     t.kill_server();
 }
+
+/// The Go tool records `$TMUX_PANE` without its server. Every tmux server
+/// has a pane `%0`: a process in server A's `%0` is not the holder of a lock
+/// naming `%0` while server B has a `%0` too (it may be B's agent, living on
+/// in its pane): `status` does not call it "yours", `check` says taken, and
+/// `release` leaves it.
+#[test]
+fn a_pane_id_recorded_without_a_server_is_nobodys_when_two_servers_have_it() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let a = sb.tmux("a", "one");
+    let b = sb.tmux("b", "two");
+    assert_eq!(
+        (a.pane_id("one"), b.pane_id("two")),
+        ("%0".into(), "%0".into())
+    );
+    write_lock(&w, &go_lock(dead_pid(), Some("%0")));
+    let tmux_env = format!("{},{},0", a.socket.to_str().unwrap(), a.server_pid);
+    let in_a = |args: &[&str]| {
+        let mut c = sb.cmd();
+        c.env("TMUX", &tmux_env).env("TMUX_PANE", "%0").args(args);
+        c
+    };
+    let out = in_a(&["status", "--json", s(&w)]).output().unwrap();
+    let e = entry(&out.stdout);
+    assert_eq!(
+        (e["state"].as_str(), e["standing"].as_str()),
+        (Some("held-by-session"), Some("taken")),
+        "{e}"
+    );
+    in_a(&["check", s(&w)]).assert().code(1);
+    in_a(&["release", s(&w)]).assert().code(1);
+    assert!(
+        lock_path(&w).exists(),
+        "another server's pane's lock was released"
+    );
+    // With one server only, its %0 is the one recorded: the pane's own.
+    b.kill_server();
+    in_a(&["release", s(&w)]).assert().success();
+    assert!(!lock_path(&w).exists());
+    a.kill_server();
+}
