@@ -21,7 +21,7 @@ use std::time::Duration;
 /// One line of the keeper's log, on stderr (the journal under systemd, the
 /// log file in the state dir when a claim started it).
 pub fn log(line: impl std::fmt::Display) {
-    let at = chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%.3f%:z");
+    let at = crate::record::local_now().format("%Y-%m-%dT%H:%M:%S%.3f%:z");
     eprintln!("{at} agentlock keeper[{}]: {line}", std::process::id());
 }
 

@@ -32,7 +32,7 @@ pub fn when(t: &DateTime<FixedOffset>) -> String {
         t.with_timezone(&Utc)
             .format("%Y-%m-%d %H:%M:%S UTC")
             .to_string()
-    } else if tz_names_no_regular_file() {
+    } else if agentlock::record::tz_names_no_regular_file() {
         // Read as chrono reads a zone it does not know: UTC.
         t.with_timezone(&Utc)
             .format("%Y-%m-%d %H:%M:%S %:z")
@@ -42,36 +42,6 @@ pub fn when(t: &DateTime<FixedOffset>) -> String {
             .format("%Y-%m-%d %H:%M:%S %:z")
             .to_string()
     }
-}
-
-/// Whether `$TZ` names a file (as a path, or under the zoneinfo directories
-/// chrono looks in) that is not a regular file: `/dev/zero`, a FIFO, a
-/// terminal. chrono reads such a file to its end, which never comes.
-fn tz_names_no_regular_file() -> bool {
-    let Some(tz) = std::env::var_os("TZ") else {
-        return false;
-    };
-    let tz = tz.to_string_lossy();
-    let name = tz.strip_prefix(':').unwrap_or(&tz);
-    if name.is_empty() {
-        return false;
-    }
-    let p = Path::new(name);
-    let dirs = [
-        "/usr/share/zoneinfo",
-        "/share/zoneinfo",
-        "/etc/zoneinfo",
-        "/usr/share/lib/zoneinfo",
-    ];
-    let candidates: Vec<std::path::PathBuf> = if p.is_absolute() {
-        vec![p.to_path_buf()]
-    } else {
-        dirs.iter().map(|d| Path::new(d).join(p)).collect()
-    };
-    candidates
-        .iter()
-        .find_map(|c| std::fs::metadata(c).ok())
-        .is_some_and(|m| !m.is_file())
 }
 
 /// An outside string (or a message quoting one), escaped for a terminal.

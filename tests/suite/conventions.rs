@@ -464,6 +464,16 @@ fn a_tz_that_names_an_endless_file_is_read_as_utc() {
             out.status
         );
     }
+    // A claim records its time in UTC then, instead of reading forever.
+    let holder = sleeper();
+    let fresh = sb.worker("fresh");
+    sb.cmd()
+        .timeout(Duration::from_secs(20))
+        .env("TZ", "/dev/zero")
+        .args(["claim", "--pid", &holder.pid().to_string(), s(&fresh)])
+        .assert()
+        .success();
+    assert!(lock_path(&fresh).exists());
 }
 
 /// The hook's release races a new session of the closed one's name: the
