@@ -124,7 +124,13 @@ pub enum Command {
   agentlock release workers/max                   # as the invoking process (or $TMUX_PANE)
   agentlock release workers/max --session agent-max
   agentlock release workers/max --force           # whoever holds it; a corrupt file is moved aside
-  agentlock release --all --session agent-max ~/town   # all it holds (a session-closed hook)"#)]
+  agentlock release --all --session agent-max ~/town   # every worker agent-max holds under ~/town
+  # in ~/.tmux.conf: when a session closes, release what it held on this server
+  # (a session of the same name on another server is not the one that closed)
+  set-hook -g session-closed {
+    run 'agentlock --tmux-socket #{q:socket_path} release --all \
+      --session #{q:hook_session_name} ~/town'
+  }"#)]
     Release(ReleaseArgs),
     /// Exit 0 if the workers are free or held by the asker, 1 if held by another. Read-only.
     #[command(after_help = r#"Examples:

@@ -119,14 +119,16 @@ pub fn same_session(a: &str, a_socket: Option<&Path>, b: &str, b_socket: Option<
 }
 
 /// An asker named by a session alone that no tmux server asked has now (a
-/// `session-closed` hook asking), and a lock whose recorded session is
-/// alive (`session_alive`): the same name on another server, or a new
-/// session of that name. It is not the asker's lock, whatever the names say.
+/// `session-closed` hook asking), and a lock whose recorded session is not
+/// proven gone (`session_alive`: alive, or unknown, e.g. a name recorded
+/// without a server while not every server was asked): the same name on
+/// another server, or a new session of that name. It is not the asker's
+/// lock, whatever the names say.
 pub fn gone_session_asks_for_live(asker: &Asker, session_alive: Option<bool>) -> bool {
     asker.pid.is_none()
         && asker.session.is_some()
         && asker.tmux_socket.is_none()
-        && session_alive == Some(true)
+        && session_alive != Some(false)
 }
 
 /// Whether the lock's process, the claimer (`claimer`: alive here and
@@ -189,10 +191,17 @@ pub fn holds(
     // is for the user the lock speaks for (or anyone's lock, as root).
     let my_lock =
         speaker.is_none_or(|u| u == probes.host.uid) || probes.host.uid == 0 && file_uid == Some(0);
+    // A session recorded without its server (the Go tool's `%N`) that lives
+    // on another server too may be that server's: not the asker's to act for.
+    let namesake_elsewhere = |r: &str| {
+        rec_socket.is_none()
+            && asker_socket.is_some_and(|s| probes.sessions.alive_on_another_server(r, s))
+    };
     if scope == Scope::ActFor
         && my_lock
         && let (Some(r), Some(a)) = (recorded, asker.session.as_deref())
         && same_session(r, rec_socket, a, asker_socket)
+        && !namesake_elsewhere(r)
     {
         return match status {
             PidStatus::Dead(_) => true,

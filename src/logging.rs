@@ -129,7 +129,7 @@ where
         if self.journal {
             write!(writer, "<{}>", priority(level))?;
         } else {
-            let at = chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%.3f%:z");
+            let at = agentlock::record::local_now().format("%Y-%m-%dT%H:%M:%S%.3f%:z");
             write!(writer, "{at} ")?;
         }
         writeln!(writer, "{}: {level} {text}", self.name)

@@ -375,3 +375,45 @@ fn strip_position(msg: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// Now, in local time; in UTC when `$TZ` names a file that never ends
+/// ([`tz_names_no_regular_file`]), as for a zone chrono does not know.
+pub fn local_now() -> chrono::DateTime<chrono::FixedOffset> {
+    if tz_names_no_regular_file() {
+        chrono::Utc::now().fixed_offset()
+    } else {
+        chrono::Local::now().fixed_offset()
+    }
+}
+
+/// Whether `$TZ` names a file (as a path, or under the zoneinfo directories
+/// chrono looks in) that is not a regular file: `/dev/zero`, a FIFO, a
+/// terminal. chrono reads such a file to its end, which never comes.
+pub fn tz_names_no_regular_file() -> bool {
+    let Some(tz) = std::env::var_os("TZ") else {
+        return false;
+    };
+    let tz = tz.to_string_lossy();
+    let name = tz.strip_prefix(':').unwrap_or(&tz);
+    if name.is_empty() {
+        return false;
+    }
+    let p = std::path::Path::new(name);
+    let dirs = [
+        "/usr/share/zoneinfo",
+        "/share/zoneinfo",
+        "/etc/zoneinfo",
+        "/usr/share/lib/zoneinfo",
+    ];
+    let candidates: Vec<std::path::PathBuf> = if p.is_absolute() {
+        vec![p.to_path_buf()]
+    } else {
+        dirs.iter()
+            .map(|d| std::path::Path::new(d).join(p))
+            .collect()
+    };
+    candidates
+        .iter()
+        .find_map(|c| std::fs::metadata(c).ok())
+        .is_some_and(|m| !m.is_file())
+}

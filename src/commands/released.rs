@@ -22,8 +22,19 @@ pub(super) fn release_all(
     for f in &all.unreadable {
         out.error_line(output::esc(&f.message));
     }
+    // A directory not read may hold the asker's locks: an error, in the
+    // JSON document too.
+    let scan_error = all.unreadable.first().map(|f| {
+        let mut e = output::ErrorJson::new("io", f.message.clone());
+        e.path = Some(f.worker_dir.to_string_lossy().into_owned());
+        if all.unreadable.len() > 1 {
+            let more = all.unreadable.len() - 1;
+            e.message = format!("{} (and {more} more directories not read)", e.message);
+        }
+        e
+    });
     let probes = ctx.probes.probes();
-    let code = print_released_all(ctx, out, json, root, all.workers, |r| match r {
+    let code = print_released_all(ctx, out, json, root, all.workers, scan_error, |r| match r {
         ReleaseOutcome::Done {
             action,
             before,
@@ -48,13 +59,15 @@ pub(super) fn release_all(
 
 /// Prints what `release --all` did: a line per worker released (a refusal
 /// on stderr for one that changed hands since the scan), or one JSON
-/// document. `shown` turns an outcome into its line (or refusal) and entry.
+/// document. `error` is what kept it from seeing everything (an unreadable
+/// directory). `shown` turns an outcome into its line (or refusal) and entry.
 pub(super) fn print_released_all<R>(
     ctx: &Ctx,
     out: &mut Out,
     json: bool,
     root: &std::path::Path,
     workers: Vec<(PathBuf, agentlock::Result<R>)>,
+    error: Option<output::ErrorJson>,
     mut shown: impl FnMut(R) -> (Result<String, String>, WorkerEntry),
 ) -> ExitCode {
     let mut code = ExitCode::Success;
@@ -86,8 +99,8 @@ pub(super) fn print_released_all<R>(
         }
     }
     if json {
-        out.line(output::workers_json(entries, None, None));
-    } else if released == 0 && code == ExitCode::Success && !ctx.quiet {
+        out.line(output::workers_json(entries, error.as_ref(), None));
+    } else if released == 0 && code == ExitCode::Success && error.is_none() && !ctx.quiet {
         out.error_line(format_args!("nothing held under {}", output::path(root)));
     }
     if released > 0 {

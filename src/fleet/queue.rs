@@ -86,7 +86,7 @@ impl StoreTicket {
         let rec = LockRecord {
             pid,
             pid_start: probes.procs.start_time(pid),
-            acquired_at: Some(chrono::Local::now().fixed_offset()),
+            acquired_at: Some(crate::record::local_now()),
             hostname: Some(probes.host.hostname.clone()),
             boot_id: probes.host.boot_id.clone(),
             pid_ns: probes.host.pid_ns,

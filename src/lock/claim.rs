@@ -113,7 +113,7 @@ pub enum ClaimOutcome {
 }
 
 fn now() -> DateTime<FixedOffset> {
-    chrono::Local::now().fixed_offset()
+    crate::record::local_now()
 }
 
 /// Builds the record a claimant writes. A refresh by a claimant that names

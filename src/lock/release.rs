@@ -106,7 +106,16 @@ fn release_where(
     // our compare; judge again then (bounded).
     for _ in 0..5 {
         let found = g.read()?;
-        let before = judge_found(&worker.dir, &worker.lock_path(), &found, probes);
+        let mut before = judge_found(&worker.dir, &worker.lock_path(), &found, probes);
+        if !force && before.state == State::Stale && before.session_alive.is_some() {
+            // Removing a lock proven dead by its session: ask tmux again now
+            // that the PID was seen dead (as claim does). A session-only
+            // asker (`release --all` from a session-closed hook) would
+            // otherwise remove a new namesake session's claim, made after
+            // tmux was first asked.
+            probes.sessions.refresh();
+            before = judge_found(&worker.dir, &worker.lock_path(), &found, probes);
+        }
         match &found {
             Found::Absent => {
                 return Ok(ReleaseOutcome::Done {

@@ -139,15 +139,31 @@ fn split_after_help(cmd: &clap::Command) -> (String, Vec<(String, String)>) {
         Some((before, after)) => (before.trim().to_string(), after),
         None => (String::new(), ""),
     };
-    let examples = examples
-        .lines()
-        .take_while(|l| !l.trim().is_empty())
-        .map(|l| match l.split_once("  # ") {
-            Some((command, comment)) => (command.trim().into(), comment.trim().into()),
-            None => (l.trim().into(), String::new()),
-        })
-        .collect();
-    (preamble, examples)
+    // One example a line, its comment after `  # `; a block (a tmux.conf
+    // snippet) is `# comment` lines, then a first line at the examples'
+    // indent and the lines indented deeper or closing with `}`.
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut pending = String::new();
+    for l in examples.lines().take_while(|l| !l.trim().is_empty()) {
+        let body = l.strip_prefix("  ").unwrap_or(l);
+        if let Some(c) = body.strip_prefix("# ") {
+            pending = if pending.is_empty() {
+                c.into()
+            } else {
+                format!("{pending} {c}")
+            };
+        } else if (body.starts_with(' ') || body.starts_with('}')) && !out.is_empty() {
+            let last = out.len() - 1;
+            out[last].0 = format!("{}\n{body}", out[last].0);
+        } else {
+            let (command, comment) = match body.split_once("  # ") {
+                Some((command, comment)) => (command.trim(), comment.trim().to_string()),
+                None => (body.trim(), std::mem::take(&mut pending)),
+            };
+            out.push((command.into(), comment));
+        }
+    }
+    (preamble, out)
 }
 
 /// `text` as roff paragraphs (split at blank lines).
@@ -168,7 +184,9 @@ fn examples_section(roff: &mut Roff, examples: &[(String, String)]) {
         roff.control("PP", []);
         roff.control("RS", ["4"]);
         roff.control("nf", []);
-        roff.text([bold(command.as_str())]);
+        for line in command.lines() {
+            roff.text([bold(line)]);
+        }
         roff.control("fi", []);
         roff.control("RE", []);
         if !comment.is_empty() {
@@ -246,6 +264,7 @@ mod tests {
                     .find(|w| !w.contains('=')) // VAR=value agentlock ...
                     == Some("agentlock")
                     || c.starts_with("mkdir ")
+                    || c.starts_with("set-hook ")
                     || c.starts_with("slot=")),
                 "{ex:?}"
             );

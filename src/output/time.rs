@@ -19,6 +19,11 @@ pub fn when(t: &DateTime<FixedOffset>) -> String {
         t.with_timezone(&Utc)
             .format("%Y-%m-%d %H:%M:%S UTC")
             .to_string()
+    } else if agentlock::record::tz_names_no_regular_file() {
+        // Read as chrono reads a zone it does not know: UTC.
+        t.with_timezone(&Utc)
+            .format("%Y-%m-%d %H:%M:%S %:z")
+            .to_string()
     } else {
         t.with_timezone(&Local)
             .format("%Y-%m-%d %H:%M:%S %:z")

@@ -52,6 +52,13 @@ pub trait SessionProbe {
     fn watch_ttys<'a>(&self, _id: &str, _socket: Option<&'a Path>) -> Vec<PathBuf> {
         Vec::new()
     }
+
+    /// Whether a server other than `socket` has the session or pane `id`
+    /// now: a `%N` pane id or `$N` session id recorded without a server (the
+    /// Go tool's locks) may then be that server's, not `socket`'s.
+    fn alive_on_another_server(&self, _id: &str, _socket: &Path) -> bool {
+        false
+    }
 }
 
 /// One pane of one tmux server.
@@ -211,6 +218,10 @@ fn unknown(bad: &ServerReport) -> SessionStatus {
 }
 
 impl SessionProbe for TmuxSnapshot {
+    fn alive_on_another_server(&self, id: &str, socket: &Path) -> bool {
+        self.matching(id, None).any(|p| p.socket != socket)
+    }
+
     fn session_status(
         &self,
         id: &str,

@@ -354,6 +354,11 @@ impl SessionProbe for Tmux {
         ttys
     }
 
+    fn alive_on_another_server(&self, id: &str, socket: &Path) -> bool {
+        self.ensure_default();
+        self.lock().1.alive_on_another_server(id, socket)
+    }
+
     fn refresh(&self) {
         *self.lock() = (false, TmuxSnapshot::default());
         *self.spent.lock().unwrap_or_else(|p| p.into_inner()) = Duration::ZERO;

@@ -362,3 +362,32 @@ fn the_fleet_store_prints_the_same_keys() {
     ]);
     validate(&tables, "Workers document", "fleet release", &out.stdout);
 }
+
+/// `release --all --json` over a tree with a directory it cannot read: the
+/// asker's locks there were not seen, the exit code is 2, and the document
+/// says why in `error` (a consumer never reads exit 2 beside `"error": null`).
+#[test]
+fn release_all_json_says_what_it_could_not_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let tables = contract();
+    let sb = Sandbox::new();
+    let holder = sleeper();
+    let pid = holder.pid().to_string();
+    let root = sb.path().join("town");
+    let mine = sb.worker("town/a");
+    sb.claim(&mine, holder.pid(), &[]).success();
+    let hidden = sb.worker("town/hidden");
+    std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let out = sb
+        .cmd_no_dac()
+        .args(["release", "--all", "--json", "--pid", &pid])
+        .arg(&root)
+        .output()
+        .unwrap();
+    std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let v = validate(&tables, "Workers document", "release --all", &out.stdout);
+    assert_eq!(v["workers"][0]["action"], "released", "{v:#}");
+    assert_eq!(v["error"]["kind"], "io", "{v:#}");
+    assert_eq!(v["error"]["path"], hidden.to_str().unwrap(), "{v:#}");
+}

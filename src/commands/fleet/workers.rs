@@ -229,6 +229,7 @@ pub(super) fn release(
             a.json,
             &root,
             done,
+            None,
             |r| match r {
                 FleetReleaseOutcome::Done(j) => {
                     let line = format!("released {}", output::path(&j.judgement.worker_dir));
