@@ -21,7 +21,7 @@
 //! let probes = live.probes();
 //! let judged = lock::judge(&worker, &probes)?;
 //! let standing = judged.standing(&Asker::this_process(), &probes);
-//! let doc = WorkersDoc::new(vec![WorkerEntry::judged(&judged, standing, probes.procs)]);
+//! let doc = WorkersDoc::new(vec![WorkerEntry::judged(&judged, standing, &probes)]);
 //! let v: serde_json::Value = serde_json::to_value(&doc)?;
 //! assert_eq!(v["schema"], 1);
 //! assert_eq!(v["workers"][0]["state"], "free");
@@ -33,7 +33,7 @@
 use crate::doctor::{Finding, Fixed, Report};
 use crate::lock::{Judgement, Standing};
 use crate::paths::{is_lossy, ser_path};
-use crate::probe::ProcessProbe;
+use crate::probe::Probes;
 use crate::probe::tmux::{ServerReport, TmuxSnapshot};
 use crate::verdict::State;
 use serde::Serialize;
@@ -144,8 +144,8 @@ pub struct WorkerEntry {
 
 impl WorkerEntry {
     /// A judged worker, where `standing` is where the asker stands with it;
-    /// `procs` names the holder's command.
-    pub fn judged(j: &Judgement, standing: Standing, procs: &dyn ProcessProbe) -> WorkerEntry {
+    /// `probes` name the holder's command.
+    pub fn judged(j: &Judgement, standing: Standing, probes: &Probes) -> WorkerEntry {
         let rec = j.record.as_ref();
         WorkerEntry {
             worker_dir: j.worker_dir.clone(),
@@ -155,7 +155,7 @@ impl WorkerEntry {
             reason: Some(j.reason.clone()),
             pid: rec.map(|r| r.pid),
             pid_alive: j.pid_alive,
-            command: j.holder_command(procs),
+            command: j.holder_command(probes),
             session_id: rec.and_then(|r| r.session_id.clone()),
             session_alive: j.session_alive,
             tmux_socket: rec.and_then(|r| r.tmux_socket.clone()),

@@ -324,7 +324,7 @@ impl Waiting {
 
 /// The JSON entry of a judged worker, with where `asker` stands with it.
 fn entry(j: &Judgement, asker: &Asker, probes: &Probes) -> WorkerEntry {
-    WorkerEntry::judged(j, j.standing(asker, probes), probes.procs)
+    WorkerEntry::judged(j, j.standing(asker, probes), probes)
 }
 
 /// Who asks when nobody is named (`status`, `list`, `doctor`): the invoking

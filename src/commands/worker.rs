@@ -94,7 +94,7 @@ fn claimed_entry(
     holder_warning: Option<&str>,
 ) -> WorkerEntry {
     let mut e =
-        WorkerEntry::judged(&c.after, Standing::Yours, probes.procs).with_action(c.action.as_str());
+        WorkerEntry::judged(&c.after, Standing::Yours, probes).with_action(c.action.as_str());
     e.moved_aside = c
         .moved_aside
         .as_ref()
@@ -289,7 +289,7 @@ pub(super) fn status(ctx: &Ctx, a: StatusArgs, out: &mut Out) -> Result<ExitCode
     for (_, r) in &found {
         match r {
             Ok(ins) if !a.json && !ctx.quiet => {
-                let command = ins.holder_command(ctx.probes.probes().procs);
+                let command = ins.holder_command(&ctx.probes.probes());
                 out.line(output::status_lines(ins, command.as_deref(), ctx.style))
             }
             Ok(_) => {}

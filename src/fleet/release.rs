@@ -39,7 +39,17 @@ pub fn release(
 ) -> Result<FleetReleaseOutcome> {
     let mut first: Option<FleetJudgement> = None;
     for _ in 0..ROUNDS {
-        let before = judge(fleet, worker, key, probes)?;
+        let mut before = judge(fleet, worker, key, probes)?;
+        if !force
+            && before.judgement.state == State::Stale
+            && before.judgement.session_alive.is_some()
+        {
+            // Removing a record proven dead by its session: ask tmux again
+            // now that the PID was seen dead, as a lock file's release does
+            // (a new session of the same name may have claimed meanwhile).
+            probes.sessions.refresh();
+            before = judge(fleet, worker, key, probes)?;
+        }
         let first = first.get_or_insert_with(|| before.clone());
         let removed = match &before.judgement.record {
             Some(rec) => {

@@ -136,12 +136,16 @@ impl Judgement {
 
     /// The holder's command name (`/proc/PID/comm`), only when the verdict
     /// found the recorded process alive here and judged it the holder
-    /// (`held` or `orphaned`). Written by the holder: escape it to print.
-    pub fn holder_command(&self, procs: &dyn crate::probe::ProcessProbe) -> Option<String> {
+    /// (`held` or `orphaned`), and the process is still provably the one
+    /// that claimed once its name was read (a PID reused meanwhile names
+    /// nothing). Written by the holder: escape it to print.
+    pub fn holder_command(&self, probes: &Probes) -> Option<String> {
         if !matches!(self.state, State::Held | State::Orphaned) || self.pid_alive != Some(true) {
             return None;
         }
-        procs.comm(self.record.as_ref()?.pid)
+        let rec = self.record.as_ref()?;
+        let name = probes.procs.comm(rec.pid)?;
+        verdict::proven_claimer(rec, &probes.host, probes.procs).then_some(name)
     }
 
     fn new(worker: &Worker, state: State, reason: String) -> Judgement {

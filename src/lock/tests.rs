@@ -205,3 +205,51 @@ fn release_only_by_the_holder_unless_forced() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The holder's command is named only while the PID is provably the
+/// claimer: a process that took its PID (another start time) names nothing.
+#[test]
+fn the_holder_command_names_only_the_claimer() {
+    let mut p = MockProcessProbe::new();
+    p.expect_comm().return_const(Some("claude".to_string()));
+    // ME's recorded start is ME; the process now at ME started later.
+    let reused = std::sync::atomic::AtomicBool::new(false);
+    p.expect_start_time().returning(move |pid| {
+        let later = reused.swap(true, std::sync::atomic::Ordering::Relaxed);
+        Some(pid as u64 + u64::from(later))
+    });
+    let sessions = sessions();
+    let probes = Probes {
+        host: host(),
+        procs: &p,
+        sessions: &sessions,
+    };
+    let judged = |start| Judgement {
+        record: Some(LockRecord {
+            pid: ME,
+            pid_start: Some(start),
+            hostname: Some("here".into()),
+            ..LockRecord::default()
+        }),
+        pid_alive: Some(true),
+        ..Judgement::at(
+            Path::new("/w"),
+            Path::new("/w/l"),
+            State::Held,
+            "alive".into(),
+        )
+    };
+    // First read: the start time matches.
+    assert_eq!(
+        judged(ME as u64).holder_command(&probes).as_deref(),
+        Some("claude")
+    );
+    // Then the PID is reused: the name read is not the holder's.
+    assert_eq!(judged(ME as u64).holder_command(&probes), None);
+    // A stale or unverified verdict names nothing either.
+    let stale = Judgement {
+        state: State::Stale,
+        ..judged(ME as u64 + 1)
+    };
+    assert_eq!(stale.holder_command(&probes), None);
+}

@@ -21,7 +21,7 @@ pub(super) fn entry_as(
     probes: &Probes,
 ) -> WorkerEntry {
     let key = j.judgement.lock_path.to_string_lossy();
-    WorkerEntry::judged(&j.judgement, standing, probes.procs).on_store(&store.raw, &key, j.fence)
+    WorkerEntry::judged(&j.judgement, standing, probes).on_store(&store.raw, &key, j.fence)
 }
 
 /// [`entry_as`], with where `asker` stands.
@@ -310,7 +310,7 @@ pub(super) fn status(
                     "{}{}",
                     output::status_lines(
                         &j.judgement,
-                        j.judgement.holder_command(probes.procs).as_deref(),
+                        j.judgement.holder_command(&probes).as_deref(),
                         ctx.style
                     ),
                     j.fence
