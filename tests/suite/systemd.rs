@@ -7,7 +7,7 @@
 //! waits for a store that does not answer yet instead of exiting.
 
 use crate::common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The units, and whether each is a user unit.
 const UNITS: [(&str, bool); 2] = [
@@ -150,8 +150,8 @@ mod exec_start {
     /// A host's settings, as `/etc/default/agentlock` would give them.
     struct Env {
         store: String,
-        root: PathBuf,
-        xdg: PathBuf,
+        root: std::path::PathBuf,
+        xdg: std::path::PathBuf,
     }
 
     impl Env {
