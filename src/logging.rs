@@ -14,6 +14,7 @@
 use crate::cli::Command;
 use agentlock::trust::{escape, needs_escape};
 use std::fmt;
+use std::io::Write as _;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
@@ -33,7 +34,9 @@ pub fn init(command: &Command) {
     };
     let filter = match std::env::var(VAR) {
         Ok(v) if !v.trim().is_empty() => EnvFilter::builder().parse(&v).unwrap_or_else(|e| {
-            eprintln!(
+            // Not eprintln!: a stderr that cannot be written panics it.
+            let _ = writeln!(
+                std::io::stderr(),
                 "agentlock: {VAR}={}: {}; logging at the default level",
                 escape(&v),
                 escape(&e.to_string())
@@ -50,6 +53,10 @@ pub fn init(command: &Command) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(false)
+        // A line that cannot be written is dropped: the default reports it
+        // with eprintln!, which panics on the same stderr (full, closed
+        // pipe), ending the command (the keeper, and its lease) with 101.
+        .log_internal_errors(false)
         .event_format(line)
         .try_init();
 }

@@ -31,10 +31,35 @@ pub fn write_all(dir: &Path, mut written: impl FnMut(&Path)) -> agentlock::Resul
     for (name, sub) in std::iter::once(("", None)).chain(subs) {
         let file: PathBuf = dir.join(format!("{}.1", page_name(name)));
         let text = page(&cmd, sub);
-        std::fs::write(&file, text).map_err(|e| io(&file, e))?;
+        replace(&file, text.as_bytes()).map_err(|e| io(&file, e))?;
         written(&file);
     }
     Ok(())
+}
+
+/// Puts `bytes` at `file` by renaming a new file over it: whatever was
+/// there (a symlink or a hard link planted by whoever can write the
+/// directory, another user's page) is replaced, never written through.
+fn replace(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = file.with_file_name(format!(
+        ".{name}.tmp.{}.{:08x}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| std::fs::rename(&tmp, file));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// `agentlock`, or `agentlock-claim` for the subcommand `claim`.

@@ -114,3 +114,46 @@ fn debug_never_writes_a_lock_files_control_bytes_raw() {
     assert!(err.contains(r"tmux server /tmp/nowhere\x1b[2J"), "{err}");
     assert!(err.contains("verdict on the lock of pid"), "{err}");
 }
+
+/// A log line that cannot be written (stderr `/dev/full`, or a pipe whose
+/// reader is gone) is dropped: it never panics nor changes what the
+/// command does or its exit status. An `AGENTLOCK_LOG` that does not parse
+/// says so on that stderr the same way.
+#[test]
+fn a_log_line_that_cannot_be_written_changes_nothing() {
+    let sb = Sandbox::new();
+    let w = sb.worker("w");
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let closed_pipe = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        writer
+    };
+    for filter in ["debug", "trace", "agentlock=trace", "[bogus"] {
+        for (what, stderr) in [
+            ("/dev/full", std::process::Stdio::from(full())),
+            ("a closed pipe", std::process::Stdio::from(closed_pipe())),
+        ] {
+            let out = sb
+                .std_cmd()
+                .env("AGENTLOCK_LOG", filter)
+                .arg("status")
+                .arg(&w)
+                .stderr(stderr)
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "AGENTLOCK_LOG={filter}, stderr {what}: {out:?}"
+            );
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert!(said.contains(": free"), "{filter}, {what}: {said}");
+        }
+    }
+}

@@ -276,3 +276,37 @@ fn installed_pages_are_found_by_name() {
         assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("{page}(1)")));
     }
 }
+
+/// A page already in DIR is replaced, never written through: a symlink
+/// planted there (by whoever can write DIR, before root runs `man --dir`)
+/// is replaced by the page, its target left alone; a hard link's other
+/// name keeps its bytes; a page owned by another user becomes the writer's.
+#[test]
+fn man_dir_replaces_existing_pages_never_writes_through_them() {
+    use std::os::unix::fs::MetadataExt;
+    let sb = Sandbox::new();
+    let dir = sb.path().join("man1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let victim = sb.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, page_path(&dir, "agentlock-claim")).unwrap();
+    let linked = sb.path().join("linked");
+    std::fs::write(&linked, "mine too\n").unwrap();
+    std::fs::hard_link(&linked, page_path(&dir, "agentlock-run")).unwrap();
+    // A dangling symlink: the page is not created at its target either.
+    let nowhere = sb.path().join("nowhere");
+    std::os::unix::fs::symlink(&nowhere, page_path(&dir, "agentlock-list")).unwrap();
+    write_pages(&sb, &dir, &["--quiet"]);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert_eq!(std::fs::read_to_string(&linked).unwrap(), "mine too\n");
+    assert!(!nowhere.exists(), "a page written at a symlink's target");
+    for page in PAGES {
+        let path = page_path(&dir, page);
+        let md = std::fs::symlink_metadata(&path).unwrap();
+        assert!(md.file_type().is_file(), "{page}: {md:?}");
+        assert_eq!(md.nlink(), 1, "{page}");
+        assert!(std::fs::read_to_string(&path).unwrap().starts_with(".ie"));
+    }
+    // Nothing else left in DIR (no temp files).
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), PAGES.len());
+}

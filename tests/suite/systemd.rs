@@ -284,4 +284,56 @@ mod exec_start {
         );
         assert_eq!(env.lease_pid(), Some(keeper.pid()));
     }
+
+    /// A keeper whose log cannot be written (its stderr `/dev/full`: a full
+    /// disk under its log file) keeps its lease: it renews it, where a
+    /// panic on its first `info` line used to end it, and with it every
+    /// claim of this host once the lease expired.
+    #[test]
+    fn a_keeper_whose_log_cannot_be_written_keeps_its_lease() {
+        let etcd = Etcd::start();
+        let sb = Sandbox::new();
+        let env = Env::new(&sb, &etcd, "full");
+        let words = exec_start();
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let keeper = Proc(
+            env.cmd(&sb, &words[0])
+                .args(&words[1..])
+                .env("AGENTLOCK_LOG", "debug")
+                .env("AGENTLOCK_LEASE_TTL", "3s")
+                .stdout(std::process::Stdio::null())
+                .stderr(full)
+                .spawn()
+                .unwrap(),
+        );
+        let lease = || {
+            let dir = env.xdg.join("agentlock");
+            std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.ends_with(".lease")
+                    .then(|| std::fs::read_to_string(e.path()).ok())?
+            })
+        };
+        let mut first = None;
+        wait_for(
+            "the keeper to publish its lease",
+            Duration::from_secs(30),
+            || {
+                first = lease();
+                first.is_some() || !pid_alive(keeper.pid())
+            },
+        );
+        assert!(pid_alive(keeper.pid()), "the keeper died before its lease");
+        // A renewal comes after the lines logged when the lease was taken.
+        wait_for(
+            "the keeper to renew its lease",
+            Duration::from_secs(30),
+            || lease().is_some_and(|now| Some(&now) != first.as_ref()) || !pid_alive(keeper.pid()),
+        );
+        assert!(pid_alive(keeper.pid()), "the keeper died");
+        assert_eq!(env.lease_pid(), Some(keeper.pid()));
+    }
 }
