@@ -45,5 +45,9 @@ fn main() {
     for n in notes.iter() {
         eprintln!("failure: {n}");
     }
-    std::process::exit(if figures.failures() == 0 { 0 } else { 1 });
+    let code = if figures.failures() == 0 { 0 } else { 1 };
+    // exit() runs no destructors: the temp tree is removed first.
+    drop(notes);
+    drop(dir);
+    std::process::exit(code);
 }

@@ -131,6 +131,10 @@ fn the_end_of_the_recorded_session_wakes_the_waiter() {
         "agent",
         "sh -c 'trap \"\" HUP; exec sleep 1000'",
     ]);
+    // It outlives its session by design: ended with its process group (the
+    // pane's, which tmux made it lead) when the test ends.
+    let pane: i32 = tmux.query("agent", "#{pane_pid}").parse().unwrap();
+    let _pane = SignalOnDrop(-pane, nix::sys::signal::Signal::SIGKILL);
     let me = sleeper();
     // The holder process goes; the session keeps the lock held.
     let mut gone = sleeper();
