@@ -101,7 +101,7 @@ pub fn invoker() -> Result<Invoker> {
         ))
     } else if TRANSIENT.contains(&comm.as_str()) || shell_uncertain(pid, &comm) {
         Some(format!(
-            "the holder is pid {pid} ({comm}), which may exit as soon as agentlock does; the lock would then be stale at once (name the holder with --pid)"
+            "the holder is pid {pid} ({comm}), which may exit as soon as agentlock does; the lock then lives only as long as its recorded tmux session, and is stale at once without one (name the holder with --pid)"
         ))
     } else {
         None
