@@ -360,7 +360,8 @@ pub struct RunArgs {
     /// Worker directory.
     #[arg(value_name = "WORKER", value_hint = ValueHint::DirPath)]
     pub worker: PathBuf,
-    /// Session/pane to record [default: $TMUX_PANE].
+    /// Session/pane to record [default: none: the lock names the command and ends with it, even
+    /// in a pane].
     #[arg(long, value_name = "ID")]
     pub session: Option<String>,
     /// If the worker is lost while the command runs (its fleet lease expired, or another holder's

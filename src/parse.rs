@@ -47,14 +47,44 @@ pub fn for_completions() -> Command {
 /// colour as `color` says.
 pub fn parse(args: &[OsString], color: clap::ColorChoice) -> Result<Cli, clap::Error> {
     let mut cmd = command().color(color);
-    cmd.try_get_matches_from_mut(args)
-        .and_then(|mut m| Cli::from_arg_matches_mut(&mut m).map_err(|e| e.format(&mut cmd)))
-        .map_err(|mut e| {
-            if let Some(tip) = run_tip(&cmd, args, &e) {
+    let parsed = cmd
+        .try_get_matches_from_mut(args)
+        .and_then(|mut m| Cli::from_arg_matches_mut(&mut m).map_err(|e| e.format(&mut cmd)));
+    let spaced = spaced_wait(args);
+    match (parsed, spaced) {
+        // `claim --wait 5s W`: 5s became a worker; with --first-free a
+        // worker that is never free, waited for without a limit.
+        (Ok(_), Some(d)) => Err(clap::Error::raw(
+            ErrorKind::InvalidValue,
+            format!(
+                "'--wait {d}': {d} was taken as a worker, not as the time to wait; give it with =: --wait={d}"
+            ),
+        )
+        .format(&mut cmd)),
+        (Ok(cli), None) => Ok(cli),
+        (Err(mut e), spaced) => {
+            if let Some(d) = spaced {
+                add_tip(&mut e, format!("give --wait its duration with =: --wait={d}"));
+            } else if let Some(tip) = run_tip(&cmd, args, &e) {
                 add_tip(&mut e, tip);
             }
-            e
-        })
+            Err(e)
+        }
+    }
+}
+
+/// `--wait 5s` before any `--`: the duration given with a space, where
+/// `--wait` takes its value only with `=` (a bare `--wait` waits without a
+/// limit). Not when a directory of that name exists (a worker named `5s`).
+fn spaced_wait(args: &[OsString]) -> Option<String> {
+    let before: Vec<&OsString> = args.iter().take_while(|a| *a != "--").collect();
+    before.windows(2).find_map(|w| {
+        let next = w[1].to_str()?;
+        (w[0] == "--wait"
+            && agentlock::duration::parse(next).is_ok()
+            && !std::path::Path::new(next).is_dir())
+        .then(|| next.to_string())
+    })
 }
 
 /// For `agentlock run WORKER COMMAND...` without `--`: the same line with
@@ -137,6 +167,25 @@ mod tests {
         assert_eq!(tip(&["run", "true", "true"]), t("run true -- true"));
         assert_eq!(tip(&["run", "my w", "it's"]), t("run 'my w' -- \"it's\""));
         assert_eq!(tip(&["run", "w", "", "~"]), t("run w -- '' '~'"));
+        // A spaced --wait duration: refused with the = form, never a worker.
+        let spaced = |words: &[&str]| {
+            let args: Vec<OsString> = std::iter::once("agentlock")
+                .chain(words.iter().copied())
+                .map(OsString::from)
+                .collect();
+            parse(&args, clap::ColorChoice::Never)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let e = spaced(&["claim", "--first-free", "a", "b", "--wait", "5s"]).unwrap_err();
+        assert!(
+            e.contains("--wait=5s") && e.contains("taken as a worker"),
+            "{e}"
+        );
+        let e = spaced(&["run", "w", "--wait", "5s", "--", "true"]).unwrap_err();
+        assert!(e.contains("--wait=5s"), "{e}");
+        assert!(spaced(&["claim", "w", "--wait=5s"]).is_ok());
+        assert!(spaced(&["run", "w", "--", "sleep", "--wait", "5s"]).is_ok());
         // Not a run, or not a missing `--`: no tip.
         assert_eq!(tip(&["status", "--bogus"]), None);
         assert_eq!(tip(&["run", "w", "--bogus"]), None);

@@ -244,11 +244,11 @@ impl Tmux {
                 socket: None,
                 warning: Some(if is_target {
                     format!(
-                        "no tmux pane matches target '{requested}' now on the servers asked; recorded as given (it counts as alive while its session exists)"
+                        "no tmux pane matches target '{requested}' now on the servers asked; taken as given (it counts as alive while its session exists)"
                     )
                 } else {
                     format!(
-                        "no tmux session or pane '{requested}' exists now on the servers asked; recorded as given"
+                        "no tmux session or pane '{requested}' exists now on the servers asked; taken as given"
                     )
                 }),
                 ambiguous: None,

@@ -201,3 +201,50 @@ For more information, try '--help'.
     assert!(!tip.contains('\x1b'));
     assert_eq!(out.stdout, b"");
 }
+
+/// `--wait 5s` (a space, not `=`): 5s would be a worker, and with
+/// `--first-free` over held workers a wait without limit. Refused at once,
+/// saying how to write it; nothing is claimed or queued.
+#[test]
+fn a_wait_duration_given_with_a_space_is_refused_with_the_fix() {
+    let sb = Sandbox::new();
+    let (a, b) = (sb.worker("pool/1"), sb.worker("pool/2"));
+    let holder = sleeper();
+    for w in [&a, &b] {
+        sb.claim(w, holder.pid(), &[]).success();
+    }
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let out = agentlock(&sb, &[], &["claim", "--first-free", a, b, "--wait", "5s"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: '--wait 5s': 5s was taken as a worker, not as the time to wait; give it with =: --wait=5s
+
+Usage: agentlock [OPTIONS] <COMMAND>
+
+For more information, try '--help'.
+"
+    );
+    let out = agentlock(&sb, &[], &["run", a, "--wait", "5s", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("tip: give --wait its duration with =: --wait=5s"),
+        "{err}"
+    );
+    // A worker really named 5s is a worker.
+    let five = sb.worker("5s");
+    let out = sb
+        .cmd()
+        .current_dir(sb.path())
+        .args(["claim", "--pid", &holder.pid().to_string(), "--wait", "5s"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(lock_path(&five).exists());
+}
