@@ -142,45 +142,20 @@ pub struct WorkerEntry {
     pub error: Option<ErrorJson>,
 }
 
-impl WorkerEntry {
-    /// A judged worker, where `standing` is where the asker stands with it;
-    /// `probes` name the holder's command.
-    pub fn judged(j: &Judgement, standing: Standing, probes: &Probes) -> WorkerEntry {
-        let rec = j.record.as_ref();
-        WorkerEntry {
-            worker_dir: j.worker_dir.clone(),
-            lock_path: j.lock_path.clone(),
-            state: Some(j.state),
-            standing: Some(standing),
-            reason: Some(j.reason.clone()),
-            pid: rec.map(|r| r.pid),
-            pid_alive: j.pid_alive,
-            command: j.holder_command(probes),
-            session_id: rec.and_then(|r| r.session_id.clone()),
-            session_alive: j.session_alive,
-            tmux_socket: rec.and_then(|r| r.tmux_socket.clone()),
-            hostname: rec.and_then(|r| r.hostname.clone()),
-            acquired_at: rec.and_then(|r| r.acquired_at.as_ref()).map(rfc3339),
-            action: None,
-            moved_aside: None,
-            signal: None,
-            store: None,
-            store_key: None,
-            fence: None,
-            warnings: Vec::new(),
-            holder_warning: None,
-            paths_lossy: is_lossy(&j.worker_dir),
-            error: None,
-        }
-    }
+/// `<worker>/.runtime/agent.lock`.
+fn lock_file(worker_dir: &Path) -> PathBuf {
+    worker_dir
+        .join(crate::lock::RUNTIME_DIR)
+        .join(crate::lock::LOCK_FILE)
+}
 
-    /// A worker that could not be judged: `error` says why.
-    pub fn failed(worker: &Path, e: &crate::Error) -> WorkerEntry {
-        let worker_dir = absolute(worker);
+impl WorkerEntry {
+    /// The entry of `worker_dir` with nothing known of it: every other key
+    /// `null`, `[]` or `false` (its lock file, and whether a path is lossy,
+    /// derived).
+    fn blank(worker_dir: PathBuf) -> WorkerEntry {
         WorkerEntry {
-            lock_path: worker_dir
-                .join(crate::lock::RUNTIME_DIR)
-                .join(crate::lock::LOCK_FILE),
+            lock_path: lock_file(&worker_dir),
             paths_lossy: is_lossy(&worker_dir),
             worker_dir,
             state: None,
@@ -202,7 +177,36 @@ impl WorkerEntry {
             fence: None,
             warnings: Vec::new(),
             holder_warning: None,
+            error: None,
+        }
+    }
+
+    /// A judged worker, where `standing` is where the asker stands with it;
+    /// `probes` name the holder's command.
+    pub fn judged(j: &Judgement, standing: Standing, probes: &Probes) -> WorkerEntry {
+        let rec = j.record.as_ref();
+        WorkerEntry {
+            lock_path: j.lock_path.clone(),
+            state: Some(j.state),
+            standing: Some(standing),
+            reason: Some(j.reason.clone()),
+            pid: rec.map(|r| r.pid),
+            pid_alive: j.pid_alive,
+            command: j.holder_command(probes),
+            session_id: rec.and_then(|r| r.session_id.clone()),
+            session_alive: j.session_alive,
+            tmux_socket: rec.and_then(|r| r.tmux_socket.clone()),
+            hostname: rec.and_then(|r| r.hostname.clone()),
+            acquired_at: rec.and_then(|r| r.acquired_at.as_ref()).map(rfc3339),
+            ..WorkerEntry::blank(j.worker_dir.clone())
+        }
+    }
+
+    /// A worker that could not be judged: `error` says why.
+    pub fn failed(worker: &Path, e: &crate::Error) -> WorkerEntry {
+        WorkerEntry {
             error: Some(ErrorJson::of(e)),
+            ..WorkerEntry::blank(absolute(worker))
         }
     }
 
@@ -215,10 +219,7 @@ impl WorkerEntry {
     /// A fleet store's record: the store's address, the worker's key and the
     /// holder's fence. `lock_path` stays the worker's lock file.
     pub fn on_store(mut self, store: &str, key: &str, fence: Option<i64>) -> WorkerEntry {
-        self.lock_path = self
-            .worker_dir
-            .join(crate::lock::RUNTIME_DIR)
-            .join(crate::lock::LOCK_FILE);
+        self.lock_path = lock_file(&self.worker_dir);
         self.store = Some(store.into());
         self.store_key = Some(key.into());
         self.fence = fence;

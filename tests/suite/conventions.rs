@@ -9,6 +9,24 @@ fn s(p: &std::path::Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `w` claimed for session `agent-max` on the server at `socket` by an
+/// agent that then exits: the lock lives on through the session alone.
+fn claimed_by_a_gone_agent(sb: &Sandbox, socket: &std::path::Path, w: &std::path::Path) {
+    let agent = sleeper();
+    sb.cmd()
+        .args([
+            "--tmux-socket",
+            s(socket),
+            "claim",
+            "--session",
+            "agent-max",
+        ])
+        .args(["--pid", &agent.pid().to_string(), s(w)])
+        .assert()
+        .success();
+    drop(agent);
+}
+
 #[test]
 fn release_all_releases_what_the_asker_holds_and_nothing_else() {
     let sb = Sandbox::new();
@@ -27,15 +45,9 @@ fn release_all_releases_what_the_asker_holds_and_nothing_else() {
     let out = sb
         .cmd()
         .args(["release", "--all", "--json", "--pid", &pid, s(&root)])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v = json(&out.stdout);
+        .assert()
+        .success();
+    let v = json(&out.get_output().stdout);
     let mut released: Vec<_> = v["workers"]
         .as_array()
         .unwrap()
@@ -246,29 +258,15 @@ fn a_closed_sessions_name_never_releases_a_live_namesake() {
     let root = sb.path().join("town");
     let w = sb.worker("town/max");
     let other = sb.tmux("other", "agent-max");
-    let socket = other.socket.to_str().unwrap().to_string();
-    let agent = sleeper();
-    sb.cmd()
-        .args(["--tmux-socket", &socket, "claim", "--session", "agent-max"])
-        .args(["--pid", &agent.pid().to_string(), s(&w)])
-        .assert()
-        .success();
-    drop(agent);
+    claimed_by_a_gone_agent(&sb, &other.socket, &w);
     assert_eq!(state_of(&sb, &w, &[]), "held-by-session");
     // Asked on a server where agent-max does not exist (it just closed).
     let closed = sb.tmux("closed", "keep");
-    let out = sb
-        .cmd()
+    sb.cmd()
         .args(["--tmux-socket", closed.socket.to_str().unwrap()])
         .args(["release", "--all", "--session", "agent-max", s(&root)])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .assert()
+        .success();
     assert!(
         lock_path(&w).exists(),
         "the live namesake's lock was released"
@@ -285,13 +283,7 @@ fn a_gone_sessions_name_is_not_a_live_namesakes_holder() {
     let w = sb.worker("max");
     let other = sb.tmux("other", "agent-max");
     let socket = other.socket.to_str().unwrap().to_string();
-    let agent = sleeper();
-    sb.cmd()
-        .args(["--tmux-socket", &socket, "claim", "--session", "agent-max"])
-        .args(["--pid", &agent.pid().to_string(), s(&w)])
-        .assert()
-        .success();
-    drop(agent);
+    claimed_by_a_gone_agent(&sb, &other.socket, &w);
     let closed = sb.tmux("closed", "keep");
     let asked = ["--tmux-socket", closed.socket.to_str().unwrap()];
     sb.cmd()
@@ -339,25 +331,11 @@ fn the_documented_hook_spares_a_namesake_on_another_server() {
     let other = sb.tmux("other", "agent-max");
     let closing = sb.tmux("closing", "keep");
     closing.new_session("agent-max", sb.path());
-    let agent = sleeper();
-    sb.cmd()
-        .args(["--tmux-socket", other.socket.to_str().unwrap()])
-        .args(["claim", "--session", "agent-max"])
-        .args(["--pid", &agent.pid().to_string(), s(&w)])
-        .assert()
-        .success();
-    drop(agent);
+    claimed_by_a_gone_agent(&sb, &other.socket, &w);
     assert_eq!(state_of(&sb, &w, &[]), "held-by-session");
     // The closing session's own worker, which the hook is for.
     let mine = sb.worker("town/max");
-    let agent = sleeper();
-    sb.cmd()
-        .args(["--tmux-socket", closing.socket.to_str().unwrap()])
-        .args(["claim", "--session", "agent-max"])
-        .args(["--pid", &agent.pid().to_string(), s(&mine)])
-        .assert()
-        .success();
-    drop(agent);
+    claimed_by_a_gone_agent(&sb, &closing.socket, &mine);
 
     let help = sb.cmd().args(["release", "--help"]).output().unwrap();
     let help = String::from_utf8(help.stdout).unwrap();
@@ -489,13 +467,7 @@ fn release_all_asks_tmux_again_before_releasing_a_lock_it_reread() {
     let t = sb.tmux("srv", "keep");
     let socket = t.socket.to_str().unwrap().to_string();
     t.new_session("agent-max", sb.path());
-    let agent = sleeper();
-    sb.cmd()
-        .args(["--tmux-socket", &socket, "claim", "--session", "agent-max"])
-        .args(["--pid", &agent.pid().to_string(), s(&w)])
-        .assert()
-        .success();
-    drop(agent);
+    claimed_by_a_gone_agent(&sb, &t.socket, &w);
     t.kill_session("agent-max");
     assert_eq!(state_of(&sb, &w, &["--tmux-socket", &socket]), "stale");
 

@@ -234,17 +234,10 @@ For more information, try '--help'.
     );
     // A worker really named 5s is a worker.
     let five = sb.worker("5s");
-    let out = sb
-        .cmd()
+    sb.cmd()
         .current_dir(sb.path())
         .args(["claim", "--pid", &holder.pid().to_string(), "--wait", "5s"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .assert()
+        .success();
     assert!(lock_path(&five).exists());
 }
