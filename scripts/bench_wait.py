@@ -116,34 +116,31 @@ def queued(kind, w, p):
         time.sleep(0.15)
 
 
-def release_case(kind, i):
-    """Freed by a release (the lock removed under the guard)."""
-    w = trial_worker(f"rel-{kind[:4]}-{i}")
+def freed_case(kind, name, free):
+    """A waiter queued on a worker held by a live process, timed from
+    `free(worker, holder)` until it exits holding the worker."""
+    w = trial_worker(name)
     holder, me = sleeper(), sleeper()
     al("claim", "-q", "--pid", str(holder.pid), w)
     p = subprocess.Popen(waiter_cmd(kind, w, me.pid), env=ENV, stderr=subprocess.DEVNULL)
     queued(kind, w, p)
     t0 = time.perf_counter()
-    release_in_process(w)
+    free(w, holder)
     p.wait()
     dt = time.perf_counter() - t0
-    holder.kill(); me.kill(); holder.wait(); me.wait()
+    for proc in (holder, me):
+        proc.kill(); proc.wait()
     return dt
+
+
+def release_case(kind, i):
+    """Freed by a release (the lock removed under the guard)."""
+    return freed_case(kind, f"rel-{kind[:4]}-{i}", lambda w, holder: release_in_process(w))
 
 
 def kill_case(kind, i):
     """Freed by the holder's death (SIGKILL, no session)."""
-    w = trial_worker(f"kill-{kind[:4]}-{i}")
-    holder, me = sleeper(), sleeper()
-    al("claim", "-q", "--pid", str(holder.pid), w)
-    p = subprocess.Popen(waiter_cmd(kind, w, me.pid), env=ENV, stderr=subprocess.DEVNULL)
-    queued(kind, w, p)
-    t0 = time.perf_counter()
-    holder.kill()
-    p.wait()
-    dt = time.perf_counter() - t0
-    holder.wait(); me.kill(); me.wait()
-    return dt
+    return freed_case(kind, f"kill-{kind[:4]}-{i}", lambda w, holder: holder.kill())
 
 
 def flock_release(i):
