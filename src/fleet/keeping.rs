@@ -86,41 +86,40 @@ fn take_lock(spec: &StoreSpec, path: &std::path::Path) -> Result<Flock<std::fs::
     }
 }
 
-/// Connects to the store, trying again every second until it answers: a
-/// keeper started before the store is reachable (at boot) waits for it.
-fn connect(spec: &StoreSpec, timeout: Duration) -> Fleet {
+/// What `attempt` gives, tried again every `every` until it succeeds: the
+/// first failure is a warning (`first`), the others debug events (`again`).
+fn until_ok<T>(every: Duration, first: &str, again: &str, attempt: impl Fn() -> Result<T>) -> T {
     let mut tries = 0u32;
     loop {
-        match Fleet::connect(spec, timeout) {
-            Ok(f) => return f,
-            Err(e) if tries == 0 => warn!(
-                "cannot reach the store yet, trying again every second: {}",
-                esc(&e)
-            ),
-            Err(e) => debug!("cannot reach the store yet: {}", esc(&e)),
-        }
-        tries += 1;
-        std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
-/// A lease from `grant`, tried again every `every` until the store grants
-/// one; the first failure is worth a line, the others are debug events.
-fn until_granted(grant: &dyn Fn() -> Result<KeeperLease>, every: Duration) -> KeeperLease {
-    let mut tries = 0u32;
-    loop {
-        match grant() {
-            Ok(l) => return l,
-            Err(e) if tries == 0 => warn!(
-                "granting a lease failed, trying again every {:.1} s: {}",
-                every.as_secs_f64(),
-                esc(&e)
-            ),
-            Err(e) => debug!("granting a lease failed again: {}", esc(&e)),
+        match attempt() {
+            Ok(v) => return v,
+            Err(e) if tries == 0 => warn!("{first}: {}", esc(&e)),
+            Err(e) => debug!("{again}: {}", esc(&e)),
         }
         tries += 1;
         std::thread::sleep(every);
     }
+}
+
+/// Connects to the store, trying again every second until it answers: a
+/// keeper started before the store is reachable (at boot) waits for it.
+fn connect(spec: &StoreSpec, timeout: Duration) -> Fleet {
+    until_ok(
+        Duration::from_secs(1),
+        "cannot reach the store yet, trying again every second",
+        "cannot reach the store yet",
+        || Fleet::connect(spec, timeout),
+    )
+}
+
+/// A lease from `grant`, tried again every `every` until the store grants
+/// one.
+fn until_granted(grant: &dyn Fn() -> Result<KeeperLease>, every: Duration) -> KeeperLease {
+    let first = format!(
+        "granting a lease failed, trying again every {:.1} s",
+        every.as_secs_f64()
+    );
+    until_ok(every, &first, "granting a lease failed again", grant)
 }
 
 /// Runs the keeper in the foreground until killed: one per host and store.
